@@ -1,0 +1,138 @@
+//! The per-photo pipeline on one worker's models: decode → detect → landmarks → embedding.
+
+use crate::decode::{decode, DecodeLimits};
+use crate::detect::{detect_faces, to_matrix, DetectConfig};
+use crate::dlib::face_chip;
+use crate::error::{AnalyzeError, NativeError};
+use crate::face::{eye_geometry, Face, FaceBox};
+use crate::models::WorkerModels;
+use dlib_face_recognition::{LandmarkPredictorTrait, Rectangle};
+use image::RgbImage;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy)]
+pub struct AnalyzeOptions {
+    /// Every face (strongest first, up to `max_faces`) instead of only the largest.
+    pub all_faces: bool,
+    pub max_faces: usize,
+    /// Jittered copies averaged per embedding (0 or 1 = none; the gallery uses 10).
+    pub jitters: u32,
+    /// Seed of the jitter generator (same seed, same embedding).
+    pub seed: u64,
+    /// Side of an aligned face chip to return with each face (thumbnails), if any.
+    pub chip_size: Option<u32>,
+}
+
+impl Default for AnalyzeOptions {
+    fn default() -> Self {
+        Self { all_faces: false, max_faces: 10, jitters: 0, seed: 0, chip_size: None }
+    }
+}
+
+/// Time spent in each stage of one photo.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StageTimings {
+    pub decode: Duration,
+    pub detect: Duration,
+    pub landmarks: Duration,
+    pub encode: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Analysis {
+    pub width: u32,
+    pub height: u32,
+    /// Largest first in main-face mode; left to right in all-faces mode.
+    pub faces: Vec<Face>,
+    pub timings: StageTimings,
+}
+
+/// One worker's face pipeline. Owns its models; not `Sync`.
+pub struct FaceAnalyzer {
+    models: WorkerModels,
+    pub limits: DecodeLimits,
+    pub detect: DetectConfig,
+}
+
+impl FaceAnalyzer {
+    pub fn new(models: WorkerModels, limits: DecodeLimits, detect: DetectConfig) -> Self {
+        Self { models, limits, detect }
+    }
+
+    pub fn analyze_bytes(&mut self, bytes: &[u8], opts: &AnalyzeOptions) -> Result<Analysis, AnalyzeError> {
+        let t = Instant::now();
+        let image = decode(bytes, &self.limits)?;
+        let decode_time = t.elapsed();
+        let mut analysis = self.analyze_image(&image, opts)?;
+        analysis.timings.decode = decode_time;
+        Ok(analysis)
+    }
+
+    pub fn analyze_image(&mut self, image: &RgbImage, opts: &AnalyzeOptions) -> Result<Analysis, NativeError> {
+        let mut timings = StageTimings::default();
+        let (width, height) = image.dimensions();
+        let t = Instant::now();
+        let full = to_matrix(image);
+        let mut dets = detect_faces(&mut self.models.detector, image, &full, &self.detect, opts.all_faces)?;
+        let area = |d: &crate::dlib::RawDetection| (d.right - d.left) * (d.bottom - d.top);
+        if opts.all_faces {
+            dets.truncate(opts.max_faces.max(1));
+        } else {
+            // The main face is the largest one (the person who sent the photo).
+            dets.sort_by(|a, b| area(b).total_cmp(&area(a)));
+            dets.truncate(1);
+        }
+        timings.detect = t.elapsed();
+
+        let t = Instant::now();
+        let shapes: Vec<_> = dets
+            .iter()
+            .map(|d| {
+                let rect = Rectangle {
+                    left: d.left.round() as _,
+                    top: d.top.round() as _,
+                    right: d.right.round() as _,
+                    bottom: d.bottom.round() as _,
+                };
+                self.models.predictor.face_landmarks(&full, &rect)
+            })
+            .collect();
+        timings.landmarks = t.elapsed();
+
+        let t = Instant::now();
+        let embeddings = self.models.encoder.encode(&full, &shapes, opts.jitters, opts.seed).map_err(NativeError)?;
+        timings.encode = t.elapsed();
+
+        let mut faces = Vec::with_capacity(dets.len());
+        for ((d, shape), embedding) in dets.iter().zip(&shapes).zip(embeddings) {
+            let mut landmarks = [[0f32; 2]; 5];
+            for (dst, p) in landmarks.iter_mut().zip(shape.iter()) {
+                *dst = [p.x() as f32, p.y() as f32];
+            }
+            let (eye_distance, roll_degrees) = eye_geometry(&landmarks);
+            let chip = match opts.chip_size {
+                Some(size) => Some(face_chip(&full, shape, size, 0.25).map_err(NativeError)?),
+                None => None,
+            };
+            let clamp = |v: f64, max: u32| (v.round() as i64).clamp(0, i64::from(max)) as i32;
+            faces.push(Face {
+                bbox: FaceBox {
+                    left: clamp(d.left, width),
+                    top: clamp(d.top, height),
+                    right: clamp(d.right, width),
+                    bottom: clamp(d.bottom, height),
+                },
+                score: d.score as f32,
+                landmarks,
+                eye_distance,
+                roll_degrees,
+                embedding,
+                chip,
+            });
+        }
+        if opts.all_faces {
+            faces.sort_by_key(|f| (f.bbox.left, f.bbox.top));
+        }
+        Ok(Analysis { width, height, faces, timings })
+    }
+}

@@ -1,0 +1,88 @@
+//! Face detection strategy around dlib's HOG detector: detect on a downscaled copy (HOG cost
+//! grows with pixels: ~400 ms at 2000 px vs ~35 ms at 640 px) and map boxes back; when
+//! nothing is found, retry on an upsampled copy with a grey border, which finds faces that
+//! are small (group photos) or that fill the frame (tight crops, where the detector's window
+//! needs context around the face).
+
+use crate::dlib::{HogDetector, RawDetection};
+use crate::error::NativeError;
+use dlib_face_recognition::ImageMatrix;
+use image::{imageops, Rgb, RgbImage};
+
+#[derive(Debug, Clone, Copy)]
+pub struct DetectConfig {
+    /// Longest side of the first pass (main-face mode).
+    pub max_side: u32,
+    /// Longest side of the first pass when all faces are wanted (small faces in groups).
+    pub all_faces_max_side: u32,
+    /// Longest side (without the border) of the retry pass; also at most 2x upsampling.
+    pub retry_max_side: u32,
+    /// Border added on each side in the retry pass, as a fraction of the longest side.
+    pub retry_border: f32,
+    /// Most detections kept from one pass.
+    pub max_detections: usize,
+}
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        Self { max_side: 640, all_faces_max_side: 1600, retry_max_side: 1280, retry_border: 0.25, max_detections: 64 }
+    }
+}
+
+/// A detection in full-resolution coordinates (may extend past the image edge).
+pub type Detection = RawDetection;
+
+/// Finds faces in `image` (whose dlib copy is `full`), strongest first.
+pub fn detect_faces(
+    detector: &mut HogDetector,
+    image: &RgbImage,
+    full: &ImageMatrix,
+    cfg: &DetectConfig,
+    all_faces: bool,
+) -> Result<Vec<Detection>, NativeError> {
+    let (w, h) = image.dimensions();
+    let long = w.max(h) as f64;
+    let first_side = if all_faces { cfg.all_faces_max_side } else { cfg.max_side } as f64;
+    let scale = (first_side / long).min(1.0);
+    let found = if scale < 1.0 {
+        let (sw, sh) = scaled(w, h, scale);
+        let small = full.resize(sw as usize, sh as usize);
+        detector.detect(&small, cfg.max_detections).map_err(NativeError)?
+    } else {
+        detector.detect(full, cfg.max_detections).map_err(NativeError)?
+    };
+    if !found.is_empty() {
+        return Ok(found.into_iter().map(|d| map_back(d, scale, 0.0)).collect());
+    }
+
+    // Retry: upsample (at most 2x, up to retry_max_side) and add a grey border.
+    let retry_scale = (cfg.retry_max_side as f64 / long).min(2.0).max(scale);
+    let (sw, sh) = scaled(w, h, retry_scale);
+    let border = (cfg.retry_border as f64 * sw.max(sh) as f64).round() as u32;
+    let resized = if (sw, sh) == (w, h) {
+        image.clone()
+    } else {
+        imageops::resize(image, sw, sh, imageops::FilterType::Triangle)
+    };
+    let mut padded = RgbImage::from_pixel(sw + 2 * border, sh + 2 * border, Rgb([128, 128, 128]));
+    imageops::replace(&mut padded, &resized, i64::from(border), i64::from(border));
+    let matrix = to_matrix(&padded);
+    let found = detector.detect(&matrix, cfg.max_detections).map_err(NativeError)?;
+    Ok(found.into_iter().map(|d| map_back(d, retry_scale, border as f64)).collect())
+}
+
+fn scaled(w: u32, h: u32, s: f64) -> (u32, u32) {
+    (((w as f64 * s).round() as u32).max(1), ((h as f64 * s).round() as u32).max(1))
+}
+
+fn map_back(d: RawDetection, scale: f64, border: f64) -> Detection {
+    let f = |v: f64| (v - border) / scale;
+    RawDetection { left: f(d.left), top: f(d.top), right: f(d.right), bottom: f(d.bottom), score: d.score }
+}
+
+/// Copies an RGB8 image into dlib's matrix type.
+pub fn to_matrix(image: &RgbImage) -> ImageMatrix {
+    let (w, h) = image.dimensions();
+    // SAFETY: an RgbImage holds exactly w*h*3 bytes, which is what ImageMatrix::new reads.
+    unsafe { ImageMatrix::new(w as usize, h as usize, image.as_raw().as_ptr()) }
+}

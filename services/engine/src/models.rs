@@ -1,0 +1,50 @@
+//! Loading dlib's model files once and handing each worker its own copy.
+
+use crate::dlib::{FaceEncoder, HogDetector};
+use crate::error::ModelError;
+use dlib_face_recognition::LandmarkPredictor;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+pub const LANDMARKS_FILE: &str = "shape_predictor_5_face_landmarks.dat";
+pub const ENCODER_FILE: &str = "dlib_face_recognition_resnet_model_v1.dat";
+
+/// The loaded models; cheap to turn into per-worker sets with [`Models::worker_set`].
+pub struct Models {
+    predictor: LandmarkPredictor,
+    /// The prototype encoder is only ever copied; the lock makes `Models` shareable.
+    encoder: Mutex<FaceEncoder>,
+}
+
+/// One worker's models. The detector and encoder are not `Sync`: never share a set.
+pub struct WorkerModels {
+    pub detector: HogDetector,
+    pub predictor: LandmarkPredictor,
+    pub encoder: FaceEncoder,
+}
+
+impl Models {
+    /// Loads the 5-point landmark model and the ResNet encoder from `dir`.
+    pub fn load(dir: &Path) -> Result<Self, ModelError> {
+        let lm = model_file(dir, LANDMARKS_FILE)?;
+        let enc = model_file(dir, ENCODER_FILE)?;
+        let predictor = LandmarkPredictor::open(&lm).map_err(|detail| ModelError::Load { path: lm, detail })?;
+        let encoder = FaceEncoder::open(&enc).map_err(|detail| ModelError::Load { path: enc, detail })?;
+        Ok(Self { predictor, encoder: Mutex::new(encoder) })
+    }
+
+    /// A private copy of every model for one worker thread.
+    pub fn worker_set(&self) -> WorkerModels {
+        let encoder = self.encoder.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        WorkerModels { detector: HogDetector::new(), predictor: self.predictor.clone(), encoder }
+    }
+}
+
+fn model_file(dir: &Path, name: &str) -> Result<PathBuf, ModelError> {
+    let path = dir.join(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(ModelError::Missing { path })
+    }
+}
