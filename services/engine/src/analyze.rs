@@ -44,6 +44,8 @@ pub struct Analysis {
     pub height: u32,
     /// Largest first in main-face mode; left to right in all-faces mode.
     pub faces: Vec<Face>,
+    /// Every face the detector found (before selection), strongest first.
+    pub detections: Vec<FaceBox>,
     pub timings: StageTimings,
 }
 
@@ -75,6 +77,14 @@ impl FaceAnalyzer {
         let full = to_matrix(image);
         let mut dets = detect_faces(&mut self.models.detector, image, &full, &self.detect, opts.all_faces)?;
         let area = |d: &crate::dlib::RawDetection| (d.right - d.left) * (d.bottom - d.top);
+        let clamp = |v: f64, max: u32| (v.round() as i64).clamp(0, i64::from(max)) as i32;
+        let to_box = |d: &crate::dlib::RawDetection| FaceBox {
+            left: clamp(d.left, width),
+            top: clamp(d.top, height),
+            right: clamp(d.right, width),
+            bottom: clamp(d.bottom, height),
+        };
+        let detections: Vec<FaceBox> = dets.iter().map(to_box).collect();
         if opts.all_faces {
             dets.truncate(opts.max_faces.max(1));
         } else {
@@ -114,14 +124,8 @@ impl FaceAnalyzer {
                 Some(size) => Some(face_chip(&full, shape, size, 0.25).map_err(NativeError)?),
                 None => None,
             };
-            let clamp = |v: f64, max: u32| (v.round() as i64).clamp(0, i64::from(max)) as i32;
             faces.push(Face {
-                bbox: FaceBox {
-                    left: clamp(d.left, width),
-                    top: clamp(d.top, height),
-                    right: clamp(d.right, width),
-                    bottom: clamp(d.bottom, height),
-                },
+                bbox: to_box(d),
                 score: d.score as f32,
                 landmarks,
                 eye_distance,
@@ -133,6 +137,6 @@ impl FaceAnalyzer {
         if opts.all_faces {
             faces.sort_by_key(|f| (f.bbox.left, f.bbox.top));
         }
-        Ok(Analysis { width, height, faces, timings })
+        Ok(Analysis { width, height, faces, detections, timings })
     }
 }

@@ -1,0 +1,88 @@
+//! Approximate search with `hnsw_rs` for galleries too large for a linear scan, and its
+//! (de)serialisation into the gallery file.
+
+use super::TopK;
+use crate::face::{Embedding, EMBEDDING_DIM};
+use anndists::dist::DistL2;
+use hnsw_rs::api::AnnT;
+use hnsw_rs::hnsw::Hnsw;
+use hnsw_rs::hnswio::HnswIo;
+
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct HnswParams {
+    /// Links per node (hnsw_rs caps at 256); 16 is plenty for 128-d face embeddings.
+    pub m: usize,
+    pub ef_construction: usize,
+    /// Candidate list size at query time (higher: better recall, slower).
+    pub ef_search: usize,
+}
+
+impl Default for HnswParams {
+    fn default() -> Self {
+        Self { m: 24, ef_construction: 200, ef_search: 96 }
+    }
+}
+
+pub struct HnswIndex {
+    graph: Hnsw<'static, f32, DistL2>,
+    pub params: HnswParams,
+}
+
+impl HnswIndex {
+    /// Builds the graph over `rows` (row id = position), in parallel.
+    pub fn build(rows: &[f32], params: HnswParams) -> Self {
+        let n = rows.len() / EMBEDDING_DIM;
+        let layers = 16.min(((n.max(2) as f64).ln() / (params.m as f64).ln()).ceil() as usize + 2);
+        let graph = Hnsw::<f32, DistL2>::new(params.m, n.max(1), layers, params.ef_construction, DistL2 {});
+        let data: Vec<(&[f32], usize)> = rows.chunks_exact(EMBEDDING_DIM).enumerate().map(|(i, r)| (r, i)).collect();
+        graph.parallel_insert_slice(&data);
+        let mut graph = graph;
+        graph.set_searching_mode(true);
+        Self { graph, params }
+    }
+
+    pub fn len(&self) -> usize {
+        self.graph.get_nb_point()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Best `k` distinct identities; asks the graph for more rows than `k` because several
+    /// rows may belong to one identity.
+    pub fn search(&self, owners: &[u32], query: &Embedding, k: usize, ef: Option<usize>) -> Vec<(u32, f32)> {
+        let want = (k * 4).max(16);
+        let ef = ef.unwrap_or(self.params.ef_search).max(want);
+        let mut top = TopK::new(k);
+        for n in self.graph.search(query, want, ef) {
+            if let Some(owner) = owners.get(n.d_id) {
+                top.offer(*owner, n.distance);
+            }
+        }
+        top.into_sorted()
+    }
+
+    /// Serialises the graph (hnsw_rs dumps to two files; we keep their bytes).
+    pub fn to_bytes(&self) -> Result<(Vec<u8>, Vec<u8>), String> {
+        let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
+        let base = self.graph.file_dump(dir.path(), "index").map_err(|e| format!("HNSW dump failed: {e}"))?;
+        let graph = std::fs::read(dir.path().join(format!("{base}.hnsw.graph"))).map_err(|e| e.to_string())?;
+        let data = std::fs::read(dir.path().join(format!("{base}.hnsw.data"))).map_err(|e| e.to_string())?;
+        Ok((graph, data))
+    }
+
+    pub fn from_bytes(graph: &[u8], data: &[u8], params: HnswParams) -> Result<Self, String> {
+        let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
+        std::fs::write(dir.path().join("index.hnsw.graph"), graph).map_err(|e| e.to_string())?;
+        std::fs::write(dir.path().join("index.hnsw.data"), data).map_err(|e| e.to_string())?;
+        // hnsw_rs ties the loaded graph's lifetime to its loader even when the data is
+        // copied into memory (no mmap, as here); the loader is a few hundred bytes and one
+        // is leaked per gallery load.
+        let io: &'static mut HnswIo = Box::leak(Box::new(HnswIo::new(dir.path(), "index")));
+        let mut graph: Hnsw<'static, f32, DistL2> =
+            io.load_hnsw::<f32, DistL2>().map_err(|e| format!("HNSW index is unreadable: {e}"))?;
+        graph.set_searching_mode(true);
+        Ok(Self { graph, params })
+    }
+}

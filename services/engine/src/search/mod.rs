@@ -1,0 +1,70 @@
+//! Nearest-identity search: exact (a vectorised linear scan, exact and faster up to tens of
+//! thousands of embeddings) or HNSW (approximate, sub-linear).
+
+pub mod exact;
+pub mod hnsw;
+
+/// The `k` smallest distances with at most one entry per identity.
+pub(crate) struct TopK {
+    k: usize,
+    items: Vec<(u32, f32)>,
+    /// Cached entry threshold: the scan asks for it once per row.
+    worst: f32,
+}
+
+impl TopK {
+    pub fn new(k: usize) -> Self {
+        Self { k: k.max(1), items: Vec::with_capacity(k.max(1) + 1), worst: f32::INFINITY }
+    }
+
+    /// Distance a new candidate must beat to enter.
+    #[inline]
+    pub fn worst(&self) -> f32 {
+        self.worst
+    }
+
+    fn refresh_worst(&mut self) {
+        self.worst = if self.items.len() < self.k {
+            f32::INFINITY
+        } else {
+            self.items.iter().map(|x| x.1).fold(f32::NEG_INFINITY, f32::max)
+        };
+    }
+
+    pub fn offer(&mut self, id: u32, d: f32) {
+        if let Some(slot) = self.items.iter_mut().find(|x| x.0 == id) {
+            if d < slot.1 {
+                slot.1 = d;
+                self.refresh_worst();
+            }
+            return;
+        }
+        if self.items.len() < self.k {
+            self.items.push((id, d));
+        } else if let Some((i, _)) =
+            self.items.iter().enumerate().max_by(|a, b| a.1 .1.total_cmp(&b.1 .1)).filter(|(_, w)| d < w.1)
+        {
+            self.items[i] = (id, d);
+        }
+        self.refresh_worst();
+    }
+
+    pub fn into_sorted(mut self) -> Vec<(u32, f32)> {
+        self.items.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+        self.items
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TopK;
+
+    #[test]
+    fn keeps_best_distance_per_identity() {
+        let mut t = TopK::new(2);
+        for (id, d) in [(1, 0.9), (2, 0.5), (1, 0.3), (3, 0.4), (2, 0.45)] {
+            t.offer(id, d);
+        }
+        assert_eq!(t.into_sorted(), vec![(1, 0.3), (3, 0.4)]);
+    }
+}

@@ -1,0 +1,127 @@
+//! `matcher gallery build` and `matcher gallery info`.
+
+use crate::config::EngineArgs;
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use lookalike_engine::gallery::build::{build, BuildConfig};
+use lookalike_engine::gallery::catalog;
+use lookalike_engine::Gallery;
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Subcommand)]
+pub enum GalleryCommand {
+    /// Build a gallery from DIR/<Person_Name>/<photo> or DIR/<alias>.<ext>.
+    Build(BuildArgs),
+    /// Print a gallery's summary as JSON.
+    Info {
+        /// Gallery file.
+        path: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Photo directory.
+    #[arg(long)]
+    pub photos: PathBuf,
+    /// Catalog JSON: [{"name", "alias", "role", "n_movies"}]; photos are found by alias.
+    #[arg(long)]
+    pub catalog: Option<PathBuf>,
+    /// Output gallery file (written atomically).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Jittered copies averaged per embedding.
+    #[arg(long, default_value_t = 10)]
+    pub jitters: u32,
+    /// Worker threads (default: the CPUs available).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Reject photos whose eyes are closer than this many pixels.
+    #[arg(long, default_value_t = 20.0)]
+    pub min_eye_distance: f32,
+    /// Reject photos whose head roll exceeds this many degrees.
+    #[arg(long, default_value_t = 35.0)]
+    pub max_roll: f32,
+    /// Keep at most this many photos per person.
+    #[arg(long, default_value_t = 20)]
+    pub max_photos_per_person: usize,
+    /// Write the full report (every rejected photo with its reason) to this JSON file.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub fn run(engine: &EngineArgs, cmd: GalleryCommand) -> anyhow::Result<ExitCode> {
+    super::init_cli_logging();
+    match cmd {
+        GalleryCommand::Build(args) => build_cmd(engine, args),
+        GalleryCommand::Info { path } => {
+            let g = Gallery::load(&path, engine.search_mode(), engine.hnsw_params())
+                .with_context(|| format!("loading gallery {}", path.display()))?;
+            println!(
+                "{}",
+                json!({
+                    "version": g.version, "identities": g.identities.len(), "embeddings": g.len(),
+                    "index": g.index_kind(), "calibration": g.calibration, "build": g.build,
+                })
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn build_cmd(engine: &EngineArgs, args: BuildArgs) -> anyhow::Result<ExitCode> {
+    let entries = match &args.catalog {
+        Some(p) => Some(catalog::load(p)?),
+        None => None,
+    };
+    let sources = catalog::collect(&args.photos, entries.as_deref())?;
+    let models = super::load_models(engine)?;
+    let mut cfg = BuildConfig {
+        jitters: args.jitters,
+        min_eye_distance: args.min_eye_distance,
+        max_roll_degrees: args.max_roll,
+        max_photos_per_person: args.max_photos_per_person,
+        limits: engine.limits(),
+        ..BuildConfig::default()
+    };
+    if let Some(w) = args.workers {
+        cfg.workers = w.max(1);
+    }
+    let total: usize = sources.people.iter().map(|p| p.photos.len()).sum();
+    let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(total as u64) };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} photos  {per_sec}  ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let (mut gallery, report) = build(&models, sources, &cfg, |done, _| bar.set_position(done as u64))?;
+    bar.finish_and_clear();
+    gallery.prepare_index(engine.search_mode(), engine.hnsw_params());
+    gallery.save(&args.out).with_context(|| format!("writing {}", args.out.display()))?;
+    if let Some(path) = &args.report {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing report {}", path.display()))?;
+    }
+    let summary = json!({
+        "gallery": args.out.display().to_string(), "version": gallery.version,
+        "photos": report.photos, "accepted": report.accepted, "identities": report.identities,
+        "rejected": report.rejected.len(), "rejected_by_reason": report.rejected_by_reason,
+        "people_without_usable_photo": report.people_without_usable_photo,
+        "catalog_entries_without_photos": report.catalog_entries_without_photos,
+        "photos_without_catalog_entry": report.photos_without_catalog_entry.len(),
+        "index": gallery.index_kind(), "calibration": {"mean": gallery.calibration.mean, "std": gallery.calibration.std},
+        "seconds": (report.seconds * 10.0).round() / 10.0, "photos_per_second": (report.photos_per_second * 100.0).round() / 100.0,
+    });
+    println!("{summary}");
+    if !args.quiet {
+        for r in report.rejected.iter().take(20) {
+            eprintln!("rejected {}: {}", r.photo.display(), r.reason.kind());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
