@@ -49,6 +49,9 @@ pub struct Analysis {
     pub timings: StageTimings,
 }
 
+/// Largest detections considered for the main face.
+const MAIN_FACE_CANDIDATES: usize = 6;
+
 /// One worker's face pipeline. Owns its models; not `Sync`.
 pub struct FaceAnalyzer {
     models: WorkerModels,
@@ -75,7 +78,8 @@ impl FaceAnalyzer {
         let (width, height) = image.dimensions();
         let t = Instant::now();
         let full = to_matrix(image);
-        let mut dets = detect_faces(&mut self.models.detector, image, &full, &self.detect, opts.all_faces)?;
+        let mut dets =
+            detect_faces(&mut self.models.detector, self.models.cnn.as_ref(), image, &full, &self.detect, opts.all_faces)?;
         let area = |d: &crate::dlib::RawDetection| (d.right - d.left) * (d.bottom - d.top);
         let clamp = |v: f64, max: u32| (v.round() as i64).clamp(0, i64::from(max)) as i32;
         let to_box = |d: &crate::dlib::RawDetection| FaceBox {
@@ -88,14 +92,16 @@ impl FaceAnalyzer {
         if opts.all_faces {
             dets.truncate(opts.max_faces.max(1));
         } else {
-            // The main face is the largest one (the person who sent the photo).
+            // Main-face candidates: the largest boxes. HOG boxes come in coarse pyramid
+            // steps (several faces often get the same box), so the final choice is made
+            // on the eye distance from the landmarks, a finer measure of face size.
             dets.sort_by(|a, b| area(b).total_cmp(&area(a)));
-            dets.truncate(1);
+            dets.truncate(MAIN_FACE_CANDIDATES);
         }
         timings.detect = t.elapsed();
 
         let t = Instant::now();
-        let shapes: Vec<_> = dets
+        let mut shapes: Vec<_> = dets
             .iter()
             .map(|d| {
                 let rect = Rectangle {
@@ -107,6 +113,19 @@ impl FaceAnalyzer {
                 self.models.predictor.face_landmarks(&full, &rect)
             })
             .collect();
+        if !opts.all_faces && shapes.len() > 1 {
+            let eye = |shape: &dlib_face_recognition::FaceLandmarks| {
+                let mut pts = [[0f32; 2]; 5];
+                for (dst, p) in pts.iter_mut().zip(shape.iter()) {
+                    *dst = [p.x() as f32, p.y() as f32];
+                }
+                eye_geometry(&pts).0
+            };
+            let best = (0..shapes.len()).max_by(|&i, &j| eye(&shapes[i]).total_cmp(&eye(&shapes[j]))).unwrap_or(0);
+            let shape = shapes.swap_remove(best);
+            shapes = vec![shape];
+            dets = vec![dets[best]];
+        }
         timings.landmarks = t.elapsed();
 
         let t = Instant::now();

@@ -6,7 +6,7 @@
 
 use crate::dlib::{HogDetector, RawDetection};
 use crate::error::NativeError;
-use dlib_face_recognition::ImageMatrix;
+use dlib_face_recognition::{FaceDetectorCnn, FaceDetectorTrait, ImageMatrix};
 use image::{imageops, Rgb, RgbImage};
 
 #[derive(Debug, Clone, Copy)]
@@ -21,11 +21,15 @@ pub struct DetectConfig {
     pub retry_border: f32,
     /// Most detections kept from one pass.
     pub max_detections: usize,
+    /// Last resort when HOG finds nothing: dlib's CNN detector (if its model is present)
+    /// on a copy whose longest side is this many pixels (0 = never). Slower (~0.1-0.3 s)
+    /// but finds blurred, occluded and turned faces.
+    pub cnn_max_side: u32,
 }
 
 impl Default for DetectConfig {
     fn default() -> Self {
-        Self { max_side: 640, all_faces_max_side: 1600, retry_max_side: 1280, retry_border: 0.25, max_detections: 64 }
+        Self { max_side: 640, all_faces_max_side: 1600, retry_max_side: 1280, retry_border: 0.25, max_detections: 64, cnn_max_side: 400 }
     }
 }
 
@@ -35,6 +39,7 @@ pub type Detection = RawDetection;
 /// Finds faces in `image` (whose dlib copy is `full`), strongest first.
 pub fn detect_faces(
     detector: &mut HogDetector,
+    cnn: Option<&FaceDetectorCnn>,
     image: &RgbImage,
     full: &ImageMatrix,
     cfg: &DetectConfig,
@@ -68,7 +73,35 @@ pub fn detect_faces(
     imageops::replace(&mut padded, &resized, i64::from(border), i64::from(border));
     let matrix = to_matrix(&padded);
     let found = detector.detect(&matrix, cfg.max_detections).map_err(NativeError)?;
-    Ok(found.into_iter().map(|d| map_back(d, retry_scale, border as f64)).collect())
+    if !found.is_empty() {
+        return Ok(found.into_iter().map(|d| map_back(d, retry_scale, border as f64)).collect());
+    }
+    match cnn {
+        Some(cnn) if cfg.cnn_max_side > 0 => Ok(detect_cnn(cnn, image, cfg)),
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// The CNN pass: a bounded-size copy with a grey border (CNN cost grows with pixels).
+fn detect_cnn(cnn: &FaceDetectorCnn, image: &RgbImage, cfg: &DetectConfig) -> Vec<Detection> {
+    let (w, h) = image.dimensions();
+    let scale = (cfg.cnn_max_side as f64 / w.max(h) as f64).min(2.0);
+    let (sw, sh) = scaled(w, h, scale);
+    let border = (cfg.retry_border as f64 * sw.max(sh) as f64).round() as u32;
+    let resized = imageops::resize(image, sw, sh, imageops::FilterType::Triangle);
+    let mut padded = RgbImage::from_pixel(sw + 2 * border, sh + 2 * border, Rgb([128, 128, 128]));
+    imageops::replace(&mut padded, &resized, i64::from(border), i64::from(border));
+    let matrix = to_matrix(&padded);
+    let rects = cnn.face_locations(&matrix);
+    rects
+        .iter()
+        .take(cfg.max_detections)
+        .map(|r| {
+            // MMOD has no comparable score; report dlib's HOG threshold (0).
+            let raw = RawDetection { left: r.left as f64, top: r.top as f64, right: r.right as f64, bottom: r.bottom as f64, score: 0.0 };
+            map_back(raw, scale, border as f64)
+        })
+        .collect()
 }
 
 fn scaled(w: u32, h: u32, s: f64) -> (u32, u32) {
