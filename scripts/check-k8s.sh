@@ -11,7 +11,8 @@
 #    (webhook + monitoring + otel-collector, polling + gallery-image); adds the stand-alone
 #    files k8s/base/secret.template.yaml and k8s/tools/*.yaml.
 # 3. Validates every object against the Kubernetes $K8S_VERSION schemas, strict (unknown
-#    fields are errors); Prometheus Operator objects get a structural check.
+#    fields are errors); Prometheus Operator objects get a structural check, and the
+#    PrometheusRule's PromQL `promtool check rules` (promtool from Debian's prometheus package).
 # 4. Policy: every Deployment container has liveness+readiness probes, cpu+memory requests
 #    and limits, the restricted security context (runAsNonRoot, numeric runAsUser,
 #    readOnlyRootFilesystem, allowPrivilegeEscalation false, drop ALL, seccomp
@@ -55,6 +56,20 @@ if [ ! -f "$cache/.ok" ]; then
 fi
 py="$cache/bin/python"
 kubectl="$cache/bin/kubectl"
+# promtool (PromQL of the PrometheusRule): on PATH, or extracted from Debian's prometheus
+# package into the cache (not installed: no service). Best effort: skipped with a message.
+promtool="$(command -v promtool || true)"
+if [ -z "$promtool" ] && [ -x "$cache/prometheus/usr/bin/promtool" ]; then
+  promtool="$cache/prometheus/usr/bin/promtool"
+elif [ -z "$promtool" ] && command -v apt-get >/dev/null && command -v dpkg >/dev/null; then
+  echo "check-k8s: fetching promtool (Debian package prometheus, extracted into $cache)" >&2
+  if (cd "$cache" && apt-get download prometheus >/dev/null 2>&1 && dpkg -x prometheus_*.deb prometheus \
+        && rm -f prometheus_*.deb) && [ -x "$cache/prometheus/usr/bin/promtool" ]; then
+    promtool="$cache/prometheus/usr/bin/promtool"
+  else
+    rm -rf "$cache/prometheus" "$cache"/prometheus_*.deb
+  fi
+fi
 "$kubectl" version --client >/dev/null 2>&1 || { echo "check-k8s: ERROR: $kubectl does not run" >&2; exit 1; }
 
 # ---- 2.-4. render, validate, policy -----------------------------------------------------------
@@ -83,13 +98,14 @@ EOF
       rm -f "$work/$name.yaml"
     fi
   done
-  "$py" - "$K8S_VERSION" "$work" "$dir" <<'PY' || rc=1
-import glob, os, re, sys
+  "$py" - "$K8S_VERSION" "$work" "$dir" "$promtool" <<'PY' || rc=1
+import glob, os, re, subprocess, sys, tempfile
 import yaml
 import kubernetes_validate
 from kubernetes_validate.utils import ValidationError, SchemaNotFoundError
 
-version, work, k8s_dir = sys.argv[1], sys.argv[2], sys.argv[3]
+version, work, k8s_dir, promtool = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+promtool_checked = set()
 NS = "lookalike"
 problems = []
 counts = {}
@@ -137,6 +153,15 @@ def check_crd(where, d, docs):
                     bad(where, f"{kn(d)}: Service {s['metadata']['name']} has no port named {ep.get('port')!r}")
     elif kind == "PrometheusRule":
         groups = spec.get("groups") or []
+        key = yaml.safe_dump(spec)
+        if promtool and key not in promtool_checked:
+            promtool_checked.add(key)
+            with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+                f.write(key)
+            r = subprocess.run([promtool, "check", "rules", f.name], capture_output=True, text=True)
+            os.unlink(f.name)
+            if r.returncode != 0:
+                bad(where, f"{kn(d)}: promtool check rules failed:\n{r.stdout}{r.stderr}")
         if not groups:
             bad(where, f"{kn(d)}: no rule groups")
         for g in groups:
@@ -454,6 +479,8 @@ for where, docs in standalone.items():
 
 for where in list(variants) + list(standalone):
     print(f"  {where}: {counts.get(where, 0)} objects valid against Kubernetes {version} (strict)")
+print(f"  PrometheusRule: " + (f"PromQL checked with {promtool}" if promtool_checked else
+      "PromQL NOT checked (no promtool: install Debian's prometheus package or put promtool on PATH)"))
 if problems:
     print(f"\n{len(problems)} problem(s):")
     for p in problems:
@@ -493,6 +520,7 @@ mutations=(
   "base/kustomization.yaml|s/OPENBLAS_NUM_THREADS=1/OPENBLAS_NUM_THREADS=2/"
   "base/matcher-deployment.yaml|s/resource: limits.cpu/resource: requests.memory/"
 )
+[ -z "$promtool" ] || mutations+=("components/monitoring/prometheusrule.yaml|s/> 0.01/> > 0.01/")
 failed=0
 for m in "${mutations[@]}"; do
   file="${m%%|*}"; expr="${m#*|}"
