@@ -451,6 +451,16 @@ def check_gateway(where, docs, mode):
             bad(where, "gateway (webhook): Service gateway missing")
         if not ing or ing["apiVersion"] != "networking.k8s.io/v1" or not ing["spec"].get("tls"):
             bad(where, "gateway (webhook): networking.k8s.io/v1 Ingress with a tls section missing")
+        else:
+            from urllib.parse import urlparse
+            u = urlparse(str(env.get("GATEWAY_WEBHOOK_URL") or ""))
+            routes = [(r.get("host"), p.get("path", "/")) for r in ing["spec"].get("rules") or []
+                      for p in (r.get("http") or {}).get("paths") or []
+                      if ((p.get("backend") or {}).get("service") or {}).get("name") == "gateway"]
+            if not any(h == u.hostname and (u.path or "/").startswith(pp) for h, pp in routes):
+                bad(where, f"gateway (webhook): GATEWAY_WEBHOOK_URL {u.geturl()!r} is not routed to the gateway by the Ingress {routes}")
+            if not any(u.hostname in (t.get("hosts") or []) for t in ing["spec"]["tls"]):
+                bad(where, f"gateway (webhook): the Ingress has no TLS entry for {u.hostname}")
         if strat.get("type") == "RollingUpdate" and str((strat.get("rollingUpdate") or {}).get("maxSurge", "25%")) not in ("0", "0%"):
             bad(where, "gateway (webhook): maxSurge must be 0 (a surge pod would exceed the rate budget)")
 
@@ -519,6 +529,7 @@ mutations=(
   "base/matcher-deployment.yaml|s/imagePullPolicy: IfNotPresent/imagePulPolicy: IfNotPresent/"
   "base/kustomization.yaml|s/OPENBLAS_NUM_THREADS=1/OPENBLAS_NUM_THREADS=2/"
   "base/matcher-deployment.yaml|s/resource: limits.cpu/resource: requests.memory/"
+  "overlays/webhook/gateway-ingress.yaml|s/path: \/telegram/path: \/tg/"
 )
 [ -z "$promtool" ] || mutations+=("components/monitoring/prometheusrule.yaml|s/> 0.01/> > 0.01/")
 failed=0
