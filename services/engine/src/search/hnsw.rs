@@ -32,7 +32,8 @@ impl HnswIndex {
     /// Builds the graph over `rows` (row id = position), in parallel.
     pub fn build(rows: &[f32], params: HnswParams) -> Self {
         let n = rows.len() / EMBEDDING_DIM;
-        let layers = 16.min(((n.max(2) as f64).ln() / (params.m as f64).ln()).ceil() as usize + 2);
+        // hnsw_rs can only dump graphs built with its maximum layer count.
+        let layers = 16;
         let graph = Hnsw::<f32, DistL2>::new(params.m, n.max(1), layers, params.ef_construction, DistL2 {});
         let data: Vec<(&[f32], usize)> = rows.chunks_exact(EMBEDDING_DIM).enumerate().map(|(i, r)| (r, i)).collect();
         graph.parallel_insert_slice(&data);
