@@ -1,0 +1,340 @@
+//! One update, start to finish: classify, check the user's quota, download, match, answer.
+//! Every failure becomes a friendly answer: the user never meets silence.
+
+use std::time::Duration;
+
+use lookalike_proto::v1::{FaceMatch, MatchResponse};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::i18n::{self, Lang};
+use crate::input::{classify, ImageFile, Input, InputRules};
+use crate::matcher::{Matcher, MatcherError};
+use crate::metrics::METRICS;
+use crate::outbox::{Outbox, SendTimings};
+use crate::reply::{self, FaceLine, LinkTemplate};
+use crate::telegram::types::{Message, Update};
+use crate::telegram::{OutgoingBody, OutgoingMessage, PhotoSource, TelegramError};
+use crate::thumbs::ThumbnailCache;
+use crate::trace_context::TraceContext;
+use crate::user_limit::UserLimiter;
+
+/// Shared by all updates.
+pub struct Bot {
+    pub outbox: Outbox,
+    pub matcher: Matcher,
+    pub rules: InputRules,
+    pub links: LinkTemplate,
+    pub thumbs: ThumbnailCache,
+    pub users: UserLimiter,
+    pub max_faces: u32,
+}
+
+/// Where one update's time went; the rest is the gateway's own overhead.
+#[derive(Debug, Default)]
+struct Timings {
+    download: Duration,
+    matcher: Duration,
+    send: SendTimings,
+}
+
+/// What became of an update (a metrics label).
+pub type Outcome = &'static str;
+
+impl Bot {
+    /// Handles one update completely (all answers sent or given up on). Never fails: by
+    /// the time this returns, the update can be marked done.
+    pub async fn handle(&self, update: Update) -> Outcome {
+        let started = Instant::now();
+        let trace = TraceContext::new_root();
+        let chat_id = update.message.as_ref().map(|m| m.chat.id);
+        let span = tracing::info_span!(
+            "update",
+            update_id = update.update_id,
+            chat_id,
+            trace_id = %trace.trace_id(),
+        );
+        async move {
+            let mut t = Timings::default();
+            let outcome = match update.message {
+                Some(msg) => self.handle_message(&msg, &trace, &mut t).await,
+                None => "ignored",
+            };
+            let total = started.elapsed();
+            let overhead = total
+                .saturating_sub(t.download)
+                .saturating_sub(t.matcher)
+                .saturating_sub(t.send.total());
+            METRICS.update_handled(outcome, total, overhead);
+            tracing::info!(
+                outcome,
+                total_ms = ms(total),
+                download_ms = ms(t.download),
+                matcher_ms = ms(t.matcher),
+                flood_wait_ms = ms(t.send.waited),
+                send_ms = ms(t.send.network),
+                overhead_us = overhead.as_micros() as u64,
+                "update handled"
+            );
+            outcome
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn handle_message(&self, msg: &Message, trace: &TraceContext, t: &mut Timings) -> Outcome {
+        let lang = Lang::from_code(msg.from.as_ref().and_then(|u| u.language_code.as_deref()));
+        match classify(msg, &self.rules) {
+            Input::Ignore => "ignored",
+            Input::Command(_) => {
+                self.say(msg, i18n::help(lang).to_owned(), t).await;
+                "help"
+            }
+            Input::Text => {
+                self.say(msg, i18n::send_a_photo(lang).to_owned(), t).await;
+                "text"
+            }
+            Input::NotAnImage { mime } => {
+                tracing::info!(?mime, "not an image");
+                self.say(msg, i18n::not_an_image(lang).to_owned(), t).await;
+                "not_image"
+            }
+            Input::TooLarge { size } => {
+                tracing::info!(size, "file over the limit; not downloaded");
+                self.say(msg, i18n::too_large(lang, self.limit_mb()), t).await;
+                "too_large"
+            }
+            Input::Image(file) => self.handle_image(msg, lang, &file, trace, t).await,
+        }
+    }
+
+    async fn handle_image(
+        &self,
+        msg: &Message,
+        lang: Lang,
+        file: &ImageFile,
+        trace: &TraceContext,
+        t: &mut Timings,
+    ) -> Outcome {
+        let user = msg.from.as_ref().map_or(msg.chat.id, |u| u.id);
+        if !self.users.allow(user) {
+            METRICS.user_rate_limited();
+            self.say(msg, i18n::rate_limited(lang).to_owned(), t).await;
+            return "user_rate_limited";
+        }
+        let started = Instant::now();
+        let (_, downloaded) = tokio::join!(
+            self.outbox.chat_action(msg.chat.id, "upload_photo"),
+            self.download(file)
+        );
+        t.download = started.elapsed();
+        let image = match downloaded {
+            Ok(bytes) => bytes,
+            Err(TelegramError::FileTooLarge { size, .. }) => {
+                tracing::info!(size, "file over the limit");
+                self.say(msg, i18n::too_large(lang, self.limit_mb()), t).await;
+                return "too_large";
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "download failed");
+                self.say(msg, i18n::download_failed(lang).to_owned(), t).await;
+                return "download_failed";
+            }
+        };
+        tracing::debug!(
+            bytes = image.len(),
+            file_unique_id = %file.file_unique_id,
+            document = file.from_document,
+            "downloaded"
+        );
+        let started = Instant::now();
+        let result = self
+            .matcher
+            .match_photo(image.to_vec(), self.max_faces, trace)
+            .await;
+        t.matcher += started.elapsed();
+        let response = match result {
+            Ok(r) => r,
+            Err(MatcherError::InvalidImage(why)) => {
+                tracing::info!(reason = %why, "matcher refused the image");
+                self.say(msg, i18n::bad_image(lang).to_owned(), t).await;
+                return "bad_image";
+            }
+            Err(e @ MatcherError::Busy { .. }) => {
+                tracing::warn!(error = %e, "matcher busy or down");
+                self.say(msg, i18n::busy(lang).to_owned(), t).await;
+                return "busy";
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "matcher call failed");
+                self.say(msg, i18n::busy(lang).to_owned(), t).await;
+                return "matcher_error";
+            }
+        };
+        if response.faces.is_empty() {
+            self.say(msg, i18n::no_face(lang).to_owned(), t).await;
+            return "no_face";
+        }
+        self.answer_match(msg, lang, response, trace, t).await;
+        "match"
+    }
+
+    async fn answer_match(
+        &self,
+        msg: &Message,
+        lang: Lang,
+        response: MatchResponse,
+        trace: &TraceContext,
+        t: &mut Timings,
+    ) {
+        let mut faces = response.faces;
+        // The matcher lists faces left to right already; sorting again keeps the promise
+        // even if a future matcher orders by size.
+        faces.sort_by_key(face_left);
+        faces.truncate(usize::try_from(self.max_faces).unwrap_or(usize::MAX));
+        let lines: Vec<Option<FaceLine>> = faces
+            .iter()
+            .map(|f| {
+                f.candidates.first().map(|c| FaceLine {
+                    name: c.name.clone(),
+                    alias: c.alias.clone(),
+                    identity_id: c.identity_id,
+                    similarity_percent: c.similarity_percent,
+                })
+            })
+            .collect();
+        for (i, line) in lines.iter().enumerate() {
+            if let Some(l) = line {
+                tracing::info!(
+                    face = i,
+                    name = %l.name,
+                    identity_id = l.identity_id,
+                    similarity = l.similarity_percent,
+                    "match"
+                );
+            }
+        }
+        let caption = reply::caption(lang, &lines, &self.links);
+        // The thumbnail shown is the first (leftmost) face's celebrity.
+        let Some(first) = lines.iter().flatten().next() else {
+            self.say(msg, caption, t).await;
+            return;
+        };
+        let gallery = response.gallery_version;
+        let id = first.identity_id;
+        if let Some(file_id) = self.thumbs.get(&gallery, id) {
+            METRICS.thumbnail_cache(true);
+            match self
+                .send(msg, photo(msg, PhotoSource::FileId(file_id), &caption), t)
+                .await
+            {
+                Ok(_) => return,
+                Err(e) if e.is_bad_file_id() => {
+                    tracing::warn!(identity_id = id, error = %e, "cached thumbnail id refused; uploading again");
+                    self.thumbs.forget(&gallery, id);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "answer not delivered");
+                    return;
+                }
+            }
+        } else {
+            METRICS.thumbnail_cache(false);
+        }
+        let started = Instant::now();
+        let identity = self.matcher.identity(id, trace).await;
+        t.matcher += started.elapsed();
+        let thumbnail = match identity {
+            Ok(i) if !i.thumbnail_jpeg.is_empty() => i.thumbnail_jpeg,
+            Ok(_) => {
+                tracing::warn!(identity_id = id, "identity has no thumbnail; answering in text");
+                self.say(msg, caption, t).await;
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(identity_id = id, error = %e, "GetIdentity failed; answering in text");
+                self.say(msg, caption, t).await;
+                return;
+            }
+        };
+        let upload = PhotoSource::Upload {
+            bytes: thumbnail.into(),
+            file_name: format!("{}.jpg", first.alias),
+        };
+        match self.send(msg, photo(msg, upload, &caption), t).await {
+            Ok(sent) => {
+                // Telegram returns several sizes of what it stored; any of their ids
+                // resends the photo, the largest keeps the most detail.
+                if let Some(p) = sent
+                    .photo
+                    .as_deref()
+                    .and_then(|s| s.iter().max_by_key(|p| p.width))
+                {
+                    self.thumbs.put(&gallery, id, p.file_id.clone());
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "answer not delivered"),
+        }
+    }
+
+    async fn download(&self, file: &ImageFile) -> Result<bytes::Bytes, TelegramError> {
+        let api = self.outbox.api();
+        let info = api.get_file(&file.file_id).await?;
+        if let Some(size) = info.file_size {
+            if size > self.rules.max_file_bytes {
+                return Err(TelegramError::FileTooLarge {
+                    size,
+                    limit: self.rules.max_file_bytes,
+                });
+            }
+        }
+        let path = info.file_path.ok_or(TelegramError::NoFilePath)?;
+        api.download(&path, self.rules.max_file_bytes).await
+    }
+
+    async fn say(&self, msg: &Message, html: String, t: &mut Timings) {
+        let out = OutgoingMessage {
+            chat_id: msg.chat.id,
+            reply_to: Some(msg.message_id),
+            body: OutgoingBody::Text { html },
+        };
+        if let Err(e) = self.send(msg, out, t).await {
+            tracing::warn!(error = %e, "answer not delivered");
+        }
+    }
+
+    async fn send(
+        &self,
+        msg: &Message,
+        out: OutgoingMessage,
+        t: &mut Timings,
+    ) -> Result<crate::telegram::types::SentMessage, TelegramError> {
+        self.outbox.send(&out, msg.chat.is_group(), &mut t.send).await
+    }
+
+    fn limit_mb(&self) -> u64 {
+        self.rules.max_file_bytes / (1024 * 1024)
+    }
+}
+
+fn photo(msg: &Message, photo: PhotoSource, caption: &str) -> OutgoingMessage {
+    OutgoingMessage {
+        chat_id: msg.chat.id,
+        reply_to: Some(msg.message_id),
+        body: OutgoingBody::Photo {
+            photo,
+            caption_html: caption.to_owned(),
+        },
+    }
+}
+
+fn face_left(f: &FaceMatch) -> i32 {
+    f.face
+        .as_ref()
+        .and_then(|d| d.r#box.as_ref())
+        .map_or(0, |b| b.left)
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

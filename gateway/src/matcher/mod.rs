@@ -1,0 +1,183 @@
+//! The matcher's gRPC API, as the gateway uses it: deadline per call, retries with
+//! exponential backoff and jitter on UNAVAILABLE / RESOURCE_EXHAUSTED (each on the next
+//! replica), and a W3C `traceparent` in the metadata of every attempt.
+
+pub mod endpoints;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lookalike_proto::v1::matcher_client::MatcherClient;
+use lookalike_proto::v1::{
+    match_request, FaceSelection, GetIdentityRequest, Identity, MatchRequest, MatchResponse,
+};
+use tokio::time::Instant;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+use crate::metrics::METRICS;
+use crate::trace_context::TraceContext;
+use endpoints::Backends;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MatcherError {
+    /// INVALID_ARGUMENT: the photo cannot be used; the message says why, in words.
+    #[error("the matcher cannot use this image: {0}")]
+    InvalidImage(String),
+    /// Down, overloaded or too slow, even after retries: the user should try later.
+    #[error("matcher busy or unreachable ({code:?}): {message}")]
+    Busy { code: Code, message: String },
+    #[error("matcher error ({code:?}): {message}")]
+    Other { code: Code, message: String },
+    #[error("{0}")]
+    Config(String),
+}
+
+impl From<Status> for MatcherError {
+    fn from(s: Status) -> Self {
+        let message = s.message().to_owned();
+        match s.code() {
+            Code::InvalidArgument => Self::InvalidImage(message),
+            code @ (Code::Unavailable
+            | Code::ResourceExhausted
+            | Code::DeadlineExceeded
+            | Code::Cancelled) => Self::Busy { code, message },
+            code => Self::Other { code, message },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Deadline of one attempt.
+    pub timeout: Duration,
+    /// Attempts after the first.
+    pub retries: u32,
+    /// First backoff; doubles per retry, with ±50 % jitter so a burst of callers that all
+    /// saw RESOURCE_EXHAUSTED does not come back at the same instant.
+    pub backoff_base: Duration,
+}
+
+#[derive(Clone)]
+pub struct Matcher {
+    backends: Arc<Backends>,
+    policy: RetryPolicy,
+}
+
+fn retryable(code: Code) -> bool {
+    matches!(code, Code::Unavailable | Code::ResourceExhausted)
+}
+
+impl Matcher {
+    pub fn new(backends: Arc<Backends>, policy: RetryPolicy) -> Self {
+        Self { backends, policy }
+    }
+
+    /// All faces of the photo, left to right, best candidate each.
+    pub async fn match_photo(
+        &self,
+        image: Vec<u8>,
+        max_faces: u32,
+        trace: &TraceContext,
+    ) -> Result<MatchResponse, MatcherError> {
+        let req = MatchRequest {
+            query: Some(match_request::Query::Image(image)),
+            top_k: 1,
+            faces: FaceSelection::All as i32,
+            max_faces,
+            ..Default::default()
+        };
+        self.call("Match", trace, req, |mut c, r| async move { c.r#match(r).await })
+            .await
+    }
+
+    pub async fn identity(&self, id: u32, trace: &TraceContext) -> Result<Identity, MatcherError> {
+        let req = GetIdentityRequest {
+            identity_id: id,
+            omit_thumbnail: false,
+        };
+        self.call("GetIdentity", trace, req, |mut c, r| async move {
+            c.get_identity(r).await
+        })
+        .await
+    }
+
+    async fn call<Req, Resp, F, Fut>(
+        &self,
+        method: &'static str,
+        trace: &TraceContext,
+        req: Req,
+        f: F,
+    ) -> Result<Resp, MatcherError>
+    where
+        Req: Clone,
+        F: Fn(MatcherClient<Channel>, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+    {
+        let mut attempt = 0u32;
+        loop {
+            let span = trace.child();
+            let started = Instant::now();
+            let (endpoint, result) = match self.backends.pick() {
+                None => (
+                    String::new(),
+                    Err(Status::unavailable("no matcher replica is known")),
+                ),
+                Some(backend) => {
+                    let mut request = tonic::Request::new(req.clone());
+                    request.set_timeout(self.policy.timeout);
+                    if let Ok(v) = MetadataValue::try_from(span.traceparent()) {
+                        request.metadata_mut().insert("traceparent", v);
+                    }
+                    // grpc-timeout tells the server; this bounds the wait here even if the
+                    // server or the connection hangs.
+                    let result = tokio::time::timeout(
+                        self.policy.timeout + Duration::from_millis(250),
+                        f(backend.client, request),
+                    )
+                    .await
+                    .unwrap_or_else(|_| Err(Status::deadline_exceeded("matcher call timed out")));
+                    (backend.url, result)
+                }
+            };
+            let elapsed = started.elapsed();
+            let code = match &result {
+                Ok(_) => Code::Ok,
+                Err(s) => s.code(),
+            };
+            METRICS.matcher_call(method, &format!("{code:?}"), elapsed);
+            tracing::debug!(
+                method,
+                endpoint,
+                attempt,
+                span_id = %span.span_id(),
+                code = ?code,
+                ms = elapsed.as_millis() as u64,
+                "matcher call"
+            );
+            match result {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(s) if retryable(s.code()) && attempt < self.policy.retries => {
+                    let base = self.policy.backoff_base * 2u32.saturating_pow(attempt);
+                    let backoff = base.mul_f64(0.5 + fastrand::f64());
+                    tracing::info!(
+                        method,
+                        endpoint,
+                        code = ?s.code(),
+                        message = s.message(),
+                        backoff_ms = backoff.as_millis() as u64,
+                        "matcher call failed; retrying on the next replica"
+                    );
+                    attempt += 1;
+                    tokio::time::sleep(backoff).await;
+                }
+                Err(s) => return Err(s.into()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,234 @@
+//! Long polling: getUpdates in a loop, each update handled in its own task (at most
+//! `max_in_flight` at once: the loop stops fetching while all slots are busy), the offset
+//! moved only past updates that are done or written to the state file.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::handler::Bot;
+use crate::metrics::METRICS;
+use crate::state::{self, StateStore};
+use crate::telegram::types::Update;
+use crate::telegram::BotApi;
+use crate::tracker::{Persisted, Tracker};
+
+#[derive(Debug, Clone)]
+pub struct PollingConfig {
+    pub poll_timeout: Duration,
+    pub max_in_flight: usize,
+    pub state_file: Option<PathBuf>,
+}
+
+/// Pause before polling again when a batch held only updates already being handled
+/// (without a state file Telegram re-sends them until they are done).
+const REDELIVERY_PAUSE: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+struct Dispatcher {
+    bot: Arc<Bot>,
+    tracker: Arc<Tracker>,
+    slots: Arc<Semaphore>,
+    tasks: TaskTracker,
+}
+
+impl Dispatcher {
+    /// Waits for a free slot, then handles the update in its own task. None if shutdown
+    /// came first (the update stays pending: Telegram or the state file keeps it).
+    async fn dispatch(&self, update: Update, shutdown: &CancellationToken) -> Option<()> {
+        let permit = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return None,
+            p = self.slots.clone().acquire_owned() => p.ok()?,
+        };
+        let bot = self.bot.clone();
+        let tracker = self.tracker.clone();
+        self.tasks.spawn(async move {
+            let id = update.update_id;
+            METRICS.in_flight_add(1);
+            // A separate task isolates a panic: the update is still marked done, so one
+            // poisonous update cannot hold the offset back forever.
+            if let Err(e) = tokio::spawn(async move { bot.handle(update).await }).await {
+                tracing::error!(update_id = id, error = %e, "update handler failed");
+            }
+            tracker.complete(id);
+            METRICS.in_flight_add(-1);
+            drop(permit);
+        });
+        Some(())
+    }
+}
+
+fn load_state(store: &StateStore) -> Persisted {
+    match state::load(store.path()) {
+        Ok(p) => p,
+        Err(e) => {
+            // Keep the bad file for inspection and carry on from Telegram's own offset:
+            // better a possible repeat than a bot that never starts.
+            let mut aside = store.path().as_os_str().to_owned();
+            aside.push(".corrupt");
+            let moved = std::fs::rename(store.path(), &aside).is_ok();
+            tracing::error!(error = %e, moved_aside = moved, "state file unreadable; starting without it");
+            Persisted::default()
+        }
+    }
+}
+
+pub async fn run(
+    api: BotApi,
+    bot: Arc<Bot>,
+    cfg: PollingConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let store = cfg.state_file.map(|p| Arc::new(StateStore::new(p)));
+    let persisted = store.as_deref().map(load_state).unwrap_or_default();
+    let (tracker, restored) = Tracker::restore(persisted);
+    let tracker = Arc::new(tracker);
+    let d = Dispatcher {
+        bot,
+        tracker: tracker.clone(),
+        slots: Arc::new(Semaphore::new(cfg.max_in_flight)),
+        tasks: TaskTracker::new(),
+    };
+
+    // The state writer follows completions until every task has finished.
+    let writer_stop = CancellationToken::new();
+    let writer = store.clone().map(|store| {
+        let tracker = tracker.clone();
+        let stop = writer_stop.clone();
+        tokio::spawn(async move {
+            let mut changes = tracker.subscribe();
+            loop {
+                tokio::select! {
+                    r = changes.changed() => if r.is_err() { break },
+                    () = stop.cancelled() => break,
+                }
+                if let Err(e) = store.flush(&tracker).await {
+                    tracing::error!(error = %e, "cannot write the state file");
+                }
+            }
+        })
+    });
+
+    if !restored.is_empty() {
+        tracing::info!(count = restored.len(), "handling updates queued before the restart");
+    }
+    for update in restored {
+        if d.dispatch(update, &shutdown).await.is_none() {
+            break;
+        }
+    }
+
+    // getUpdates is refused while a webhook is set (e.g. after trying webhook mode).
+    retry_until_ok("deleteWebhook", &shutdown, || api.delete_webhook()).await;
+    tracing::info!(offset = ?tracker.next_offset(store.is_some()), "polling for updates");
+
+    let mut backoff = Duration::from_secs(1);
+    // False after a failed state write: then the offset must not pass unfinished updates.
+    let mut durable = store.is_some();
+    'poll: while !shutdown.is_cancelled() {
+        let offset = tracker.next_offset(durable);
+        let result = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            r = api.get_updates(offset, cfg.poll_timeout, 100) => r,
+        };
+        let updates = match result {
+            Ok(u) => {
+                backoff = Duration::from_secs(1);
+                u
+            }
+            Err(e) => {
+                let wait = e.retry_after().unwrap_or(backoff);
+                tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "getUpdates failed");
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(wait) => continue,
+                }
+            }
+        };
+        let received = updates.len();
+        let fresh: Vec<Update> = updates.into_iter().filter(|u| tracker.admit(u)).collect();
+        if fresh.is_empty() {
+            if received > 0 {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(REDELIVERY_PAUSE) => {}
+                }
+            }
+            continue;
+        }
+        tracing::debug!(received, fresh = fresh.len(), "updates received");
+        if let Some(store) = &store {
+            // Written before the next getUpdates confirms them to Telegram.
+            match store.flush(&tracker).await {
+                Ok(()) => durable = true,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot write the state file; keeping updates unconfirmed");
+                    durable = false;
+                }
+            }
+        }
+        for update in fresh {
+            if d.dispatch(update, &shutdown).await.is_none() {
+                break 'poll;
+            }
+        }
+    }
+
+    let in_flight = cfg.max_in_flight - d.slots.available_permits();
+    tracing::info!(in_flight, "stopping: finishing updates in progress");
+    d.tasks.close();
+    d.tasks.wait().await;
+    writer_stop.cancel();
+    if let Some(w) = writer {
+        let _ = w.await;
+    }
+    if let Some(store) = &store {
+        if let Err(e) = store.flush(&tracker).await {
+            tracing::error!(error = %e, "cannot write the final state");
+        }
+    }
+    // Confirm what is done to Telegram too (the only record without a state file). The
+    // update this returns, if any, is left for the next run.
+    if let Some(offset) = tracker.next_offset(durable) {
+        let confirm = api.get_updates(Some(offset), Duration::ZERO, 1);
+        if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(5), confirm).await {
+            tracing::warn!(error = %e, "final offset confirmation failed");
+        }
+    }
+    tracing::info!(
+        pending = tracker.pending(),
+        offset = ?tracker.next_offset(durable),
+        "polling stopped"
+    );
+    Ok(())
+}
+
+/// Retries a start-up call with backoff until it works or shutdown is requested.
+pub async fn retry_until_ok<T, F, Fut>(what: &str, shutdown: &CancellationToken, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, crate::telegram::TelegramError>>,
+{
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match f().await {
+            Ok(v) => return Some(v),
+            Err(e) => {
+                let wait = e.retry_after().unwrap_or(backoff);
+                tracing::warn!(call = what, error = %e, wait_ms = wait.as_millis() as u64, "Bot API call failed; retrying");
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                tokio::select! {
+                    () = shutdown.cancelled() => return None,
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+}
