@@ -1,10 +1,288 @@
-//! The gRPC server (`matcher serve`).
+//! The gRPC server (`matcher serve`): tonic + tokio in front of the bounded face executor.
+
+mod convert;
+mod executor;
+mod metrics;
+mod service;
+mod size_limit;
+mod state;
+mod telemetry;
+
 use crate::config::EngineArgs;
+use anyhow::Context;
+use clap::Args;
+use executor::Executor;
+use lookalike_proto::v1::matcher_server::MatcherServer;
+use service::{CallLimits, Inner, MatcherService};
+use state::{GallerySource, GalleryState};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tonic_health::ServingStatus;
 
-#[derive(Debug, clap::Args)]
-pub struct ServeArgs {}
+const SERVICE_NAME: &str = "lookalike.v1.Matcher";
 
-pub fn run(_engine: &EngineArgs, _args: ServeArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not yet")
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Gallery file to serve (reloaded on SIGHUP or when the file changes).
+    #[arg(long, env = "LOOKALIKE_GALLERY")]
+    pub gallery: PathBuf,
+    /// gRPC listen address.
+    #[arg(long, env = "LOOKALIKE_LISTEN", default_value = "0.0.0.0:50051")]
+    pub listen: SocketAddr,
+    /// Prometheus text endpoint (/metrics, /healthz) listen address; empty to disable.
+    #[arg(long, env = "LOOKALIKE_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
+    pub metrics_listen: String,
+    /// Worker threads, each with its own models (default: the CPUs available to the process).
+    #[arg(long, env = "LOOKALIKE_WORKERS")]
+    pub workers: Option<usize>,
+    /// Requests that may wait for a worker; beyond that they are refused at once
+    /// with RESOURCE_EXHAUSTED (default: 2 x workers).
+    #[arg(long, env = "LOOKALIKE_QUEUE")]
+    pub queue: Option<usize>,
+    /// Largest gRPC request message in bytes (default fits a 20 MB Telegram photo).
+    #[arg(long, env = "LOOKALIKE_MAX_MESSAGE_BYTES", default_value_t = 22 * 1024 * 1024)]
+    pub max_message_bytes: usize,
+    /// Largest top_k a caller may ask for.
+    #[arg(long, env = "LOOKALIKE_MAX_TOP_K", default_value_t = 100)]
+    pub max_top_k: u32,
+    /// Largest max_faces a caller may ask for (all-faces mode).
+    #[arg(long, env = "LOOKALIKE_MAX_FACES", default_value_t = 20)]
+    pub max_faces: u32,
+    /// Seconds to finish in-flight requests after SIGTERM/SIGINT.
+    #[arg(long, env = "LOOKALIKE_GRACE_PERIOD", default_value_t = 20)]
+    pub grace_period: u64,
+    /// Close client connections after this many seconds (0 = never) so that clients
+    /// behind a ClusterIP Service reconnect and spread over new pods.
+    #[arg(long, env = "LOOKALIKE_MAX_CONNECTION_AGE", default_value_t = 0)]
+    pub max_connection_age: u64,
+    /// Check the gallery file for changes every this many seconds (0 = only on SIGHUP).
+    /// Polling works on every volume type (NFS and ConfigMaps give no change events).
+    #[arg(long, env = "LOOKALIKE_WATCH_INTERVAL", default_value_t = 10)]
+    pub watch_interval: u64,
+    /// Log format: json (one object per line) or text.
+    #[arg(long, env = "LOOKALIKE_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
+    pub log_format: String,
+}
+
+pub fn run(engine: &EngineArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("grpc-io")
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(serve(engine.clone(), args))
+}
+
+async fn serve(engine: EngineArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let _telemetry = telemetry::init(args.log_format == "json")?;
+    let metrics = Arc::new(metrics::Metrics::new()?);
+    let workers = args.workers.unwrap_or_else(lookalike_engine::parallel::default_workers).max(1);
+    let queue = args.queue.unwrap_or(2 * workers);
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_service_status("", ServingStatus::NotServing).await;
+    health.set_service_status(SERVICE_NAME, ServingStatus::NotServing).await;
+
+    let gallery = Arc::new(GalleryState::new(GallerySource {
+        path: args.gallery.clone(),
+        mode: engine.search_mode(),
+        params: engine.hnsw_params(),
+    }));
+    let inner = Arc::new(Inner {
+        executor: OnceLock::new(),
+        gallery: gallery.clone(),
+        metrics: metrics.clone(),
+        limits: CallLimits {
+            decode: engine.limits(),
+            max_top_k: args.max_top_k,
+            max_faces: args.max_faces,
+            default_max_faces: args.max_faces.min(10),
+        },
+    });
+    let ready = Arc::new(AtomicBool::new(false));
+
+    if !args.metrics_listen.is_empty() {
+        let listener = tokio::net::TcpListener::bind(&args.metrics_listen)
+            .await
+            .with_context(|| format!("binding the metrics endpoint {}", args.metrics_listen))?;
+        let gauges_inner = inner.clone();
+        tokio::spawn(metrics::serve_http(listener, metrics.clone(), ready.clone(), move || {
+            gauges_inner
+                .executor
+                .get()
+                .map(|e| {
+                    (
+                        e.gauges.waiting.load(Ordering::Relaxed) as i64,
+                        e.gauges.busy.load(Ordering::Relaxed) as i64,
+                    )
+                })
+                .unwrap_or((0, 0))
+        }));
+    }
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding the gRPC address {}", args.listen))?;
+    let local = listener.local_addr()?;
+    tracing::info!(addr = %local, workers, queue, "listening; loading models and gallery");
+
+    // Load in the background so that health checks answer NOT_SERVING meanwhile.
+    let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<anyhow::Error>(1);
+    {
+        let (inner, health, ready, metrics, engine) =
+            (inner.clone(), health.clone(), ready.clone(), metrics.clone(), engine.clone());
+        tokio::spawn(async move {
+            let (inner_b, metrics_b) = (inner.clone(), metrics.clone());
+            let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<Executor> {
+                let (inner, metrics) = (inner_b, metrics_b);
+                let t = std::time::Instant::now();
+                let models = lookalike_engine::Models::load(&engine.models).context("loading the face models")?;
+                let g = inner.gallery.reload()?;
+                metrics.gallery_embeddings.set(g.len() as i64);
+                let executor = Executor::start(&models, workers, queue, engine.limits());
+                tracing::info!(
+                    gallery_version = %g.version, identities = g.identities.len(), embeddings = g.len(),
+                    index = g.index_kind(), ms = t.elapsed().as_millis() as u64, "models and gallery loaded"
+                );
+                Ok(executor)
+            })
+            .await;
+            match loaded {
+                Ok(Ok(executor)) => {
+                    metrics.workers.set(executor.workers as i64);
+                    let _ = inner.executor.set(executor);
+                    ready.store(true, Ordering::Release);
+                    health.set_service_status("", ServingStatus::Serving).await;
+                    health.set_service_status(SERVICE_NAME, ServingStatus::Serving).await;
+                    tracing::info!("serving");
+                }
+                Ok(Err(e)) => {
+                    let _ = fatal_tx.send(e).await;
+                }
+                Err(e) => {
+                    let _ = fatal_tx.send(anyhow::anyhow!("loading task failed: {e}")).await;
+                }
+            }
+        });
+    }
+    spawn_reloaders(gallery.clone(), metrics.clone(), args.watch_interval);
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(lookalike_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(lookalike_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let matcher = MatcherServer::new(MatcherService { inner: inner.clone() })
+        .max_decoding_message_size(args.max_message_bytes)
+        .max_encoding_message_size(64 * 1024 * 1024);
+
+    let mut builder = tonic::transport::Server::builder();
+    if args.max_connection_age > 0 {
+        builder = builder.max_connection_age(Duration::from_secs(args.max_connection_age));
+    }
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let router = builder
+        .layer(size_limit::layer(args.max_message_bytes))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(matcher);
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let mut server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+        let _ = stop_rx.await;
+    }));
+
+    let reason = tokio::select! {
+        r = shutdown_signal() => r,
+        Some(err) = fatal_rx.recv() => {
+            tracing::error!(error = %format!("{err:#}"), "cannot start serving");
+            let _ = stop_tx.send(());
+            let _ = tokio::time::timeout(Duration::from_secs(2), &mut server).await;
+            return Err(err);
+        }
+        r = &mut server => {
+            r.context("server task")??;
+            anyhow::bail!("the server stopped unexpectedly");
+        }
+    };
+    tracing::info!(signal = reason, grace_s = args.grace_period, "shutting down: draining in-flight requests");
+    ready.store(false, Ordering::Release);
+    health.set_service_status("", ServingStatus::NotServing).await;
+    health.set_service_status(SERVICE_NAME, ServingStatus::NotServing).await;
+    let _ = stop_tx.send(());
+    match tokio::time::timeout(Duration::from_secs(args.grace_period), &mut server).await {
+        Ok(Ok(Ok(()))) => tracing::info!("drained; bye"),
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server error while draining"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "server task failed while draining"),
+        Err(_) => tracing::warn!("grace period over; exiting with requests still in flight"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        std::future::pending::<()>().await;
+        return "none";
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+/// SIGHUP and (optionally) a poll of the file's mtime/size trigger a reload; a broken
+/// file is refused and the serving gallery stays.
+fn spawn_reloaders(gallery: Arc<GalleryState>, metrics: Arc<metrics::Metrics>, watch_interval: u64) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<&'static str>(4);
+    {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+            while hup.recv().await.is_some() {
+                let _ = tx.try_send("SIGHUP");
+            }
+        });
+    }
+    if watch_interval > 0 {
+        let gallery = gallery.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(watch_interval));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                // Only once something is serving: the first load is the loader's job.
+                if gallery.get().is_some() && gallery.changed_on_disk() {
+                    let _ = tx.try_send("file changed");
+                }
+            }
+        });
+    }
+    tokio::spawn(async move {
+        while let Some(trigger) = rx.recv().await {
+            let g = gallery.clone();
+            let result = tokio::task::spawn_blocking(move || g.reload()).await;
+            match result {
+                Ok(Ok(new)) => {
+                    metrics.reloads.with_label_values(&["ok"]).inc();
+                    metrics.gallery_embeddings.set(new.len() as i64);
+                    tracing::info!(trigger, gallery_version = %new.version, identities = new.identities.len(), "gallery reloaded");
+                }
+                Ok(Err(e)) => {
+                    metrics.reloads.with_label_values(&["refused"]).inc();
+                    tracing::error!(trigger, error = %format!("{e:#}"), "new gallery refused; the previous one keeps serving");
+                }
+                Err(e) => tracing::error!(error = %e, "reload task failed"),
+            }
+        }
+    });
 }

@@ -1,0 +1,160 @@
+//! The bounded blocking executor: a fixed pool of worker threads, each owning its own dlib
+//! models (they are `Send` but not `Sync`), fed through a queue with a hard capacity.
+//!
+//! - A full queue refuses at once ([`ExecError::Overloaded`]): load is shed, never piled up.
+//! - A job whose deadline passes while it waits is dropped without computing.
+//! - A caller that goes away (cancelled RPC) frees its queue place and its memory at once:
+//!   the job's closure lives in a shared slot that either the worker or the departing
+//!   caller takes, whoever comes first.
+//! - A panic inside a job fails that job only; the worker carries on.
+
+use lookalike_engine::{DecodeLimits, DetectConfig, FaceAnalyzer, Models};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ExecError {
+    #[error("the server is at capacity ({queue} requests waiting); retry with backoff")]
+    Overloaded { queue: usize },
+    #[error("the deadline passed while the request waited in the queue")]
+    DeadlineExceeded,
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error("internal error while processing the request")]
+    WorkerFailed,
+}
+
+type Task = Box<dyn FnOnce(&mut FaceAnalyzer) + Send>;
+
+struct Slot {
+    task: Mutex<Option<Task>>,
+    deadline: Option<Instant>,
+    /// Answers the caller when the job cannot run (expired) or failed (panicked).
+    on_fail: Mutex<Option<Box<dyn FnOnce(ExecError) + Send>>>,
+}
+
+impl Slot {
+    fn take(&self) -> Option<Task> {
+        self.task.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    fn fail(&self, err: ExecError) {
+        if let Some(fail) = self.on_fail.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            fail(err);
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Gauges {
+    pub waiting: AtomicUsize,
+    pub busy: AtomicUsize,
+}
+
+pub struct Executor {
+    tx: crossbeam_channel::Sender<Arc<Slot>>,
+    pub gauges: Arc<Gauges>,
+    pub workers: usize,
+    pub queue_capacity: usize,
+}
+
+/// Frees the queue place if the caller leaves before a worker starts the job.
+struct WaitGuard {
+    slot: Arc<Slot>,
+    gauges: Arc<Gauges>,
+}
+
+impl Drop for WaitGuard {
+    fn drop(&mut self) {
+        if self.slot.take().is_some() {
+            self.gauges.waiting.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Executor {
+    pub fn start(models: &Models, workers: usize, queue_capacity: usize, limits: DecodeLimits) -> Self {
+        let (tx, rx) = crossbeam_channel::unbounded::<Arc<Slot>>();
+        let gauges = Arc::new(Gauges::default());
+        for i in 0..workers.max(1) {
+            let rx = rx.clone();
+            let gauges = gauges.clone();
+            let mut analyzer = FaceAnalyzer::new(models.worker_set(), limits, DetectConfig::default());
+            let spawned = std::thread::Builder::new().name(format!("face-worker-{i}")).spawn(move || {
+                for slot in rx.iter() {
+                    let Some(task) = slot.take() else { continue }; // caller left
+                    gauges.waiting.fetch_sub(1, Ordering::AcqRel);
+                    if slot.deadline.is_some_and(|d| Instant::now() >= d) {
+                        drop(task);
+                        slot.fail(ExecError::DeadlineExceeded);
+                        continue;
+                    }
+                    gauges.busy.fetch_add(1, Ordering::AcqRel);
+                    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| task(&mut analyzer)));
+                    gauges.busy.fetch_sub(1, Ordering::AcqRel);
+                    if outcome.is_err() {
+                        slot.fail(ExecError::WorkerFailed);
+                        tracing::error!(worker = i, "a request panicked inside a worker; the worker continues");
+                    }
+                }
+            });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start a worker thread");
+            }
+        }
+        Self { tx, gauges, workers: workers.max(1), queue_capacity }
+    }
+
+    /// Runs `f` on a worker. Returns its value and the time spent waiting in the queue.
+    pub async fn run<T, F>(&self, deadline: Option<Instant>, f: F) -> Result<(T, Duration), ExecError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut FaceAnalyzer) -> T + Send + 'static,
+    {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(ExecError::DeadlineExceeded);
+        }
+        let admitted = self.gauges.waiting.fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+            (w < self.queue_capacity).then_some(w + 1)
+        });
+        if admitted.is_err() {
+            return Err(ExecError::Overloaded { queue: self.queue_capacity });
+        }
+        let enqueued = Instant::now();
+        let (tx, rx) = oneshot::channel::<Result<(T, Duration), ExecError>>();
+        let tx = Arc::new(Mutex::new(Some(tx)));
+        let tx_run = tx.clone();
+        let task: Task = Box::new(move |analyzer| {
+            let queued = enqueued.elapsed();
+            let value = f(analyzer);
+            if let Some(tx) = tx_run.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                let _ = tx.send(Ok((value, queued)));
+            }
+        });
+        let on_fail: Box<dyn FnOnce(ExecError) + Send> = Box::new(move |err| {
+            if let Some(tx) = tx.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                let _ = tx.send(Err(err));
+            }
+        });
+        let slot = Arc::new(Slot { task: Mutex::new(Some(task)), deadline, on_fail: Mutex::new(Some(on_fail)) });
+        let guard = WaitGuard { slot: slot.clone(), gauges: self.gauges.clone() };
+        if self.tx.send(slot).is_err() {
+            return Err(ExecError::ShuttingDown);
+        }
+        let result = match deadline {
+            Some(d) => match tokio::time::timeout_at(d.into(), rx).await {
+                Ok(r) => r,
+                Err(_) => return Err(ExecError::DeadlineExceeded), // guard frees the place if still waiting
+            },
+            None => rx.await,
+        };
+        drop(guard);
+        match result {
+            Ok(r) => r,
+            Err(_) => Err(ExecError::WorkerFailed), // the worker thread is gone
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Prometheus metrics, served as text on their own port (what Kubernetes clusters scrape).
+
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub latency: HistogramVec,
+    pub queue_depth: IntGauge,
+    pub workers_busy: IntGauge,
+    pub workers: IntGauge,
+    pub shed: IntCounterVec,
+    pub reloads: IntCounterVec,
+    pub gallery_embeddings: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("lookalike_requests_total", "RPCs answered, by method and gRPC status code name"),
+            &["method", "code"],
+        )?;
+        let latency = HistogramVec::new(
+            HistogramOpts::new("lookalike_request_duration_seconds", "RPC latency, queue wait included")
+                .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            &["method"],
+        )?;
+        let queue_depth = IntGauge::new("lookalike_queue_depth", "Requests waiting for a worker")?;
+        let workers_busy = IntGauge::new("lookalike_workers_busy", "Workers processing a request")?;
+        let workers = IntGauge::new("lookalike_workers", "Workers in the pool")?;
+        let shed = IntCounterVec::new(
+            Opts::new("lookalike_shed_total", "Requests refused or dropped without computing, by reason"),
+            &["reason"],
+        )?;
+        let reloads =
+            IntCounterVec::new(Opts::new("lookalike_gallery_reloads_total", "Gallery reload attempts"), &["result"])?;
+        let gallery_embeddings = IntGauge::new("lookalike_gallery_embeddings", "Embeddings in the serving gallery")?;
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(latency.clone()),
+            Box::new(queue_depth.clone()),
+            Box::new(workers_busy.clone()),
+            Box::new(workers.clone()),
+            Box::new(shed.clone()),
+            Box::new(reloads.clone()),
+            Box::new(gallery_embeddings.clone()),
+        ] {
+            registry.register(c)?;
+        }
+        Ok(Self { registry, requests, latency, queue_depth, workers_busy, workers, shed, reloads, gallery_embeddings })
+    }
+
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if TextEncoder::new().encode(&self.registry.gather(), &mut buf).is_err() {
+            return String::new();
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// A minimal HTTP/1.1 endpoint: `/metrics` (Prometheus text) and `/healthz`.
+pub async fn serve_http(
+    listener: tokio::net::TcpListener,
+    metrics: std::sync::Arc<Metrics>,
+    ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    executor_gauges: impl Fn() -> (i64, i64) + Send + Sync + 'static,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let executor_gauges = std::sync::Arc::new(executor_gauges);
+    loop {
+        let Ok((mut sock, _)) = listener.accept().await else { continue };
+        let (metrics, ready, gauges) = (metrics.clone(), ready.clone(), executor_gauges.clone());
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            let n = match tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf)).await {
+                Ok(Ok(n)) => n,
+                _ => return,
+            };
+            let req = String::from_utf8_lossy(&buf[..n]);
+            let path = req.split_whitespace().nth(1).unwrap_or("/");
+            let (status, body) = match path {
+                "/metrics" => {
+                    let (waiting, busy) = gauges();
+                    metrics.queue_depth.set(waiting);
+                    metrics.workers_busy.set(busy);
+                    ("200 OK", metrics.render())
+                }
+                "/healthz" | "/readyz" => {
+                    if ready.load(std::sync::atomic::Ordering::Acquire) {
+                        ("200 OK", "ok\n".to_string())
+                    } else {
+                        ("503 Service Unavailable", "loading\n".to_string())
+                    }
+                }
+                _ => ("404 Not Found", "not found\n".to_string()),
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+        });
+    }
+}
