@@ -13,6 +13,7 @@ use crate::handler::Bot;
 use crate::input::InputRules;
 use crate::matcher::endpoints::{self, Target};
 use crate::matcher::{Matcher, RetryPolicy};
+use crate::metrics;
 use crate::outbox::Outbox;
 use crate::polling::{self, retry_until_ok, PollingConfig};
 use crate::reply::LinkTemplate;
@@ -20,7 +21,6 @@ use crate::telegram::BotApi;
 use crate::thumbs::ThumbnailCache;
 use crate::user_limit::UserLimiter;
 use crate::webhook::{self, WebhookServerConfig};
-use crate::metrics;
 
 /// Cancels `token` on the first SIGTERM or SIGINT.
 fn on_signal(token: CancellationToken) -> anyhow::Result<()> {

@@ -30,16 +30,28 @@ pub enum LogFormat {
 #[command(name = "tg-gateway", version, about)]
 pub struct Args {
     /// Bot token from @BotFather. Prefer the environment variable: flags show up in `ps`.
-    #[arg(long = "telegram-bot-token", env = "TELEGRAM_BOT_TOKEN", hide_env_values = true)]
+    #[arg(
+        long = "telegram-bot-token",
+        env = "TELEGRAM_BOT_TOKEN",
+        hide_env_values = true
+    )]
     pub telegram_bot_token: RawSecret,
 
     /// Bot API base URL (a local Bot API server or a test fake).
-    #[arg(long = "telegram-api-url", env = "TELEGRAM_API_URL", default_value = "https://api.telegram.org")]
+    #[arg(
+        long = "telegram-api-url",
+        env = "TELEGRAM_API_URL",
+        default_value = "https://api.telegram.org"
+    )]
     pub telegram_api_url: String,
 
     /// Matcher address(es): comma-separated http:// URLs, or `dns:///host:port` to resolve all
     /// A/AAAA records periodically (Kubernetes headless Service).
-    #[arg(long, env = "LOOKALIKE_MATCHER_URL", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "LOOKALIKE_MATCHER_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
     pub matcher: String,
 
     /// How updates arrive.
@@ -91,7 +103,11 @@ pub struct Args {
 
     /// Link under the answer. Placeholders: {name} (spaces as '_'), {alias}, {id};
     /// URL-encoded.
-    #[arg(long, env = "GATEWAY_LINK_TEMPLATE", default_value = "https://en.wikipedia.org/wiki/{name}")]
+    #[arg(
+        long,
+        env = "GATEWAY_LINK_TEMPLATE",
+        default_value = "https://en.wikipedia.org/wiki/{name}"
+    )]
     pub link_template: String,
 
     /// Address of the Prometheus `/metrics` and `/healthz` server.
@@ -291,7 +307,10 @@ mod tests {
         .validate()
         .unwrap();
         let shown = format!("{c:?}");
-        assert!(!shown.contains("zzsecretzz") && !shown.contains("s3cretvalue"), "{shown}");
+        assert!(
+            !shown.contains("zzsecretzz") && !shown.contains("s3cretvalue"),
+            "{shown}"
+        );
     }
 
     #[test]

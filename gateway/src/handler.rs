@@ -82,7 +82,12 @@ impl Bot {
         .await
     }
 
-    async fn handle_message(&self, msg: &Message, trace: &TraceContext, t: &mut Timings) -> Outcome {
+    async fn handle_message(
+        &self,
+        msg: &Message,
+        trace: &TraceContext,
+        t: &mut Timings,
+    ) -> Outcome {
         let lang = Lang::from_code(msg.from.as_ref().and_then(|u| u.language_code.as_deref()));
         match classify(msg, &self.rules) {
             Input::Ignore => "ignored",
@@ -101,7 +106,8 @@ impl Bot {
             }
             Input::TooLarge { size } => {
                 tracing::info!(size, "file over the limit; not downloaded");
-                self.say(msg, i18n::too_large(lang, self.limit_mb()), t).await;
+                self.say(msg, i18n::too_large(lang, self.limit_mb()), t)
+                    .await;
                 "too_large"
             }
             Input::Image(file) => self.handle_image(msg, lang, &file, trace, t).await,
@@ -132,12 +138,14 @@ impl Bot {
             Ok(bytes) => bytes,
             Err(TelegramError::FileTooLarge { size, .. }) => {
                 tracing::info!(size, "file over the limit");
-                self.say(msg, i18n::too_large(lang, self.limit_mb()), t).await;
+                self.say(msg, i18n::too_large(lang, self.limit_mb()), t)
+                    .await;
                 return "too_large";
             }
             Err(e) => {
                 tracing::warn!(error = %e, "download failed");
-                self.say(msg, i18n::download_failed(lang).to_owned(), t).await;
+                self.say(msg, i18n::download_failed(lang).to_owned(), t)
+                    .await;
                 return "download_failed";
             }
         };
@@ -247,7 +255,10 @@ impl Bot {
         let thumbnail = match identity {
             Ok(i) if !i.thumbnail_jpeg.is_empty() => i.thumbnail_jpeg,
             Ok(_) => {
-                tracing::warn!(identity_id = id, "identity has no thumbnail; answering in text");
+                tracing::warn!(
+                    identity_id = id,
+                    "identity has no thumbnail; answering in text"
+                );
                 self.say(msg, caption, t).await;
                 return;
             }
@@ -309,7 +320,9 @@ impl Bot {
         out: OutgoingMessage,
         t: &mut Timings,
     ) -> Result<crate::telegram::types::SentMessage, TelegramError> {
-        self.outbox.send(&out, msg.chat.is_group(), &mut t.send).await
+        self.outbox
+            .send(&out, msg.chat.is_group(), &mut t.send)
+            .await
     }
 
     fn limit_mb(&self) -> u64 {

@@ -19,12 +19,16 @@ impl Lang {
 
 pub fn help(lang: Lang) -> &'static str {
     match lang {
-        Lang::En => "👋 Send me a selfie and I will tell you which celebrity you look like.\n\n\
+        Lang::En => {
+            "👋 Send me a selfie and I will tell you which celebrity you look like.\n\n\
             Tips: face the camera, in good light, one face close up. Group photos work too: \
-            I answer for each face, left to right.",
-        Lang::Ru => "👋 Пришлите селфи, и я скажу, на какую знаменитость вы похожи.\n\n\
+            I answer for each face, left to right."
+        }
+        Lang::Ru => {
+            "👋 Пришлите селфи, и я скажу, на какую знаменитость вы похожи.\n\n\
             Советы: смотрите в камеру, при хорошем свете, лицо крупно. Групповые фото тоже \
-            подходят: отвечу для каждого лица слева направо.",
+            подходят: отвечу для каждого лица слева направо."
+        }
     }
 }
 
@@ -44,7 +48,9 @@ pub fn not_an_image(lang: Lang) -> &'static str {
 
 pub fn too_large(lang: Lang, limit_mb: u64) -> String {
     match lang {
-        Lang::En => format!("This file is too big (the limit is {limit_mb} MB). Please send it as a photo instead."),
+        Lang::En => format!(
+            "This file is too big (the limit is {limit_mb} MB). Please send it as a photo instead."
+        ),
         Lang::Ru => format!("Файл слишком большой (предел {limit_mb} МБ). Пришлите его как фото."),
     }
 }

@@ -24,9 +24,13 @@ pub enum Input {
     Command(Command),
     Image(ImageFile),
     /// Announced as bigger than the limit: refused before any download.
-    TooLarge { size: u64 },
+    TooLarge {
+        size: u64,
+    },
     /// A document that is not a JPEG, PNG or WebP image.
-    NotAnImage { mime: Option<String> },
+    NotAnImage {
+        mime: Option<String>,
+    },
     /// Plain text in a private chat: explain what to send.
     Text,
     /// Nothing to answer (other bots' commands, group chatter, service messages).

@@ -66,7 +66,10 @@ fn labels(pairs: &[(&str, &str)]) -> String {
     let inner: Vec<String> = pairs
         .iter()
         .map(|(k, v)| {
-            let v = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+            let v = v
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
             format!("{k}=\"{v}\"")
         })
         .collect();
@@ -108,7 +111,11 @@ impl Metrics {
             "tg_gateway_telegram_requests_total",
             &[("method", method), ("outcome", outcome)],
         );
-        self.observe("tg_gateway_telegram_request_seconds", &[("method", method)], d);
+        self.observe(
+            "tg_gateway_telegram_request_seconds",
+            &[("method", method)],
+            d,
+        );
     }
 
     pub fn flood_wait(&self, d: Duration) {
@@ -151,7 +158,11 @@ impl Metrics {
         let histograms = lock(&self.histograms).clone();
         let mut out = String::new();
         for (name, fam) in FAMILIES {
-            let _ = writeln!(out, "# HELP {name} {}\n# TYPE {name} {}", fam.help, fam.kind);
+            let _ = writeln!(
+                out,
+                "# HELP {name} {}\n# TYPE {name} {}",
+                fam.help, fam.kind
+            );
             match fam.kind {
                 "counter" => {
                     for ((n, l), v) in counters.iter().filter(|((n, _), _)| n == name) {
@@ -162,7 +173,8 @@ impl Metrics {
                     for ((n, l), h) in histograms.iter().filter(|((n, _), _)| n == name) {
                         let sep = if l.is_empty() { "" } else { "," };
                         for (i, le) in BUCKETS.iter().enumerate() {
-                            let _ = writeln!(out, "{n}_bucket{{{l}{sep}le=\"{le}\"}} {}", h.counts[i]);
+                            let _ =
+                                writeln!(out, "{n}_bucket{{{l}{sep}le=\"{le}\"}} {}", h.counts[i]);
                         }
                         let _ = writeln!(out, "{n}_bucket{{{l}{sep}le=\"+Inf\"}} {}", h.count);
                         let _ = writeln!(out, "{n}_sum{} {}", braces(l), h.sum);
@@ -192,7 +204,10 @@ fn braces(l: &str) -> String {
 
 async fn metrics_handler() -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         METRICS.render(),
     )
 }
@@ -218,7 +233,11 @@ mod tests {
         let m = Metrics::default();
         m.telegram_request("sendPhoto", "ok", Duration::from_millis(30));
         m.telegram_request("sendPhoto", "429", Duration::from_millis(3));
-        m.update_handled("match", Duration::from_millis(900), Duration::from_millis(2));
+        m.update_handled(
+            "match",
+            Duration::from_millis(900),
+            Duration::from_millis(2),
+        );
         m.in_flight_add(2);
         let text = m.render();
         assert!(text.contains(

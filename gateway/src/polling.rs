@@ -115,7 +115,10 @@ pub async fn run(
     });
 
     if !restored.is_empty() {
-        tracing::info!(count = restored.len(), "handling updates queued before the restart");
+        tracing::info!(
+            count = restored.len(),
+            "handling updates queued before the restart"
+        );
     }
     for update in restored {
         if d.dispatch(update, &shutdown).await.is_none() {
@@ -211,7 +214,11 @@ pub async fn run(
 }
 
 /// Retries a start-up call with backoff until it works or shutdown is requested.
-pub async fn retry_until_ok<T, F, Fut>(what: &str, shutdown: &CancellationToken, mut f: F) -> Option<T>
+pub async fn retry_until_ok<T, F, Fut>(
+    what: &str,
+    shutdown: &CancellationToken,
+    mut f: F,
+) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, crate::telegram::TelegramError>>,

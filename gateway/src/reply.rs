@@ -45,7 +45,10 @@ impl LinkTemplate {
         let name = name.trim().replace(' ', "_");
         self.0
             .replace("{name}", &utf8_percent_encode(&name, COMPONENT).to_string())
-            .replace("{alias}", &utf8_percent_encode(alias, COMPONENT).to_string())
+            .replace(
+                "{alias}",
+                &utf8_percent_encode(alias, COMPONENT).to_string(),
+            )
             .replace("{id}", &id.to_string())
     }
 }
@@ -151,8 +154,14 @@ mod tests {
     fn one_face_caption() {
         let links = LinkTemplate::new("https://w/{name}");
         let c = caption(Lang::En, &[face("Tilda <Swinton>", "tilda", 86.6)], &links);
-        assert!(c.starts_with("You look like <b>Tilda &lt;Swinton&gt;</b> — 87%"), "{c}");
-        assert!(c.contains("<a href=\"https://w/Tilda_%3CSwinton%3E\">"), "{c}");
+        assert!(
+            c.starts_with("You look like <b>Tilda &lt;Swinton&gt;</b> — 87%"),
+            "{c}"
+        );
+        assert!(
+            c.contains("<a href=\"https://w/Tilda_%3CSwinton%3E\">"),
+            "{c}"
+        );
         let c = caption(Lang::Ru, &[face("X", "x", 50.0)], &links);
         assert!(c.starts_with("Вы похожи на <b>X</b> — 50%"), "{c}");
     }

@@ -60,19 +60,14 @@ impl Default for Tracker {
 impl Tracker {
     /// Resumes from a state file; returns the queued updates to handle first.
     pub fn restore(p: Persisted) -> (Self, Vec<Update>) {
-        let pending: BTreeMap<i64, Update> = p
-            .queued
-            .into_iter()
-            .map(|u| (u.update_id, u))
-            .collect();
+        let pending: BTreeMap<i64, Update> =
+            p.queued.into_iter().map(|u| (u.update_id, u)).collect();
         let restored: Vec<Update> = pending.values().cloned().collect();
         let committed = match pending.keys().next() {
             Some(lowest) => Some(lowest - 1),
             None => p.last_update_id,
         };
-        let max_seen = p
-            .last_update_id
-            .max(pending.keys().next_back().copied());
+        let max_seen = p.last_update_id.max(pending.keys().next_back().copied());
         let state = State {
             pending,
             done_above: BTreeSet::new(),
@@ -183,7 +178,10 @@ mod tests {
         for id in 10..=12 {
             assert!(t.admit(&u(id)));
         }
-        assert!(!t.admit(&u(11)), "a re-delivery of a running update is skipped");
+        assert!(
+            !t.admit(&u(11)),
+            "a re-delivery of a running update is skipped"
+        );
         t.complete(11);
         t.complete(12);
         assert_eq!(t.next_offset(false), Some(10), "10 is still running");
@@ -205,7 +203,10 @@ mod tests {
         t.complete(3);
         let (_, p) = t.persisted();
         assert_eq!(p.last_update_id, Some(3));
-        assert_eq!(p.queued.iter().map(|u| u.update_id).collect::<Vec<_>>(), [2]);
+        assert_eq!(
+            p.queued.iter().map(|u| u.update_id).collect::<Vec<_>>(),
+            [2]
+        );
         // Through JSON, as in the file.
         let p: Persisted = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
         let (t, restored) = Tracker::restore(p);

@@ -109,7 +109,10 @@ async fn receive(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes
     };
     let id = update.update_id;
     if !s.recent().begin(id) {
-        tracing::info!(update_id = id, "update already handled or in progress; acknowledged");
+        tracing::info!(
+            update_id = id,
+            "update already handled or in progress; acknowledged"
+        );
         return StatusCode::OK;
     }
     let permit = match tokio::time::timeout(SLOT_WAIT, s.slots.clone().acquire_owned()).await {

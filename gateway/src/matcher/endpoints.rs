@@ -178,8 +178,13 @@ async fn refresh_once(backends: &Backends, host: &str, port: u16) {
                 }
             }
         }
-        Ok(_) => tracing::warn!(host, "matcher DNS name resolved to no address; keeping the old set"),
-        Err(e) => tracing::warn!(host, error = %e, "matcher DNS lookup failed; keeping the old set"),
+        Ok(_) => tracing::warn!(
+            host,
+            "matcher DNS name resolved to no address; keeping the old set"
+        ),
+        Err(e) => {
+            tracing::warn!(host, error = %e, "matcher DNS lookup failed; keeping the old set")
+        }
     }
 }
 
@@ -224,6 +229,10 @@ mod tests {
         let b = start(&t, Duration::from_secs(60), CancellationToken::new())
             .await
             .unwrap();
-        assert!(b.urls().iter().any(|u| u.contains("127.0.0.1:50051")), "{:?}", b.urls());
+        assert!(
+            b.urls().iter().any(|u| u.contains("127.0.0.1:50051")),
+            "{:?}",
+            b.urls()
+        );
     }
 }

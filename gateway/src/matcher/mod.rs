@@ -89,8 +89,13 @@ impl Matcher {
             max_faces,
             ..Default::default()
         };
-        self.call("Match", trace, req, |mut c, r| async move { c.r#match(r).await })
-            .await
+        self.call(
+            "Match",
+            trace,
+            req,
+            |mut c, r| async move { c.r#match(r).await },
+        )
+        .await
     }
 
     pub async fn identity(&self, id: u32, trace: &TraceContext) -> Result<Identity, MatcherError> {

@@ -1,0 +1,202 @@
+//! The retry, balancing and tracing behaviour against in-process fake matchers.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use lookalike_proto::v1::matcher_server::{Matcher as MatcherApi, MatcherServer};
+use lookalike_proto::v1::{
+    EmbedRequest, EmbedResponse, GalleryInfo, GetGalleryInfoRequest, GetIdentityRequest, Identity,
+    MatchRequest, MatchResponse, MatchResult,
+};
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::endpoints::Backends;
+use super::*;
+
+/// Fails the first `fail_first` calls with `fail_code`, then answers.
+struct Fake {
+    name: &'static str,
+    fail_first: u32,
+    fail_code: Code,
+    calls: AtomicU32,
+    traceparents: Mutex<Vec<String>>,
+}
+
+impl Fake {
+    fn new(name: &'static str, fail_first: u32, fail_code: Code) -> Arc<Self> {
+        Arc::new(Self {
+            name,
+            fail_first,
+            fail_code,
+            calls: AtomicU32::new(0),
+            traceparents: Mutex::new(Vec::new()),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl MatcherApi for Svc {
+    async fn r#match(&self, r: Request<MatchRequest>) -> Result<Response<MatchResponse>, Status> {
+        if let Some(tp) = r.metadata().get("traceparent") {
+            self.traceparents
+                .lock()
+                .unwrap()
+                .push(tp.to_str().unwrap().to_owned());
+        }
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        if n < self.fail_first {
+            return Err(Status::new(self.fail_code, "fake failure"));
+        }
+        Ok(Response::new(MatchResponse {
+            gallery_version: self.name.to_owned(),
+            ..Default::default()
+        }))
+    }
+
+    type MatchStreamStream = Pin<Box<dyn Stream<Item = Result<MatchResult, Status>> + Send>>;
+
+    async fn match_stream(
+        &self,
+        _r: Request<tonic::Streaming<MatchRequest>>,
+    ) -> Result<Response<Self::MatchStreamStream>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn embed(&self, _r: Request<EmbedRequest>) -> Result<Response<EmbedResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn get_identity(
+        &self,
+        r: Request<GetIdentityRequest>,
+    ) -> Result<Response<Identity>, Status> {
+        Ok(Response::new(Identity {
+            identity_id: r.get_ref().identity_id,
+            name: "Fake Person".into(),
+            ..Default::default()
+        }))
+    }
+
+    async fn get_gallery_info(
+        &self,
+        _r: Request<GetGalleryInfoRequest>,
+    ) -> Result<Response<GalleryInfo>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+}
+
+/// The service wrapper (the trait is foreign, so it is implemented on a local type).
+struct Svc(Arc<Fake>);
+
+impl std::ops::Deref for Svc {
+    type Target = Fake;
+    fn deref(&self) -> &Fake {
+        &self.0
+    }
+}
+
+async fn serve(fake: Arc<Fake>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(MatcherServer::new(Svc(fake)))
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    addr
+}
+
+fn matcher(urls: &[String], retries: u32) -> Matcher {
+    let b = Arc::new(Backends::new());
+    b.set(urls).unwrap();
+    Matcher::new(
+        b,
+        RetryPolicy {
+            timeout: Duration::from_secs(5),
+            retries,
+            backoff_base: Duration::from_millis(10),
+        },
+    )
+}
+
+#[tokio::test]
+async fn retries_overload_then_succeeds_with_trace_context() {
+    let fake = Fake::new("a", 2, Code::ResourceExhausted);
+    let addr = serve(fake.clone()).await;
+    let m = matcher(&[format!("http://{addr}")], 3);
+    let trace = TraceContext::new_root();
+    let r = m.match_photo(vec![1, 2, 3], 5, &trace).await.unwrap();
+    assert_eq!(r.gallery_version, "a");
+    assert_eq!(fake.calls.load(Ordering::SeqCst), 3);
+    let tps = fake.traceparents.lock().unwrap().clone();
+    assert_eq!(tps.len(), 3);
+    for tp in &tps {
+        // Same trace as the update; each attempt its own span.
+        assert!(tp.starts_with(&format!("00-{}-", trace.trace_id())), "{tp}");
+    }
+    assert_ne!(tps[0], tps[1]);
+}
+
+#[tokio::test]
+async fn gives_up_as_busy_after_the_retries() {
+    let fake = Fake::new("a", 100, Code::Unavailable);
+    let addr = serve(fake.clone()).await;
+    let m = matcher(&[format!("http://{addr}")], 2);
+    let err = m
+        .match_photo(vec![1], 5, &TraceContext::new_root())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, MatcherError::Busy { .. }), "{err}");
+    assert_eq!(fake.calls.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn invalid_argument_is_not_retried() {
+    let fake = Fake::new("a", 100, Code::InvalidArgument);
+    let addr = serve(fake.clone()).await;
+    let m = matcher(&[format!("http://{addr}")], 3);
+    let err = m
+        .match_photo(vec![1], 5, &TraceContext::new_root())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, MatcherError::InvalidImage(_)), "{err}");
+    assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn calls_are_spread_and_a_dead_replica_is_skipped() {
+    let a = Fake::new("a", 0, Code::Ok);
+    let b = Fake::new("b", 0, Code::Ok);
+    let (aa, ba) = (serve(a.clone()).await, serve(b.clone()).await);
+    // Nothing listens on port 9: every call there is UNAVAILABLE and retried elsewhere.
+    let m = matcher(
+        &[
+            format!("http://{aa}"),
+            format!("http://{ba}"),
+            "http://127.0.0.1:9".to_owned(),
+        ],
+        3,
+    );
+    for _ in 0..30 {
+        m.match_photo(vec![1], 5, &TraceContext::new_root())
+            .await
+            .unwrap();
+    }
+    let (na, nb) = (
+        a.calls.load(Ordering::SeqCst),
+        b.calls.load(Ordering::SeqCst),
+    );
+    assert_eq!(na + nb, 30);
+    assert!(na >= 10 && nb >= 10, "a={na} b={nb}");
+}
+
+#[tokio::test]
+async fn no_replica_is_busy() {
+    let m = matcher(&[], 1);
+    let err = m.identity(1, &TraceContext::new_root()).await.unwrap_err();
+    assert!(matches!(err, MatcherError::Busy { .. }), "{err}");
+}

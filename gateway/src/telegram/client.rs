@@ -155,7 +155,8 @@ impl BotApi {
     }
 
     pub async fn get_me(&self) -> Result<Me, TelegramError> {
-        self.call("getMe", Body::Json(json!({})), self.timeout).await
+        self.call("getMe", Body::Json(json!({})), self.timeout)
+            .await
     }
 
     /// Long poll. Telegram confirms every update below `offset` when this is called.
@@ -184,15 +185,24 @@ impl BotApi {
     }
 
     pub async fn get_file(&self, file_id: &str) -> Result<File, TelegramError> {
-        self.call("getFile", Body::Json(json!({ "file_id": file_id })), self.timeout)
-            .await
+        self.call(
+            "getFile",
+            Body::Json(json!({ "file_id": file_id })),
+            self.timeout,
+        )
+        .await
     }
 
     /// Downloads a file found with getFile, refusing to read more than `limit` bytes.
     pub async fn download(&self, file_path: &str, limit: u64) -> Result<Bytes, TelegramError> {
         const METHOD: &str = "downloadFile";
         let started = Instant::now();
-        let url = format!("{}/file/bot{}/{}", self.base, self.token.expose(), file_path);
+        let url = format!(
+            "{}/file/bot{}/{}",
+            self.base,
+            self.token.expose(),
+            file_path
+        );
         let result = async {
             let response = self
                 .http
@@ -233,9 +243,9 @@ impl BotApi {
     }
 
     pub async fn send(&self, msg: &OutgoingMessage) -> Result<SentMessage, TelegramError> {
-        let reply = msg.reply_to.map(|id| {
-            json!({ "message_id": id, "allow_sending_without_reply": true }).to_string()
-        });
+        let reply = msg
+            .reply_to
+            .map(|id| json!({ "message_id": id, "allow_sending_without_reply": true }).to_string());
         match &msg.body {
             OutgoingBody::Text { html } => {
                 let mut params = json!({
@@ -292,7 +302,11 @@ impl BotApi {
         }
     }
 
-    pub async fn send_chat_action(&self, chat_id: i64, action: &str) -> Result<bool, TelegramError> {
+    pub async fn send_chat_action(
+        &self,
+        chat_id: i64,
+        action: &str,
+    ) -> Result<bool, TelegramError> {
         self.call(
             "sendChatAction",
             Body::Json(json!({ "chat_id": chat_id, "action": action })),
@@ -314,7 +328,8 @@ impl BotApi {
             "max_connections": max_connections,
             "drop_pending_updates": false,
         });
-        self.call("setWebhook", Body::Json(params), self.timeout).await
+        self.call("setWebhook", Body::Json(params), self.timeout)
+            .await
     }
 
     /// Polling mode starts with this: getUpdates is refused while a webhook is set.
@@ -348,7 +363,8 @@ mod tests {
 
     #[test]
     fn odd_updates_are_kept_by_id_only() {
-        let u = parse_update_leniently(json!({"update_id": 7, "message": {"weird": true}})).unwrap();
+        let u =
+            parse_update_leniently(json!({"update_id": 7, "message": {"weird": true}})).unwrap();
         assert_eq!(u.update_id, 7);
         assert!(u.message.is_none());
         assert!(parse_update_leniently(json!({"no_id": 1})).is_none());
