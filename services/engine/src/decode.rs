@@ -49,6 +49,11 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, ImageErro
         return Err(ImageError::UnknownFormat);
     }
     let name = format_name(format);
+    // JPEG decoders fill a truncated file's missing rows with grey and carry on; a photo
+    // cut short in transit should be reported, not matched half-grey.
+    if format == ImageFormat::Jpeg && !has_jpeg_end(bytes) {
+        return Err(ImageError::Corrupt { format: name, detail: "the file is truncated (no end-of-image marker)".into() });
+    }
     let corrupt = |e: image::ImageError| ImageError::Corrupt { format: name, detail: e.to_string() };
 
     let mut reader = ImageReader::new(Cursor::new(bytes));
@@ -79,6 +84,13 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, ImageErro
         DynamicImage::ImageRgb8(rgb) => rgb,
         other => other.to_rgb8(),
     })
+}
+
+/// True when the JPEG end-of-image marker is in the file's tail (some cameras append a
+/// little data after it, so it need not be the very last two bytes).
+fn has_jpeg_end(bytes: &[u8]) -> bool {
+    let tail = &bytes[bytes.len().saturating_sub(64 * 1024)..];
+    tail.windows(2).any(|w| w == [0xFF, 0xD9])
 }
 
 /// Reads the pixel size from the header only (for reports and quick checks).

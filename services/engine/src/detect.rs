@@ -29,7 +29,7 @@ pub struct DetectConfig {
 
 impl Default for DetectConfig {
     fn default() -> Self {
-        Self { max_side: 640, all_faces_max_side: 1600, retry_max_side: 1280, retry_border: 0.25, max_detections: 64, cnn_max_side: 400 }
+        Self { max_side: 640, all_faces_max_side: 1600, retry_max_side: 1280, retry_border: 0.25, max_detections: 64, cnn_max_side: 256 }
     }
 }
 

@@ -3,7 +3,7 @@
 use crate::config::EngineArgs;
 use clap::Args;
 use lookalike_engine::parallel::{default_workers, map_items};
-use lookalike_engine::{AnalyzeOptions, DetectConfig};
+use lookalike_engine::AnalyzeOptions;
 use serde_json::json;
 use std::io::Write;
 use std::path::PathBuf;
@@ -30,7 +30,7 @@ pub fn run(engine: &EngineArgs, args: EmbedArgs) -> anyhow::Result<ExitCode> {
     let results = map_items(
         &models,
         engine.limits(),
-        DetectConfig::default(),
+        engine.detect(),
         args.workers.unwrap_or_else(default_workers),
         &args.images,
         |analyzer, path| {

@@ -88,6 +88,7 @@ fn build_cmd(engine: &EngineArgs, args: BuildArgs) -> anyhow::Result<ExitCode> {
         max_roll_degrees: args.max_roll,
         max_photos_per_person: args.max_photos_per_person,
         limits: engine.limits(),
+        detect: engine.detect(),
         ..BuildConfig::default()
     };
     if let Some(w) = args.workers {

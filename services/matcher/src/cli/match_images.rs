@@ -4,7 +4,7 @@ use crate::config::EngineArgs;
 use anyhow::Context;
 use clap::Args;
 use lookalike_engine::parallel::{default_workers, map_items};
-use lookalike_engine::{AnalyzeOptions, DetectConfig, Gallery};
+use lookalike_engine::{AnalyzeOptions, Gallery};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::PathBuf;
@@ -42,7 +42,7 @@ pub fn run(engine: &EngineArgs, args: MatchArgs) -> anyhow::Result<ExitCode> {
     let results = map_items(
         &models,
         engine.limits(),
-        DetectConfig::default(),
+        engine.detect(),
         workers,
         &args.images,
         |analyzer, path| {

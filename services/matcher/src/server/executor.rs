@@ -76,13 +76,13 @@ impl Drop for WaitGuard {
 }
 
 impl Executor {
-    pub fn start(models: &Models, workers: usize, queue_capacity: usize, limits: DecodeLimits) -> Self {
+    pub fn start(models: &Models, workers: usize, queue_capacity: usize, limits: DecodeLimits, detect: DetectConfig) -> Self {
         let (tx, rx) = crossbeam_channel::unbounded::<Arc<Slot>>();
         let gauges = Arc::new(Gauges::default());
         for i in 0..workers.max(1) {
             let rx = rx.clone();
             let gauges = gauges.clone();
-            let mut analyzer = FaceAnalyzer::new(models.worker_set(), limits, DetectConfig::default());
+            let mut analyzer = FaceAnalyzer::new(models.worker_set(), limits, detect);
             let spawned = std::thread::Builder::new().name(format!("face-worker-{i}")).spawn(move || {
                 for slot in rx.iter() {
                     let Some(task) = slot.take() else { continue }; // caller left

@@ -144,7 +144,7 @@ async fn serve(engine: EngineArgs, args: ServeArgs) -> anyhow::Result<ExitCode> 
                 let models = lookalike_engine::Models::load(&engine.models).context("loading the face models")?;
                 let g = inner.gallery.reload()?;
                 metrics.gallery_embeddings.set(g.len() as i64);
-                let executor = Executor::start(&models, workers, queue, engine.limits());
+                let executor = Executor::start(&models, workers, queue, engine.limits(), engine.detect());
                 tracing::info!(
                     gallery_version = %g.version, identities = g.identities.len(), embeddings = g.len(),
                     index = g.index_kind(), ms = t.elapsed().as_millis() as u64, "models and gallery loaded"
