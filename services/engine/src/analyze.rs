@@ -25,7 +25,13 @@ pub struct AnalyzeOptions {
 
 impl Default for AnalyzeOptions {
     fn default() -> Self {
-        Self { all_faces: false, max_faces: 10, jitters: 0, seed: 0, chip_size: None }
+        Self {
+            all_faces: false,
+            max_faces: 10,
+            jitters: 0,
+            seed: 0,
+            chip_size: None,
+        }
     }
 }
 
@@ -61,10 +67,18 @@ pub struct FaceAnalyzer {
 
 impl FaceAnalyzer {
     pub fn new(models: WorkerModels, limits: DecodeLimits, detect: DetectConfig) -> Self {
-        Self { models, limits, detect }
+        Self {
+            models,
+            limits,
+            detect,
+        }
     }
 
-    pub fn analyze_bytes(&mut self, bytes: &[u8], opts: &AnalyzeOptions) -> Result<Analysis, AnalyzeError> {
+    pub fn analyze_bytes(
+        &mut self,
+        bytes: &[u8],
+        opts: &AnalyzeOptions,
+    ) -> Result<Analysis, AnalyzeError> {
         let t = Instant::now();
         let image = decode(bytes, &self.limits)?;
         let decode_time = t.elapsed();
@@ -73,13 +87,23 @@ impl FaceAnalyzer {
         Ok(analysis)
     }
 
-    pub fn analyze_image(&mut self, image: &RgbImage, opts: &AnalyzeOptions) -> Result<Analysis, NativeError> {
+    pub fn analyze_image(
+        &mut self,
+        image: &RgbImage,
+        opts: &AnalyzeOptions,
+    ) -> Result<Analysis, NativeError> {
         let mut timings = StageTimings::default();
         let (width, height) = image.dimensions();
         let t = Instant::now();
         let full = to_matrix(image);
-        let mut dets =
-            detect_faces(&mut self.models.detector, self.models.cnn.as_ref(), image, &full, &self.detect, opts.all_faces)?;
+        let mut dets = detect_faces(
+            &mut self.models.detector,
+            self.models.cnn.as_ref(),
+            image,
+            &full,
+            &self.detect,
+            opts.all_faces,
+        )?;
         let area = |d: &crate::dlib::RawDetection| (d.right - d.left) * (d.bottom - d.top);
         let clamp = |v: f64, max: u32| (v.round() as i64).clamp(0, i64::from(max)) as i32;
         let to_box = |d: &crate::dlib::RawDetection| FaceBox {
@@ -121,7 +145,9 @@ impl FaceAnalyzer {
                 }
                 eye_geometry(&pts).0
             };
-            let best = (0..shapes.len()).max_by(|&i, &j| eye(&shapes[i]).total_cmp(&eye(&shapes[j]))).unwrap_or(0);
+            let best = (0..shapes.len())
+                .max_by(|&i, &j| eye(&shapes[i]).total_cmp(&eye(&shapes[j])))
+                .unwrap_or(0);
             let shape = shapes.swap_remove(best);
             shapes = vec![shape];
             dets = vec![dets[best]];
@@ -129,7 +155,11 @@ impl FaceAnalyzer {
         timings.landmarks = t.elapsed();
 
         let t = Instant::now();
-        let embeddings = self.models.encoder.encode(&full, &shapes, opts.jitters, opts.seed).map_err(NativeError)?;
+        let embeddings = self
+            .models
+            .encoder
+            .encode(&full, &shapes, opts.jitters, opts.seed)
+            .map_err(NativeError)?;
         timings.encode = t.elapsed();
 
         let mut faces = Vec::with_capacity(dets.len());
@@ -156,6 +186,12 @@ impl FaceAnalyzer {
         if opts.all_faces {
             faces.sort_by_key(|f| (f.bbox.left, f.bbox.top));
         }
-        Ok(Analysis { width, height, faces, detections, timings })
+        Ok(Analysis {
+            width,
+            height,
+            faces,
+            detections,
+            timings,
+        })
     }
 }

@@ -18,7 +18,11 @@ pub struct DecodeLimits {
 
 impl Default for DecodeLimits {
     fn default() -> Self {
-        Self { max_bytes: 20 * 1024 * 1024, max_pixels: 40_000_000, min_side: 16 }
+        Self {
+            max_bytes: 20 * 1024 * 1024,
+            max_pixels: 40_000_000,
+            min_side: 16,
+        }
     }
 }
 
@@ -39,12 +43,19 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, ImageErro
         return Err(ImageError::Empty);
     }
     if bytes.len() > limits.max_bytes {
-        return Err(ImageError::TooLarge { size: bytes.len(), limit: limits.max_bytes });
+        return Err(ImageError::TooLarge {
+            size: bytes.len(),
+            limit: limits.max_bytes,
+        });
     }
     let format = image::guess_format(bytes).map_err(|_| ImageError::UnknownFormat)?;
     if !matches!(
         format,
-        ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP | ImageFormat::Gif | ImageFormat::Bmp
+        ImageFormat::Jpeg
+            | ImageFormat::Png
+            | ImageFormat::WebP
+            | ImageFormat::Gif
+            | ImageFormat::Bmp
     ) {
         return Err(ImageError::UnknownFormat);
     }
@@ -52,9 +63,15 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, ImageErro
     // JPEG decoders fill a truncated file's missing rows with grey and carry on; a photo
     // cut short in transit should be reported, not matched half-grey.
     if format == ImageFormat::Jpeg && !has_jpeg_end(bytes) {
-        return Err(ImageError::Corrupt { format: name, detail: "the file is truncated (no end-of-image marker)".into() });
+        return Err(ImageError::Corrupt {
+            format: name,
+            detail: "the file is truncated (no end-of-image marker)".into(),
+        });
     }
-    let corrupt = |e: image::ImageError| ImageError::Corrupt { format: name, detail: e.to_string() };
+    let corrupt = |e: image::ImageError| ImageError::Corrupt {
+        format: name,
+        detail: e.to_string(),
+    };
 
     let mut reader = ImageReader::new(Cursor::new(bytes));
     reader.set_format(format);
@@ -77,7 +94,9 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, ImageErro
         return Err(ImageError::TooSmall { width, height });
     }
     // A broken EXIF block is not worth refusing the photo for: treat it as upright.
-    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut img = DynamicImage::from_decoder(decoder).map_err(corrupt)?;
     img.apply_orientation(orientation);
     Ok(match img {
@@ -95,5 +114,9 @@ fn has_jpeg_end(bytes: &[u8]) -> bool {
 
 /// Reads the pixel size from the header only (for reports and quick checks).
 pub fn dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
-    ImageReader::new(Cursor::new(bytes)).with_guessed_format().ok()?.into_dimensions().ok()
+    ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .ok()?
+        .into_dimensions()
+        .ok()
 }

@@ -2,23 +2,23 @@
 //! lookalike's face engine: decode a photo, find faces, embed them, search a celebrity
 //! gallery and turn a distance into a calibrated similarity. No gRPC, no Telegram.
 
-pub mod decode;
-pub mod dlib;
-pub mod error;
 pub mod analyze;
 pub mod calibration;
+pub mod decode;
+pub mod detect;
+pub mod dlib;
+pub mod error;
+pub mod face;
 pub mod gallery;
+pub mod models;
 pub mod parallel;
 pub mod search;
-pub mod detect;
-pub mod face;
-pub mod models;
 
-pub use analyze::{AnalyzeOptions, Analysis, FaceAnalyzer, StageTimings};
+pub use analyze::{Analysis, AnalyzeOptions, FaceAnalyzer, StageTimings};
+pub use calibration::Calibration;
 pub use decode::DecodeLimits;
 pub use detect::DetectConfig;
 pub use face::{Embedding, Face, FaceBox, EMBEDDING_DIM};
-pub use models::{Models, WorkerModels};
-pub use calibration::Calibration;
 pub use gallery::{Candidate, Gallery, GalleryError, Identity, SearchMode};
+pub use models::{Models, WorkerModels};
 pub use search::hnsw::HnswParams;

@@ -32,23 +32,45 @@ impl Models {
     pub fn load(dir: &Path) -> Result<Self, ModelError> {
         let lm = model_file(dir, LANDMARKS_FILE)?;
         let enc = model_file(dir, ENCODER_FILE)?;
-        let predictor = LandmarkPredictor::open(&lm).map_err(|detail| ModelError::Load { path: lm, detail })?;
-        let encoder = FaceEncoder::open(&enc).map_err(|detail| ModelError::Load { path: enc, detail })?;
+        let predictor =
+            LandmarkPredictor::open(&lm).map_err(|detail| ModelError::Load { path: lm, detail })?;
+        let encoder =
+            FaceEncoder::open(&enc).map_err(|detail| ModelError::Load { path: enc, detail })?;
         let cnn_path = dir.join(CNN_DETECTOR_FILE);
         let cnn = if cnn_path.is_file() {
-            let cnn = FaceDetectorCnn::open(&cnn_path).map_err(|detail| ModelError::Load { path: cnn_path, detail })?;
+            let cnn = FaceDetectorCnn::open(&cnn_path).map_err(|detail| ModelError::Load {
+                path: cnn_path,
+                detail,
+            })?;
             Some(Mutex::new(cnn))
         } else {
             None
         };
-        Ok(Self { predictor, encoder: Mutex::new(encoder), cnn })
+        Ok(Self {
+            predictor,
+            encoder: Mutex::new(encoder),
+            cnn,
+        })
     }
 
     /// A private copy of every model for one worker thread.
     pub fn worker_set(&self) -> WorkerModels {
-        let encoder = self.encoder.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
-        let cnn = self.cnn.as_ref().map(|m| m.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone());
-        WorkerModels { detector: HogDetector::new(), predictor: self.predictor.clone(), encoder, cnn }
+        let encoder = self
+            .encoder
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        let cnn = self.cnn.as_ref().map(|m| {
+            m.lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clone()
+        });
+        WorkerModels {
+            detector: HogDetector::new(),
+            predictor: self.predictor.clone(),
+            encoder,
+            cnn,
+        }
     }
 }
 

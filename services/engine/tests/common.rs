@@ -1,5 +1,6 @@
 //! Shared helpers for the engine's tests: real models, real photos from ../shared/faces.
 #![allow(dead_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed expectation is the report
 
 use lookalike_engine::{DecodeLimits, DetectConfig, FaceAnalyzer, Models};
 use std::path::PathBuf;
@@ -10,11 +11,15 @@ pub fn repo_root() -> PathBuf {
 }
 
 pub fn faces_dir() -> PathBuf {
-    std::env::var_os("LOOKALIKE_FACES").map(PathBuf::from).unwrap_or_else(|| repo_root().join("../shared/faces"))
+    std::env::var_os("LOOKALIKE_FACES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("../shared/faces"))
 }
 
 pub fn models_dir() -> PathBuf {
-    std::env::var_os("LOOKALIKE_MODELS").map(PathBuf::from).unwrap_or_else(|| repo_root().join("assets/models"))
+    std::env::var_os("LOOKALIKE_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("assets/models"))
 }
 
 pub fn models() -> &'static Models {
@@ -23,7 +28,11 @@ pub fn models() -> &'static Models {
 }
 
 pub fn analyzer() -> FaceAnalyzer {
-    FaceAnalyzer::new(models().worker_set(), DecodeLimits::default(), DetectConfig::default())
+    FaceAnalyzer::new(
+        models().worker_set(),
+        DecodeLimits::default(),
+        DetectConfig::default(),
+    )
 }
 
 pub fn read(rel: &str) -> Vec<u8> {

@@ -26,7 +26,11 @@ pub struct EmbedArgs {
 pub fn run(engine: &EngineArgs, args: EmbedArgs) -> anyhow::Result<ExitCode> {
     super::init_cli_logging();
     let models = super::load_models(engine)?;
-    let opts = AnalyzeOptions { all_faces: args.all_faces, jitters: args.jitters, ..Default::default() };
+    let opts = AnalyzeOptions {
+        all_faces: args.all_faces,
+        jitters: args.jitters,
+        ..Default::default()
+    };
     let results = map_items(
         &models,
         engine.limits(),
@@ -51,7 +55,10 @@ pub fn run(engine: &EngineArgs, args: EmbedArgs) -> anyhow::Result<ExitCode> {
                             })
                         })
                         .collect();
-                    (json!({"image": shown, "width": a.width, "height": a.height, "faces": faces}), true)
+                    (
+                        json!({"image": shown, "width": a.width, "height": a.height, "faces": faces}),
+                        true,
+                    )
                 }
                 Err(e) => (json!({"image": shown, "error": e}), false),
             }
@@ -64,5 +71,9 @@ pub fn run(engine: &EngineArgs, args: EmbedArgs) -> anyhow::Result<ExitCode> {
         all_ok &= ok;
         writeln!(out, "{line}")?;
     }
-    Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
-#[command(name = "matcher", version, about = "lookalike: which celebrity does a face look like?")]
+#[command(
+    name = "matcher",
+    version,
+    about = "lookalike: which celebrity does a face look like?"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub engine: EngineArgs,
@@ -43,7 +47,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 pub fn init_cli_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 pub fn load_models(engine: &EngineArgs) -> anyhow::Result<lookalike_engine::Models> {

@@ -28,12 +28,13 @@ pub enum ExecError {
 }
 
 type Task = Box<dyn FnOnce(&mut FaceAnalyzer) + Send>;
+type FailFn = Box<dyn FnOnce(ExecError) + Send>;
 
 struct Slot {
     task: Mutex<Option<Task>>,
     deadline: Option<Instant>,
     /// Answers the caller when the job cannot run (expired) or failed (panicked).
-    on_fail: Mutex<Option<Box<dyn FnOnce(ExecError) + Send>>>,
+    on_fail: Mutex<Option<FailFn>>,
 }
 
 impl Slot {
@@ -42,7 +43,12 @@ impl Slot {
     }
 
     fn fail(&self, err: ExecError) {
-        if let Some(fail) = self.on_fail.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(fail) = self
+            .on_fail
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             fail(err);
         }
     }
@@ -76,40 +82,61 @@ impl Drop for WaitGuard {
 }
 
 impl Executor {
-    pub fn start(models: &Models, workers: usize, queue_capacity: usize, limits: DecodeLimits, detect: DetectConfig) -> Self {
+    pub fn start(
+        models: &Models,
+        workers: usize,
+        queue_capacity: usize,
+        limits: DecodeLimits,
+        detect: DetectConfig,
+    ) -> Self {
         let (tx, rx) = crossbeam_channel::unbounded::<Arc<Slot>>();
         let gauges = Arc::new(Gauges::default());
         for i in 0..workers.max(1) {
             let rx = rx.clone();
             let gauges = gauges.clone();
             let mut analyzer = FaceAnalyzer::new(models.worker_set(), limits, detect);
-            let spawned = std::thread::Builder::new().name(format!("face-worker-{i}")).spawn(move || {
-                for slot in rx.iter() {
-                    let Some(task) = slot.take() else { continue }; // caller left
-                    gauges.waiting.fetch_sub(1, Ordering::AcqRel);
-                    if slot.deadline.is_some_and(|d| Instant::now() >= d) {
-                        drop(task);
-                        slot.fail(ExecError::DeadlineExceeded);
-                        continue;
+            let spawned = std::thread::Builder::new()
+                .name(format!("face-worker-{i}"))
+                .spawn(move || {
+                    for slot in rx.iter() {
+                        let Some(task) = slot.take() else { continue }; // caller left
+                        gauges.waiting.fetch_sub(1, Ordering::AcqRel);
+                        if slot.deadline.is_some_and(|d| Instant::now() >= d) {
+                            drop(task);
+                            slot.fail(ExecError::DeadlineExceeded);
+                            continue;
+                        }
+                        gauges.busy.fetch_add(1, Ordering::AcqRel);
+                        let outcome =
+                            std::panic::catch_unwind(AssertUnwindSafe(|| task(&mut analyzer)));
+                        gauges.busy.fetch_sub(1, Ordering::AcqRel);
+                        if outcome.is_err() {
+                            slot.fail(ExecError::WorkerFailed);
+                            tracing::error!(
+                                worker = i,
+                                "a request panicked inside a worker; the worker continues"
+                            );
+                        }
                     }
-                    gauges.busy.fetch_add(1, Ordering::AcqRel);
-                    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| task(&mut analyzer)));
-                    gauges.busy.fetch_sub(1, Ordering::AcqRel);
-                    if outcome.is_err() {
-                        slot.fail(ExecError::WorkerFailed);
-                        tracing::error!(worker = i, "a request panicked inside a worker; the worker continues");
-                    }
-                }
-            });
+                });
             if let Err(e) = spawned {
                 tracing::error!(error = %e, "cannot start a worker thread");
             }
         }
-        Self { tx, gauges, workers: workers.max(1), queue_capacity }
+        Self {
+            tx,
+            gauges,
+            workers: workers.max(1),
+            queue_capacity,
+        }
     }
 
     /// Runs `f` on a worker. Returns its value and the time spent waiting in the queue.
-    pub async fn run<T, F>(&self, deadline: Option<Instant>, f: F) -> Result<(T, Duration), ExecError>
+    pub async fn run<T, F>(
+        &self,
+        deadline: Option<Instant>,
+        f: F,
+    ) -> Result<(T, Duration), ExecError>
     where
         T: Send + 'static,
         F: FnOnce(&mut FaceAnalyzer) -> T + Send + 'static,
@@ -117,11 +144,16 @@ impl Executor {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(ExecError::DeadlineExceeded);
         }
-        let admitted = self.gauges.waiting.fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
-            (w < self.queue_capacity).then_some(w + 1)
-        });
+        let admitted = self
+            .gauges
+            .waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+                (w < self.queue_capacity).then_some(w + 1)
+            });
         if admitted.is_err() {
-            return Err(ExecError::Overloaded { queue: self.queue_capacity });
+            return Err(ExecError::Overloaded {
+                queue: self.queue_capacity,
+            });
         }
         let enqueued = Instant::now();
         let (tx, rx) = oneshot::channel::<Result<(T, Duration), ExecError>>();
@@ -134,13 +166,20 @@ impl Executor {
                 let _ = tx.send(Ok((value, queued)));
             }
         });
-        let on_fail: Box<dyn FnOnce(ExecError) + Send> = Box::new(move |err| {
+        let on_fail: FailFn = Box::new(move |err| {
             if let Some(tx) = tx.lock().unwrap_or_else(|p| p.into_inner()).take() {
                 let _ = tx.send(Err(err));
             }
         });
-        let slot = Arc::new(Slot { task: Mutex::new(Some(task)), deadline, on_fail: Mutex::new(Some(on_fail)) });
-        let guard = WaitGuard { slot: slot.clone(), gauges: self.gauges.clone() };
+        let slot = Arc::new(Slot {
+            task: Mutex::new(Some(task)),
+            deadline,
+            on_fail: Mutex::new(Some(on_fail)),
+        });
+        let guard = WaitGuard {
+            slot: slot.clone(),
+            gauges: self.gauges.clone(),
+        };
         if self.tx.send(slot).is_err() {
             return Err(ExecError::ShuttingDown);
         }

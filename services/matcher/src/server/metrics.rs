@@ -1,6 +1,8 @@
 //! Prometheus metrics, served as text on their own port (what Kubernetes clusters scrape).
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
 
 pub struct Metrics {
     registry: Registry,
@@ -18,24 +20,40 @@ impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("lookalike_requests_total", "RPCs answered, by method and gRPC status code name"),
+            Opts::new(
+                "lookalike_requests_total",
+                "RPCs answered, by method and gRPC status code name",
+            ),
             &["method", "code"],
         )?;
         let latency = HistogramVec::new(
-            HistogramOpts::new("lookalike_request_duration_seconds", "RPC latency, queue wait included")
-                .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            HistogramOpts::new(
+                "lookalike_request_duration_seconds",
+                "RPC latency, queue wait included",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
             &["method"],
         )?;
         let queue_depth = IntGauge::new("lookalike_queue_depth", "Requests waiting for a worker")?;
         let workers_busy = IntGauge::new("lookalike_workers_busy", "Workers processing a request")?;
         let workers = IntGauge::new("lookalike_workers", "Workers in the pool")?;
         let shed = IntCounterVec::new(
-            Opts::new("lookalike_shed_total", "Requests refused or dropped without computing, by reason"),
+            Opts::new(
+                "lookalike_shed_total",
+                "Requests refused or dropped without computing, by reason",
+            ),
             &["reason"],
         )?;
-        let reloads =
-            IntCounterVec::new(Opts::new("lookalike_gallery_reloads_total", "Gallery reload attempts"), &["result"])?;
-        let gallery_embeddings = IntGauge::new("lookalike_gallery_embeddings", "Embeddings in the serving gallery")?;
+        let reloads = IntCounterVec::new(
+            Opts::new("lookalike_gallery_reloads_total", "Gallery reload attempts"),
+            &["result"],
+        )?;
+        let gallery_embeddings = IntGauge::new(
+            "lookalike_gallery_embeddings",
+            "Embeddings in the serving gallery",
+        )?;
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -48,12 +66,25 @@ impl Metrics {
         ] {
             registry.register(c)?;
         }
-        Ok(Self { registry, requests, latency, queue_depth, workers_busy, workers, shed, reloads, gallery_embeddings })
+        Ok(Self {
+            registry,
+            requests,
+            latency,
+            queue_depth,
+            workers_busy,
+            workers,
+            shed,
+            reloads,
+            gallery_embeddings,
+        })
     }
 
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
-        if TextEncoder::new().encode(&self.registry.gather(), &mut buf).is_err() {
+        if TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .is_err()
+        {
             return String::new();
         }
         String::from_utf8(buf).unwrap_or_default()
@@ -70,14 +101,19 @@ pub async fn serve_http(
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let executor_gauges = std::sync::Arc::new(executor_gauges);
     loop {
-        let Ok((mut sock, _)) = listener.accept().await else { continue };
+        let Ok((mut sock, _)) = listener.accept().await else {
+            continue;
+        };
         let (metrics, ready, gauges) = (metrics.clone(), ready.clone(), executor_gauges.clone());
         tokio::spawn(async move {
             let mut buf = [0u8; 2048];
-            let n = match tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf)).await {
-                Ok(Ok(n)) => n,
-                _ => return,
-            };
+            let n =
+                match tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf))
+                    .await
+                {
+                    Ok(Ok(n)) => n,
+                    _ => return,
+                };
             let req = String::from_utf8_lossy(&buf[..n]);
             let path = req.split_whitespace().nth(1).unwrap_or("/");
             let (status, body) = match path {

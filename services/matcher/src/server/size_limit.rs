@@ -14,7 +14,10 @@ pub fn layer(
             && headers
                 .get("grpc-message")
                 .and_then(|m| m.to_str().ok())
-                .is_some_and(|m| m.contains("message%20length%20too%20large") || m.contains("message length too large"));
+                .is_some_and(|m| {
+                    m.contains("message%20length%20too%20large")
+                        || m.contains("message length too large")
+                });
         if too_large {
             let message = format!(
                 "the request is larger than this server's limit of {limit} bytes (LOOKALIKE_MAX_MESSAGE_BYTES); send a smaller photo"

@@ -14,11 +14,15 @@ pub fn repo_root() -> PathBuf {
 }
 
 pub fn faces_dir() -> PathBuf {
-    std::env::var_os("LOOKALIKE_FACES").map(PathBuf::from).unwrap_or_else(|| repo_root().join("../shared/faces"))
+    std::env::var_os("LOOKALIKE_FACES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("../shared/faces"))
 }
 
 pub fn models_dir() -> PathBuf {
-    std::env::var_os("LOOKALIKE_MODELS").map(PathBuf::from).unwrap_or_else(|| repo_root().join("assets/models"))
+    std::env::var_os("LOOKALIKE_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("assets/models"))
 }
 
 pub fn bin() -> &'static str {
@@ -36,13 +40,16 @@ fn scratch() -> &'static tempfile::TempDir {
 
 /// Builds (once per test binary) a gallery from a folder of ../shared/faces.
 pub fn gallery(set: &str) -> PathBuf {
-    static BUILT: OnceLock<std::sync::Mutex<std::collections::HashMap<String, PathBuf>>> = OnceLock::new();
+    static BUILT: OnceLock<std::sync::Mutex<std::collections::HashMap<String, PathBuf>>> =
+        OnceLock::new();
     let map = BUILT.get_or_init(Default::default);
     let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(p) = map.get(set) {
         return p.clone();
     }
-    let out = scratch().path().join(format!("{}.lkg", set.replace('/', "_")));
+    let out = scratch()
+        .path()
+        .join(format!("{}.lkg", set.replace('/', "_")));
     let status = Command::new(bin())
         .args(["gallery", "build", "--quiet", "--jitters", "0", "--photos"])
         .arg(faces_dir().join(set))
@@ -58,7 +65,11 @@ pub fn gallery(set: &str) -> PathBuf {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 pub struct Server {
@@ -77,7 +88,12 @@ impl Server {
             .arg("serve")
             .arg("--gallery")
             .arg(gallery)
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--metrics-listen",
+                &format!("127.0.0.1:{metrics_port}"),
+            ])
             .args(extra)
             .env("LOOKALIKE_MODELS", models_dir())
             .env("OPENBLAS_NUM_THREADS", "1")
@@ -85,23 +101,49 @@ impl Server {
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("spawn matcher serve");
-        Server { child, addr: format!("http://127.0.0.1:{port}"), metrics_addr: format!("127.0.0.1:{metrics_port}"), log }
+        Server {
+            child,
+            addr: format!("http://127.0.0.1:{port}"),
+            metrics_addr: format!("127.0.0.1:{metrics_port}"),
+            log,
+        }
     }
 
     pub async fn client(&self) -> MatcherClient<Channel> {
-        let channel = Channel::from_shared(self.addr.clone()).expect("uri").connect().await.expect("connect");
-        MatcherClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20)
+        let channel = Channel::from_shared(self.addr.clone())
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+        MatcherClient::new(channel)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20)
     }
 
     /// Waits until grpc.health.v1 says SERVING.
     pub async fn wait_serving(&self) {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            assert!(Instant::now() < deadline, "server did not become SERVING; log:\n{}", self.log_text());
-            if let Ok(ch) = Channel::from_shared(self.addr.clone()).expect("uri").connect().await {
+            assert!(
+                Instant::now() < deadline,
+                "server did not become SERVING; log:\n{}",
+                self.log_text()
+            );
+            if let Ok(ch) = Channel::from_shared(self.addr.clone())
+                .expect("uri")
+                .connect()
+                .await
+            {
                 let mut h = tonic_health::pb::health_client::HealthClient::new(ch);
-                if let Ok(r) = h.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await {
-                    if r.into_inner().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
+                if let Ok(r) = h
+                    .check(tonic_health::pb::HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await
+                {
+                    if r.into_inner().status
+                        == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+                    {
                         return;
                     }
                 }
@@ -115,14 +157,18 @@ impl Server {
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().expect("kill");
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
         assert!(ok.success());
     }
 
     pub fn metrics(&self) -> String {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(&self.metrics_addr).expect("metrics connect");
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("write");
         let mut out = String::new();
         let _ = s.read_to_string(&mut out);
         out
@@ -130,7 +176,8 @@ impl Server {
 
     /// Peak resident memory (VmHWM) of the server, in MiB.
     pub fn peak_rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
         status
             .lines()
             .find(|l| l.starts_with("VmHWM:"))
@@ -190,7 +237,11 @@ pub fn people_gallery() -> PathBuf {
         for (dir, file) in PEOPLE {
             let name = Path::new(dir).file_name().expect("name");
             std::fs::create_dir_all(photos.join(name)).expect("mkdir");
-            std::fs::copy(faces_dir().join(dir).join(file), photos.join(name).join(file)).expect("copy");
+            std::fs::copy(
+                faces_dir().join(dir).join(file),
+                photos.join(name).join(file),
+            )
+            .expect("copy");
         }
         build_gallery(&photos, "people.lkg")
     })
@@ -208,7 +259,11 @@ pub fn build_gallery(photos: &Path, name: &str) -> PathBuf {
         .stdout(Stdio::null())
         .status()
         .expect("run matcher gallery build");
-    assert!(status.success(), "gallery build failed for {}", photos.display());
+    assert!(
+        status.success(),
+        "gallery build failed for {}",
+        photos.display()
+    );
     out
 }
 

@@ -1,0 +1,272 @@
+//! In-process engine benchmarks: photos per second with N workers, per-stage latency by
+//! photo size, gallery build throughput.
+
+use crate::common::*;
+use anyhow::{Context, Result};
+use image::{imageops, RgbImage};
+use lookalike_engine::gallery::build::{build, BuildConfig};
+use lookalike_engine::gallery::catalog;
+use lookalike_engine::parallel::map_items;
+use lookalike_engine::{
+    AnalyzeOptions, DecodeLimits, DetectConfig, FaceAnalyzer, Gallery, HnswParams, Models,
+    SearchMode,
+};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Every photo under `dir` (`<Person>/<photo>`), sorted.
+pub fn photo_paths(dir: &Path) -> Result<Vec<PathBuf>> {
+    Ok(list_photos(dir)?.into_iter().map(|p| p.path).collect())
+}
+
+pub fn load_gallery(path: &Path) -> Result<Gallery> {
+    Gallery::load(path, SearchMode::default(), HnswParams::default())
+        .with_context(|| format!("loading {}", path.display()))
+}
+
+/// One pass of `matcher match`'s work (read file, analyze, search top-1) over `paths`
+/// repeated `passes` times on `workers` threads; returns (photos/s, faces found).
+pub fn engine_pass(
+    models: &Models,
+    gallery: &Gallery,
+    detect: DetectConfig,
+    workers: usize,
+    paths: &[PathBuf],
+    passes: usize,
+) -> (f64, usize, usize) {
+    let items: Vec<&PathBuf> = (0..passes).flat_map(|_| paths.iter()).collect();
+    let opts = AnalyzeOptions::default();
+    let t = Instant::now();
+    let found = map_items(
+        models,
+        DecodeLimits::default(),
+        detect,
+        workers,
+        &items,
+        |a, p| {
+            let Ok(bytes) = std::fs::read(p) else {
+                return 0;
+            };
+            match a.analyze_bytes(&bytes, &opts) {
+                Ok(an) => {
+                    for f in &an.faces {
+                        std::hint::black_box(gallery.search(&f.embedding, 1, None));
+                    }
+                    an.faces.len()
+                }
+                Err(_) => 0,
+            }
+        },
+        |_, _| {},
+    );
+    let secs = t.elapsed().as_secs_f64();
+    (
+        items.len() as f64 / secs,
+        found.iter().filter(|&&n| n > 0).count(),
+        items.len(),
+    )
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ThroughputArgs {
+    #[arg(long)]
+    pub photos: PathBuf,
+    #[arg(long)]
+    pub gallery: PathBuf,
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    pub workers: Vec<usize>,
+    /// Repetitions (interleaved over the worker counts); medians are reported.
+    #[arg(long, default_value_t = 1)]
+    pub reps: usize,
+    /// Passes over the photo set per repetition.
+    #[arg(long, default_value_t = 2)]
+    pub passes: usize,
+    /// DetectConfig::max_side (first detection pass), to measure alternatives.
+    #[arg(long)]
+    pub detect_max_side: Option<u32>,
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+pub fn throughput(args: ThroughputArgs, models_dir: &Path) -> Result<()> {
+    let paths = photo_paths(&args.photos)?;
+    let models = Models::load(models_dir)?;
+    let gallery = load_gallery(&args.gallery)?;
+    let mut detect = DetectConfig::default();
+    if let Some(s) = args.detect_max_side {
+        detect.max_side = s;
+    }
+    // Warm-up: page cache, allocator, CPU frequency.
+    engine_pass(
+        &models,
+        &gallery,
+        detect,
+        1,
+        &paths[..paths.len().min(8)],
+        1,
+    );
+    let mut per: Vec<Vec<f64>> = vec![Vec::new(); args.workers.len()];
+    let mut found = 0;
+    for _ in 0..args.reps {
+        for (i, &w) in args.workers.iter().enumerate() {
+            let (pps, f, _) = engine_pass(&models, &gallery, detect, w, &paths, args.passes);
+            per[i].push(pps);
+            found = f;
+        }
+    }
+    let results: Vec<_> = args
+        .workers
+        .iter()
+        .zip(&per)
+        .map(|(w, v)| json!({"workers": w, "photos_per_second": median(v), "reps": v}))
+        .collect();
+    let v = json!({
+        "photos": paths.len(), "passes": args.passes, "photos_with_face_per_pass": found / args.passes.max(1) ,
+        "gallery_embeddings": gallery.len(), "index": gallery.index_kind(), "detect_max_side": detect.max_side,
+        "results": results,
+    });
+    emit(&v, args.json.as_deref())
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StagesArgs {
+    /// Large photos (hires/): variants are made by resizing.
+    #[arg(long)]
+    pub photos: PathBuf,
+    #[arg(long)]
+    pub gallery: PathBuf,
+    #[arg(long, value_delimiter = ',', default_value = "640,1280,4000")]
+    pub sizes: Vec<u32>,
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+fn resized_jpeg(img: &RgbImage, side: u32) -> Result<Vec<u8>> {
+    let (w, h) = img.dimensions();
+    let s = f64::from(side) / f64::from(w.max(h));
+    let (nw, nh) = (
+        ((f64::from(w) * s).round() as u32).max(1),
+        ((f64::from(h) * s).round() as u32).max(1),
+    );
+    let r = imageops::resize(img, nw, nh, imageops::FilterType::CatmullRom);
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 87).encode_image(&r)?;
+    Ok(out)
+}
+
+pub fn stages(args: StagesArgs, models_dir: &Path) -> Result<()> {
+    let paths = photo_paths(&args.photos)?;
+    let originals: Vec<(PathBuf, RgbImage)> = paths
+        .iter()
+        .filter_map(|p| Some((p.clone(), image::open(p).ok()?.to_rgb8())))
+        .collect();
+    let models = Models::load(models_dir)?;
+    let gallery = load_gallery(&args.gallery)?;
+    let mut analyzer = FaceAnalyzer::new(
+        models.worker_set(),
+        DecodeLimits::default(),
+        DetectConfig::default(),
+    );
+    let opts = AnalyzeOptions::default();
+    let mut out = Vec::new();
+    for &side in &args.sizes {
+        // Downscale only, from photos at least this large; the ~4000 px set is made from
+        // the photos of at least 2000 px (one is 4352 px; the others are upscaled).
+        let min_source = if side > 2000 { 2000 } else { side };
+        let mut set = Vec::new();
+        for (p, img) in &originals {
+            let (w, h) = img.dimensions();
+            if w.max(h) >= min_source {
+                set.push((p.display().to_string(), resized_jpeg(img, side)?));
+            }
+        }
+        let mut st: [Vec<f64>; 6] = Default::default();
+        let mut faces = 0;
+        for rep in 0..=args.reps {
+            for (_, bytes) in &set {
+                let t = Instant::now();
+                let an = analyzer.analyze_bytes(bytes, &opts)?;
+                let ts = Instant::now();
+                if let Some(f) = an.faces.first() {
+                    std::hint::black_box(gallery.search(&f.embedding, 1, None));
+                }
+                let search = ts.elapsed();
+                let total = t.elapsed();
+                if rep == 0 {
+                    faces += usize::from(!an.faces.is_empty());
+                    continue; // warm-up
+                }
+                let tm = an.timings;
+                for (v, d) in st.iter_mut().zip([
+                    tm.decode,
+                    tm.detect,
+                    tm.landmarks,
+                    tm.encode,
+                    search,
+                    total,
+                ]) {
+                    v.push(ms(d));
+                }
+            }
+        }
+        let names = ["decode", "detect", "landmarks", "encode", "search", "total"];
+        let mut stage = serde_json::Map::new();
+        for (n, v) in names.iter().zip(&st) {
+            stage.insert(n.to_string(), json!({"p50_ms": median(v), "p90_ms": percentile(v, 90.0), "mean_ms": v.iter().sum::<f64>() / v.len().max(1) as f64}));
+        }
+        out.push(json!({
+            "side": side, "photos": set.len(), "photos_with_face": faces, "samples": st[0].len(),
+            "stages": stage, "sources": set.iter().map(|s| s.0.clone()).collect::<Vec<_>>(),
+        }));
+    }
+    emit(
+        &json!({"gallery_embeddings": gallery.len(), "index": gallery.index_kind(), "sizes": out}),
+        args.json.as_deref(),
+    )
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GalleryBuildArgs {
+    #[arg(long)]
+    pub photos: PathBuf,
+    #[arg(long, value_delimiter = ',', default_value = "10,0")]
+    pub jitters: Vec<u32>,
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    pub workers: Vec<usize>,
+    #[arg(long, default_value_t = 1)]
+    pub reps: usize,
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+pub fn gallery_build(args: GalleryBuildArgs, models_dir: &Path) -> Result<()> {
+    let models = Models::load(models_dir)?;
+    let mut results = Vec::new();
+    for &j in &args.jitters {
+        for &w in &args.workers {
+            let mut pps = Vec::new();
+            let mut report_v = json!(null);
+            for _ in 0..args.reps {
+                let sources = catalog::collect(&args.photos, None)?;
+                let cfg = BuildConfig {
+                    jitters: j,
+                    workers: w,
+                    ..BuildConfig::default()
+                };
+                let t = Instant::now();
+                let (_g, report) = build(&models, sources, &cfg, |_, _| {})?;
+                let secs = t.elapsed().as_secs_f64();
+                pps.push(report.photos as f64 / secs);
+                report_v = json!({"photos": report.photos, "accepted": report.accepted, "rejected_by_reason": report.rejected_by_reason});
+            }
+            results.push(json!({"jitters": j, "workers": w, "photos_per_second": median(&pps), "reps": pps, "report": report_v}));
+        }
+    }
+    emit(
+        &json!({"photos_dir": args.photos.display().to_string(), "results": results}),
+        args.json.as_deref(),
+    )
+}
