@@ -1,0 +1,667 @@
+//! End-to-end: the real `tg-gateway` and `matcher` processes (real models, a small real
+//! gallery) against the fake Telegram Bot API server. Assertions are about semantics and
+//! about rates measured from the fake server's call log, with generous timeouts: these
+//! run on a slow, shared 2-core machine.
+//!
+//! Needs the binaries: `cargo build --workspace --bins && cargo test --workspace`.
+//! `E2E_ECHO_LOGS=1` echoes the processes' output; `--nocapture` shows the reports.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use lookalike_e2e::fake_telegram::{Call, FakeTelegram, Fault, PhotoArg, Sender};
+use lookalike_e2e::fixtures::{
+    assert_no_token, face, max_in_window, photo_sizes, serial, Gateway, GatewayOptions, Matcher,
+    KIT_QUERY, OBAMA_QUERY, TOKEN,
+};
+use lookalike_e2e::procs::{binary, free_port, Logs, Process};
+use serde_json::Value;
+
+const REPLY_TIMEOUT: Duration = Duration::from_secs(180);
+
+fn to_chat(calls: &[Call], chat: i64) -> Vec<Call> {
+    calls
+        .iter()
+        .filter(|c| c.chat_id() == Some(chat))
+        .cloned()
+        .collect()
+}
+
+fn delivered_to(calls: &[Call], chat: i64) -> Vec<Call> {
+    to_chat(calls, chat)
+        .into_iter()
+        .filter(Call::is_delivered_message)
+        .collect()
+}
+
+async fn reply_to(tg: &FakeTelegram, chat: i64) -> Call {
+    let ok = tg
+        .wait_until(REPLY_TIMEOUT, |c| !delivered_to(c, chat).is_empty())
+        .await;
+    assert!(
+        ok,
+        "no answer to chat {chat}; call log:\n{}",
+        tg.format_log()
+    );
+    delivered_to(&tg.calls(), chat).remove(0)
+}
+
+/// "— 87%" -> 87.
+fn percent(caption: &str) -> Option<u32> {
+    let after = caption.split("— ").nth(1)?;
+    after.split('%').next()?.trim().parse().ok()
+}
+
+fn sorted_stats(mut v: Vec<u64>) -> (u64, u64, u64) {
+    v.sort_unstable();
+    if v.is_empty() {
+        return (0, 0, 0);
+    }
+    let p = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    (p(0.5), p(0.95), v[v.len() - 1])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn photo_and_document_get_name_similarity_link_and_thumbnail() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let tg = FakeTelegram::start(TOKEN).await;
+    let matcher = Matcher::start(None).await?;
+    let gw = Gateway::start(&tg, &matcher.url(), GatewayOptions::default()).await?;
+
+    // A photo as Telegram sends it: four sizes. The 800 px one is the smallest >= 640.
+    let sizes = photo_sizes(&tg, &face(OBAMA_QUERY), &[90, 320, 800, 1280])?;
+    let expected_file = sizes[2].0.file_id.clone();
+    tg.push(tg.photo_message(Sender::private(1001), &sizes));
+    let reply = reply_to(&tg, 1001).await;
+    assert_eq!(reply.method, "sendPhoto", "{}", tg.format_log());
+    let caption = reply.text();
+    assert!(
+        caption.starts_with("You look like <b>Barack Obama</b> — "),
+        "{caption}"
+    );
+    let pct = percent(&caption).expect("a similarity percentage");
+    assert!((1..=100).contains(&pct), "{caption}");
+    assert!(
+        caption.contains("https://en.wikipedia.org/wiki/Barack_Obama"),
+        "{caption}"
+    );
+    assert_eq!(reply.str_param("parse_mode").as_deref(), Some("HTML"));
+    match &reply.photo {
+        Some(PhotoArg::Upload(jpeg)) => {
+            assert!(jpeg.starts_with(&[0xFF, 0xD8]), "thumbnail is not a JPEG")
+        }
+        other => panic!("expected a thumbnail upload, got {other:?}"),
+    }
+    let get_files = tg.calls_of("getFile");
+    assert_eq!(get_files.len(), 1);
+    assert_eq!(
+        get_files[0].str_param("file_id").as_deref(),
+        Some(expected_file.as_str())
+    );
+    let actions = to_chat(&tg.calls_of("sendChatAction"), 1001);
+    assert!(actions
+        .iter()
+        .any(|c| c.str_param("action").as_deref() == Some("upload_photo")));
+
+    // The same celebrity again, for a Russian speaker: the thumbnail's file_id is reused.
+    let uploaded_id = reply.response["result"]["photo"]
+        .as_array()
+        .and_then(|p| p.iter().max_by_key(|s| s["width"].as_i64()))
+        .and_then(|s| s["file_id"].as_str())
+        .unwrap()
+        .to_owned();
+    tg.push(tg.photo_message(Sender::private(1002).lang("ru"), &sizes));
+    let reply = reply_to(&tg, 1002).await;
+    assert_eq!(reply.photo, Some(PhotoArg::FileId(uploaded_id)));
+    assert!(
+        reply
+            .text()
+            .starts_with("Вы похожи на <b>Barack Obama</b> — "),
+        "{}",
+        reply.text()
+    );
+
+    // An image sent as a file (document), JPEG by mime type.
+    let kit = tg.add_file(std::fs::read(face(KIT_QUERY))?, None);
+    tg.push(tg.document_message(Sender::private(1003), &kit, "image/jpeg", "kit.jpg"));
+    let reply = reply_to(&tg, 1003).await;
+    assert!(
+        reply
+            .text()
+            .starts_with("You look like <b>Kit Harington</b>"),
+        "{}",
+        reply.text()
+    );
+    assert!(reply
+        .text()
+        .contains("https://en.wikipedia.org/wiki/Kit_Harington"));
+
+    // /start and /help, by language.
+    tg.push(tg.text_message(Sender::private(1004).lang("ru"), "/start"));
+    assert!(reply_to(&tg, 1004).await.text().contains("Пришлите селфи"));
+    tg.push(tg.text_message(Sender::private(1005), "/help"));
+    assert!(reply_to(&tg, 1005)
+        .await
+        .text()
+        .contains("Send me a selfie"));
+
+    let metrics = gw.metrics().await?;
+    assert!(
+        metrics.contains("tg_gateway_updates_total{outcome=\"match\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tg_gateway_thumbnail_cache_total{result=\"hit\"}"),
+        "{metrics}"
+    );
+    gw.assert_no_token();
+
+    // The report: one full exchange (the first photo).
+    let first: Vec<String> = gw
+        .process
+        .logs
+        .lines()
+        .into_iter()
+        .filter(|l| !l.contains("update_id") || l.contains(&format!("update_id={}", 100_000)))
+        .take(40)
+        .collect();
+    eprintln!("=== fake Telegram call log ===\n{}", tg.format_log());
+    eprintln!("=== gateway log ===\n{}", first.join("\n"));
+    let (p50, p95, max) = sorted_stats(gw.overheads_us());
+    eprintln!("gateway overhead per update (µs): p50={p50} p95={p95} max={max}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_face_group_photo_non_image_oversized_and_broken_files() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let tg = FakeTelegram::start(TOKEN).await;
+    let matcher = Matcher::start(None).await?;
+    let gw = Gateway::start(&tg, &matcher.url(), GatewayOptions::default()).await?;
+
+    let coffee = photo_sizes(&tg, &face("scenes/coffee.png"), &[320, 600])?;
+    tg.push(tg.photo_message(Sender::private(2001), &coffee));
+    let group = photo_sizes(&tg, &face("scenes/group-t1.jpg"), &[320, 800, 1280])?;
+    tg.push(tg.photo_message(Sender::private(2002), &group));
+    let pdf = tg.add_file(b"%PDF-1.4\n%fake\n".to_vec(), None);
+    tg.push(tg.document_message(Sender::private(2003), &pdf, "application/pdf", "cv.pdf"));
+    let huge = tg.add_file(vec![0xFF, 0xD8, 0xFF], Some(25 * 1024 * 1024));
+    tg.push(tg.document_message(Sender::private(2004), &huge, "image/jpeg", "huge.jpg"));
+    let broken = tg.add_file(b"this is not really a jpeg".repeat(40), None);
+    tg.push(tg.document_message(Sender::private(2005), &broken, "image/jpeg", "broken.jpg"));
+    tg.push(tg.text_message(Sender::private(2006), "hello?"));
+
+    let no_face = reply_to(&tg, 2001).await;
+    assert_eq!(no_face.method, "sendMessage");
+    assert!(
+        no_face.text().contains("could not find a face"),
+        "{}",
+        no_face.text()
+    );
+    assert!(no_face.text().contains("face the camera"));
+
+    let group_reply = reply_to(&tg, 2002).await;
+    let caption = group_reply.text();
+    assert!(caption.contains("faces, left to right:"), "{caption}");
+    let lines = caption.lines().filter(|l| l.contains("<a href=")).count();
+    assert!(lines >= 2, "one line per face expected: {caption}");
+    assert!(
+        caption.contains("1. <a href=") && caption.contains("2. <a href="),
+        "{caption}"
+    );
+
+    assert!(reply_to(&tg, 2003)
+        .await
+        .text()
+        .contains("I can only read photos"));
+    assert!(reply_to(&tg, 2004).await.text().contains("too big"));
+    assert!(
+        !tg.calls_of("getFile")
+            .iter()
+            .any(|c| c.str_param("file_id").as_deref() == Some(huge.file_id.as_str())),
+        "an over-limit file was fetched"
+    );
+    assert!(reply_to(&tg, 2005)
+        .await
+        .text()
+        .contains("could not read this image"));
+    assert!(reply_to(&tg, 2006).await.text().contains("Send me a photo"));
+    for chat in 2001..=2006 {
+        assert_eq!(delivered_to(&tg.calls(), chat).len(), 1, "chat {chat}");
+    }
+    gw.assert_no_token();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn burst_of_300_chats_respects_flood_limits_and_answers_each_once() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let tg = FakeTelegram::start(TOKEN).await;
+    let matcher = Matcher::start(None).await?;
+    let rate = 30.0;
+    let gw = Gateway::start(
+        &tg,
+        &matcher.url(),
+        GatewayOptions::default()
+            .arg("--global-rate", rate)
+            .arg("--matcher-timeout-ms", 60_000),
+    )
+    .await?;
+
+    // A few different photos (800 px is what the gateway picks), reused across chats
+    // the way Telegram reuses file ids of forwarded photos.
+    let mut photos = Vec::new();
+    for rel in [
+        OBAMA_QUERY,
+        KIT_QUERY,
+        "tg1280/Joe_Biden/1.jpg",
+        "tg1280/Rose_Leslie/1.jpg",
+    ] {
+        photos.push(photo_sizes(&tg, &face(rel), &[320, 800])?);
+    }
+    let chats: Vec<i64> = (0..300).map(|i| 10_000 + i).collect();
+    for (i, chat) in chats.iter().enumerate() {
+        tg.push(tg.photo_message(Sender::private(*chat), &photos[i % photos.len()]));
+    }
+    let done = tg
+        .wait_until(Duration::from_secs(900), |calls| {
+            let mut answered = std::collections::HashSet::new();
+            for c in calls.iter().filter(|c| c.is_delivered_message()) {
+                answered.insert(c.chat_id());
+            }
+            answered.len() >= chats.len()
+        })
+        .await;
+    assert!(
+        done,
+        "not every chat was answered; {} deliveries",
+        tg.delivered().len()
+    );
+    // Time for any duplicate to show up.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let calls = tg.calls();
+    let mut per_chat: HashMap<i64, Vec<f64>> = HashMap::new();
+    for c in calls.iter().filter(|c| c.is_delivered_message()) {
+        per_chat
+            .entry(c.chat_id().unwrap())
+            .or_default()
+            .push(c.at.as_secs_f64());
+    }
+    for chat in &chats {
+        let n = per_chat.get(chat).map_or(0, Vec::len);
+        assert_eq!(n, 1, "chat {chat} got {n} answers");
+    }
+    let messages: Vec<f64> = calls
+        .iter()
+        .filter(|c| c.method == "sendMessage" || c.method == "sendPhoto")
+        .map(|c| c.at.as_secs_f64())
+        .collect();
+    let all_sends: Vec<f64> = calls
+        .iter()
+        .filter(|c| c.is_send())
+        .map(|c| c.at.as_secs_f64())
+        .collect();
+    let max_msgs = max_in_window(&messages, 1.0);
+    let max_sends = max_in_window(&all_sends, 1.0);
+    let span = messages.iter().cloned().fold(f64::MIN, f64::max)
+        - messages.iter().cloned().fold(f64::MAX, f64::min);
+    let (p50, p95, max) = sorted_stats(gw.overheads_us());
+    let photos_sent = calls.iter().filter(|c| c.method == "sendPhoto").count();
+    eprintln!(
+        "burst: {} messages ({} photos) in {:.1}s = {:.1}/s average; max in any 1 s window: \
+         {} messages, {} sends incl. chat actions; gateway overhead µs p50={} p95={} max={}",
+        messages.len(),
+        photos_sent,
+        span,
+        messages.len() as f64 / span.max(1e-9),
+        max_msgs,
+        max_sends,
+        p50,
+        p95,
+        max
+    );
+    // GCRA spacing allows `rate` per second; +1 for a send landing exactly on a window edge
+    // after loopback/scheduler jitter.
+    assert!(
+        max_msgs <= rate as usize + 1,
+        "message rate exceeded: {max_msgs} in 1 s"
+    );
+    assert!(
+        max_sends <= rate as usize + 1,
+        "send rate exceeded: {max_sends} in 1 s"
+    );
+    gw.assert_no_token();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telegram_429_is_retried_after_retry_after_and_5xx_and_slow_answers_survive(
+) -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let tg = FakeTelegram::start(TOKEN).await;
+    // No matcher needed: text commands only.
+    let gw = Gateway::start(
+        &tg,
+        &format!("http://127.0.0.1:{}", free_port()),
+        GatewayOptions::default(),
+    )
+    .await?;
+
+    tg.inject(
+        "sendMessage",
+        Some(3001),
+        Fault::TooManyRequests { retry_after: 3 },
+    );
+    tg.inject("sendMessage", Some(3002), Fault::ServerError);
+    tg.inject(
+        "sendMessage",
+        Some(3003),
+        Fault::Delay(Duration::from_secs(3)),
+    );
+    for chat in [3001, 3002, 3003] {
+        tg.push(tg.text_message(Sender::private(chat), "/help"));
+    }
+    // Four commands in a row from one chat: answers at least a second apart.
+    for _ in 0..4 {
+        tg.push(tg.text_message(Sender::private(3004), "/help"));
+    }
+    let ok = tg
+        .wait_until(REPLY_TIMEOUT, |c| {
+            [3001, 3002, 3003]
+                .iter()
+                .all(|chat| !delivered_to(c, *chat).is_empty())
+                && delivered_to(c, 3004).len() == 4
+        })
+        .await;
+    assert!(ok, "{}", tg.format_log());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let calls = tg.calls();
+
+    let flood = to_chat(&calls, 3001);
+    let sends: Vec<&Call> = flood.iter().filter(|c| c.method == "sendMessage").collect();
+    assert_eq!(sends.len(), 2, "one 429, one retry: {}", tg.format_log());
+    assert_eq!(sends[0].status, 429);
+    assert_eq!(sends[1].status, 200);
+    let gap = (sends[1].at - sends[0].answered_at).as_secs_f64();
+    assert!(
+        gap >= 3.0,
+        "retried {gap:.3}s after the 429, before retry_after=3"
+    );
+    eprintln!("429 retry_after=3: retried {gap:.3}s after the 429 answer");
+
+    let failed = to_chat(&calls, 3002);
+    assert_eq!(failed.iter().filter(|c| c.status == 500).count(), 1);
+    assert_eq!(delivered_to(&calls, 3002).len(), 1);
+    assert_eq!(
+        delivered_to(&calls, 3003).len(),
+        1,
+        "a slow answer must not be sent twice"
+    );
+
+    let same_chat: Vec<f64> = delivered_to(&calls, 3004)
+        .iter()
+        .map(|c| c.at.as_secs_f64())
+        .collect();
+    for w in same_chat.windows(2) {
+        // 1 s minus a little loopback/scheduler jitter on the fake server's side.
+        assert!(
+            w[1] - w[0] >= 0.95,
+            "two answers to one chat {:.3}s apart",
+            w[1] - w[0]
+        );
+    }
+    gw.assert_no_token();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_mode_answers_correct_updates_and_refuses_forged_ones() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let tg = FakeTelegram::start(TOKEN).await;
+    let matcher = Matcher::start(None).await?;
+    let port = free_port();
+    let secret = "e2e_webhook-SECRET_42";
+    let gw = Gateway::start(
+        &tg,
+        &matcher.url(),
+        GatewayOptions {
+            ready_log: "webhook server listening",
+            ..Default::default()
+        }
+        .arg("--mode", "webhook")
+        .arg("--webhook-listen", format!("127.0.0.1:{port}"))
+        .arg("--webhook-url", "https://bot.example.test/telegram/webhook")
+        .arg("--webhook-secret", secret),
+    )
+    .await?;
+    assert!(
+        tg.wait_until(Duration::from_secs(30), |_| tg.webhook().is_some())
+            .await
+    );
+    let hook = tg.webhook().unwrap();
+    assert_eq!(hook.url, "https://bot.example.test/telegram/webhook");
+    assert_eq!(hook.secret_token.as_deref(), Some(secret));
+    assert_eq!(hook.allowed_updates, Some(serde_json::json!(["message"])));
+    assert_eq!(hook.max_connections, Some(40));
+
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/telegram/webhook");
+    let post = |update: Value, secret: Option<&str>| {
+        let mut r = http.post(&url).json(&update);
+        if let Some(s) = secret {
+            r = r.header("X-Telegram-Bot-Api-Secret-Token", s);
+        }
+        r.send()
+    };
+
+    let forged = tg.make_update(tg.text_message(Sender::private(4001), "/start"));
+    assert_eq!(
+        post(forged.clone(), Some("wrong-secret")).await?.status(),
+        401
+    );
+    assert_eq!(post(forged, None).await?.status(), 401);
+
+    let good = tg.make_update(tg.text_message(Sender::private(4002), "/start"));
+    assert_eq!(post(good.clone(), Some(secret)).await?.status(), 200);
+    // Telegram re-sending the same update: acknowledged, not answered again.
+    assert_eq!(post(good, Some(secret)).await?.status(), 200);
+
+    let sizes = photo_sizes(&tg, &face(OBAMA_QUERY), &[320, 800])?;
+    let photo = tg.make_update(tg.photo_message(Sender::private(4003), &sizes));
+    assert_eq!(post(photo, Some(secret)).await?.status(), 200);
+    // The 200 comes after the update was handled.
+    let calls = tg.calls();
+    assert_eq!(delivered_to(&calls, 4002).len(), 1);
+    let reply = delivered_to(&calls, 4003);
+    assert_eq!(reply.len(), 1, "{}", tg.format_log());
+    assert!(reply[0].text().contains("Barack Obama"));
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let calls = tg.calls();
+    assert!(
+        to_chat(&calls, 4001).is_empty(),
+        "a forged update was processed"
+    );
+    assert_eq!(delivered_to(&calls, 4002).len(), 1);
+    assert!(
+        tg.calls_of("getUpdates").is_empty(),
+        "webhook mode must not poll"
+    );
+    gw.assert_no_token();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matcher_down_gets_a_busy_answer_and_recovers() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let tg = FakeTelegram::start(TOKEN).await;
+    let mut matcher = Matcher::start(None).await?;
+    let port = matcher.port;
+    let gw = Gateway::start(&tg, &matcher.url(), GatewayOptions::default()).await?;
+    let sizes = photo_sizes(&tg, &face(OBAMA_QUERY), &[320, 800])?;
+
+    tg.push(tg.photo_message(Sender::private(5001), &sizes));
+    assert_eq!(reply_to(&tg, 5001).await.method, "sendPhoto");
+
+    matcher.stop().await;
+    tg.push(tg.photo_message(Sender::private(5002), &sizes));
+    let busy = reply_to(&tg, 5002).await;
+    assert_eq!(busy.method, "sendMessage");
+    assert!(
+        busy.text().contains("try again in a minute"),
+        "{}",
+        busy.text()
+    );
+
+    let _matcher = Matcher::start(Some(port)).await?;
+    tg.push(tg.photo_message(Sender::private(5003), &sizes));
+    let back = reply_to(&tg, 5003).await;
+    assert_eq!(back.method, "sendPhoto", "{}", tg.format_log());
+    assert!(back.text().contains("Barack Obama"));
+    gw.assert_no_token();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_restart_mid_burst_loses_nothing_and_repeats_nothing() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let tg = FakeTelegram::start(TOKEN).await;
+    let matcher = Matcher::start(None).await?;
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("gateway-state.json");
+    let opts = || GatewayOptions::default().arg("--state-file", state.display());
+    let sizes = photo_sizes(&tg, &face(OBAMA_QUERY), &[320, 800])?;
+
+    // Graceful restart (SIGTERM): in-flight work finishes, nothing lost, nothing repeated.
+    let mut gw = Gateway::start(&tg, &matcher.url(), opts()).await?;
+    let chats: Vec<i64> = (0..40).map(|i| 60_000 + i).collect();
+    for chat in &chats {
+        tg.push(tg.photo_message(Sender::private(*chat), &sizes));
+    }
+    assert!(
+        tg.wait_until(REPLY_TIMEOUT, |c| c
+            .iter()
+            .filter(|c| c.is_delivered_message())
+            .count()
+            >= 8)
+            .await
+    );
+    let status = gw.process.terminate(Duration::from_secs(90)).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "graceful exit expected: {status:?}"
+    );
+    let before = tg.delivered().len();
+    assert!(before < chats.len(), "the restart should happen mid-burst");
+    assert!(gw.process.logs.contains("finishing updates in progress"));
+    gw.assert_no_token();
+
+    let gw2 = Gateway::start(&tg, &matcher.url(), opts()).await?;
+    let all = tg
+        .wait_until(Duration::from_secs(300), |c| {
+            chats.iter().all(|chat| !delivered_to(c, *chat).is_empty())
+        })
+        .await;
+    assert!(all, "updates lost across the restart:\n{}", tg.format_log());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let calls = tg.calls();
+    for chat in &chats {
+        assert_eq!(
+            delivered_to(&calls, *chat).len(),
+            1,
+            "chat {chat} answered twice"
+        );
+    }
+    eprintln!(
+        "restart: {before} of {} answered before SIGTERM, the rest after",
+        chats.len()
+    );
+
+    // Crash (SIGKILL) mid-burst: at-least-once, nothing lost.
+    let mut gw2 = gw2;
+    let crash_chats: Vec<i64> = (0..20).map(|i| 61_000 + i).collect();
+    for chat in &crash_chats {
+        tg.push(tg.photo_message(Sender::private(*chat), &sizes));
+    }
+    let target = tg.delivered().len() + 3;
+    assert!(
+        tg.wait_until(REPLY_TIMEOUT, |c| c
+            .iter()
+            .filter(|c| c.is_delivered_message())
+            .count()
+            >= target)
+            .await
+    );
+    gw2.process.kill().await;
+    gw2.assert_no_token();
+    let _gw3 = Gateway::start(&tg, &matcher.url(), opts()).await?;
+    let all = tg
+        .wait_until(Duration::from_secs(300), |c| {
+            crash_chats
+                .iter()
+                .all(|chat| !delivered_to(c, *chat).is_empty())
+        })
+        .await;
+    assert!(all, "updates lost across a crash:\n{}", tg.format_log());
+    let calls = tg.calls();
+    let repeated = crash_chats
+        .iter()
+        .filter(|c| delivered_to(&calls, **c).len() > 1)
+        .count();
+    eprintln!(
+        "crash: all {} answered; {repeated} answered twice (in flight at SIGKILL)",
+        crash_chats.len()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_never_reaches_the_logs() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    // Bot API unreachable: every call fails and is logged with its error.
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let logs = Logs::default();
+    let mut cmd = tokio::process::Command::new(binary("tg-gateway")?);
+    cmd.env("TELEGRAM_BOT_TOKEN", TOKEN)
+        .env("TELEGRAM_API_URL", &closed)
+        .env(
+            "GATEWAY_METRICS_LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        )
+        .env("RUST_LOG", "debug");
+    let mut p = Process::spawn("gateway", cmd, logs.clone())?;
+    p.wait_for_log("Bot API call failed", Duration::from_secs(30))
+        .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    p.terminate(Duration::from_secs(10)).await;
+    assert_no_token(&logs);
+
+    // A malformed token is refused without being printed.
+    let logs = Logs::default();
+    let mut cmd = tokio::process::Command::new(binary("tg-gateway")?);
+    cmd.env(
+        "TELEGRAM_BOT_TOKEN",
+        "not a token AAHe2e-SECRET_token_value_0123456789",
+    )
+    .env(
+        "GATEWAY_METRICS_LISTEN",
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let mut p = Process::spawn("gateway", cmd, logs.clone())?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = p.try_exit() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "gateway did not exit");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.code(), Some(2));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(logs.contains("invalid configuration"), "{}", logs.text());
+    assert_no_token(&logs);
+    Ok(())
+}
