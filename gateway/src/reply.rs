@@ -62,9 +62,11 @@ pub struct FaceLine {
     pub similarity_percent: f32,
 }
 
+/// Whole percent; never "100%": the matcher caps at 99.9, and claiming a perfect match
+/// would be false.
 fn percent(p: f32) -> u32 {
     if p.is_finite() {
-        p.round().clamp(0.0, 100.0) as u32
+        p.round().clamp(0.0, 99.0) as u32
     } else {
         0
     }
@@ -162,6 +164,8 @@ mod tests {
             c.contains("<a href=\"https://w/Tilda_%3CSwinton%3E\">"),
             "{c}"
         );
+        let c = caption(Lang::En, &[face("X", "x", 99.9)], &links);
+        assert!(c.contains("— 99%"), "{c}");
         let c = caption(Lang::Ru, &[face("X", "x", 50.0)], &links);
         assert!(c.starts_with("Вы похожи на <b>X</b> — 50%"), "{c}");
     }

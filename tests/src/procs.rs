@@ -63,7 +63,7 @@ pub fn free_port() -> u16 {
 }
 
 /// Captured stdout + stderr lines.
-#[derive(Clone, Default)]
+#[derive(Clone, Default, Debug)]
 pub struct Logs(Arc<Mutex<Vec<String>>>);
 
 impl Logs {
