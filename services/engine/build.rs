@@ -3,9 +3,5 @@
 fn main() {
     println!("cargo:rerun-if-changed=src/dlib/shim.rs");
     println!("cargo:rerun-if-env-changed=CXXFLAGS");
-    cpp_build::Config::new()
-        .flag("-std=c++14")
-        .flag("-O3")
-        .flag("-Wno-deprecated-copy")
-        .build("src/lib.rs");
+    cpp_build::Config::new().flag("-std=c++14").flag("-O3").flag("-Wno-deprecated-copy").build("src/lib.rs");
 }

@@ -24,22 +24,14 @@ pub fn list_photos(dir: &Path) -> Result<Vec<Photo>> {
     people.sort();
     let mut out = Vec::new();
     for p in people {
-        let person = p
-            .file_name()
-            .and_then(|s| s.to_str())
-            .unwrap_or_default()
-            .to_string();
+        let person = p.file_name().and_then(|s| s.to_str()).unwrap_or_default().to_string();
         let mut photos: Vec<PathBuf> = std::fs::read_dir(&p)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|f| lookalike_engine::gallery::catalog::is_image(f))
             .collect();
         photos.sort();
         for (index, path) in photos.into_iter().enumerate() {
-            out.push(Photo {
-                person: person.clone(),
-                path,
-                index,
-            });
+            out.push(Photo { person: person.clone(), path, index });
         }
     }
     if out.is_empty() {
@@ -52,12 +44,10 @@ pub fn list_photos(dir: &Path) -> Result<Vec<Photo>> {
 pub fn write_list(photos: &[Photo], path: &Path) -> Result<()> {
     let mut s = String::new();
     for p in photos {
-        s.push_str(&format!(
-            "{}\t{}\t{}\n",
-            p.person,
-            p.index,
-            p.path.display()
-        ));
+        s.push_str(&format!("{}\t{}\t{}\n", p.person, p.index, p.path.display()));
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).ok();
     }
     std::fs::write(path, s).with_context(|| format!("writing {}", path.display()))
 }
@@ -79,10 +69,7 @@ pub fn read_f32(path: &Path) -> Result<Vec<f32>> {
     if bytes.len() % (4 * EMBEDDING_DIM) != 0 {
         bail!("{} is not a whole number of 128-d f32 rows", path.display());
     }
-    Ok(bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect())
+    Ok(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
 }
 
 pub fn write_u32(path: &Path, v: &[u32]) -> Result<()> {
@@ -91,9 +78,7 @@ pub fn write_u32(path: &Path, v: &[u32]) -> Result<()> {
 }
 
 pub fn row(rows: &[f32], i: usize) -> &[f32; EMBEDDING_DIM] {
-    rows[i * EMBEDDING_DIM..(i + 1) * EMBEDDING_DIM]
-        .try_into()
-        .expect("row of 128")
+    rows[i * EMBEDDING_DIM..(i + 1) * EMBEDDING_DIM].try_into().expect("row of 128")
 }
 
 pub fn has_face(r: &[f32; EMBEDDING_DIM]) -> bool {

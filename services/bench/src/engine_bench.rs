@@ -8,8 +8,7 @@ use lookalike_engine::gallery::build::{build, BuildConfig};
 use lookalike_engine::gallery::catalog;
 use lookalike_engine::parallel::map_items;
 use lookalike_engine::{
-    AnalyzeOptions, DecodeLimits, DetectConfig, FaceAnalyzer, Gallery, HnswParams, Models,
-    SearchMode,
+    AnalyzeOptions, DecodeLimits, DetectConfig, FaceAnalyzer, Gallery, HnswParams, Models, SearchMode,
 };
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -61,11 +60,7 @@ pub fn engine_pass(
         |_, _| {},
     );
     let secs = t.elapsed().as_secs_f64();
-    (
-        items.len() as f64 / secs,
-        found.iter().filter(|&&n| n > 0).count(),
-        items.len(),
-    )
+    (items.len() as f64 / secs, found.iter().filter(|&&n| n > 0).count(), items.len())
 }
 
 #[derive(Debug, clap::Args)]
@@ -98,14 +93,7 @@ pub fn throughput(args: ThroughputArgs, models_dir: &Path) -> Result<()> {
         detect.max_side = s;
     }
     // Warm-up: page cache, allocator, CPU frequency.
-    engine_pass(
-        &models,
-        &gallery,
-        detect,
-        1,
-        &paths[..paths.len().min(8)],
-        1,
-    );
+    engine_pass(&models, &gallery, detect, 1, &paths[..paths.len().min(8)], 1);
     let mut per: Vec<Vec<f64>> = vec![Vec::new(); args.workers.len()];
     let mut found = 0;
     for _ in 0..args.reps {
@@ -147,10 +135,7 @@ pub struct StagesArgs {
 fn resized_jpeg(img: &RgbImage, side: u32) -> Result<Vec<u8>> {
     let (w, h) = img.dimensions();
     let s = f64::from(side) / f64::from(w.max(h));
-    let (nw, nh) = (
-        ((f64::from(w) * s).round() as u32).max(1),
-        ((f64::from(h) * s).round() as u32).max(1),
-    );
+    let (nw, nh) = (((f64::from(w) * s).round() as u32).max(1), ((f64::from(h) * s).round() as u32).max(1));
     let r = imageops::resize(img, nw, nh, imageops::FilterType::CatmullRom);
     let mut out = Vec::new();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 87).encode_image(&r)?;
@@ -159,23 +144,17 @@ fn resized_jpeg(img: &RgbImage, side: u32) -> Result<Vec<u8>> {
 
 pub fn stages(args: StagesArgs, models_dir: &Path) -> Result<()> {
     let paths = photo_paths(&args.photos)?;
-    let originals: Vec<(PathBuf, RgbImage)> = paths
-        .iter()
-        .filter_map(|p| Some((p.clone(), image::open(p).ok()?.to_rgb8())))
-        .collect();
+    let originals: Vec<(PathBuf, RgbImage)> =
+        paths.iter().filter_map(|p| Some((p.clone(), image::open(p).ok()?.to_rgb8()))).collect();
     let models = Models::load(models_dir)?;
     let gallery = load_gallery(&args.gallery)?;
-    let mut analyzer = FaceAnalyzer::new(
-        models.worker_set(),
-        DecodeLimits::default(),
-        DetectConfig::default(),
-    );
+    let mut analyzer = FaceAnalyzer::new(models.worker_set(), DecodeLimits::default(), DetectConfig::default());
     let opts = AnalyzeOptions::default();
     let mut out = Vec::new();
     for &side in &args.sizes {
-        // Downscale only, from photos at least this large; the ~4000 px set is made from
+        // 640 and 1280: the photos of at least 1280 px, downscaled; the ~4000 px set is made from
         // the photos of at least 2000 px (one is 4352 px; the others are upscaled).
-        let min_source = if side > 2000 { 2000 } else { side };
+        let min_source = if side > 2000 { 2000 } else { side.max(1280) };
         let mut set = Vec::new();
         for (p, img) in &originals {
             let (w, h) = img.dimensions();
@@ -200,14 +179,7 @@ pub fn stages(args: StagesArgs, models_dir: &Path) -> Result<()> {
                     continue; // warm-up
                 }
                 let tm = an.timings;
-                for (v, d) in st.iter_mut().zip([
-                    tm.decode,
-                    tm.detect,
-                    tm.landmarks,
-                    tm.encode,
-                    search,
-                    total,
-                ]) {
+                for (v, d) in st.iter_mut().zip([tm.decode, tm.detect, tm.landmarks, tm.encode, search, total]) {
                     v.push(ms(d));
                 }
             }
@@ -251,22 +223,17 @@ pub fn gallery_build(args: GalleryBuildArgs, models_dir: &Path) -> Result<()> {
             let mut report_v = json!(null);
             for _ in 0..args.reps {
                 let sources = catalog::collect(&args.photos, None)?;
-                let cfg = BuildConfig {
-                    jitters: j,
-                    workers: w,
-                    ..BuildConfig::default()
-                };
+                let cfg = BuildConfig { jitters: j, workers: w, ..BuildConfig::default() };
                 let t = Instant::now();
                 let (_g, report) = build(&models, sources, &cfg, |_, _| {})?;
                 let secs = t.elapsed().as_secs_f64();
                 pps.push(report.photos as f64 / secs);
                 report_v = json!({"photos": report.photos, "accepted": report.accepted, "rejected_by_reason": report.rejected_by_reason});
             }
-            results.push(json!({"jitters": j, "workers": w, "photos_per_second": median(&pps), "reps": pps, "report": report_v}));
+            results.push(
+                json!({"jitters": j, "workers": w, "photos_per_second": median(&pps), "reps": pps, "report": report_v}),
+            );
         }
     }
-    emit(
-        &json!({"photos_dir": args.photos.display().to_string(), "results": results}),
-        args.json.as_deref(),
-    )
+    emit(&json!({"photos_dir": args.photos.display().to_string(), "results": results}), args.json.as_deref())
 }

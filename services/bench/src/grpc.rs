@@ -55,10 +55,7 @@ struct Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
         let t = Instant::now();
         while t.elapsed() < Duration::from_secs(10) {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -109,45 +106,45 @@ async fn run_level(
     let stats = Arc::new(Mutex::new(LevelStats::default()));
     let mut tasks = Vec::new();
     for _ in 0..conc {
-        let (mut client, photos, next, stats) =
-            (client.clone(), photos.clone(), next.clone(), stats.clone());
+        let (mut client, photos, next, stats) = (client.clone(), photos.clone(), next.clone(), stats.clone());
         tasks.push(tokio::spawn(async move {
             while Instant::now() < w1 {
                 let i = next.fetch_add(1, Ordering::Relaxed) % photos.len();
-                let req = MatchRequest {
-                    query: Some(Query::Image(photos[i].clone())),
-                    top_k: 1,
-                    ..Default::default()
-                };
+                let req = MatchRequest { query: Some(Query::Image(photos[i].clone())), top_k: 1, ..Default::default() };
                 let sent = Instant::now();
                 let r = client.r#match(req).await;
                 let done = Instant::now();
                 let in_window = sent >= w0 && done <= w1;
-                let mut s = stats.lock().unwrap_or_else(|p| p.into_inner());
-                if sent >= w0 && sent < w1 {
-                    s.attempts += 1;
-                }
-                match r {
-                    Ok(_) => {
-                        if done >= w0 && done <= w1 {
-                            s.ok_in_window += 1;
+                let refused = {
+                    let mut s = stats.lock().unwrap_or_else(|p| p.into_inner());
+                    if sent >= w0 && sent < w1 {
+                        s.attempts += 1;
+                    }
+                    match r {
+                        Ok(_) => {
+                            if done >= w0 && done <= w1 {
+                                s.ok_in_window += 1;
+                            }
+                            if in_window {
+                                s.latencies_ms.push(ms(done - sent));
+                            }
+                            false
                         }
-                        if in_window {
-                            s.latencies_ms.push(ms(done - sent));
+                        Err(st) if st.code() == tonic::Code::ResourceExhausted => {
+                            if sent >= w0 && sent < w1 {
+                                s.refused += 1;
+                            }
+                            true
+                        }
+                        Err(st) => {
+                            s.errors += 1;
+                            s.first_error.get_or_insert_with(|| format!("{:?}: {}", st.code(), st.message()));
+                            false
                         }
                     }
-                    Err(st) if st.code() == tonic::Code::ResourceExhausted => {
-                        if sent >= w0 && sent < w1 {
-                            s.refused += 1;
-                        }
-                        drop(s);
-                        tokio::time::sleep(backoff).await;
-                    }
-                    Err(st) => {
-                        s.errors += 1;
-                        s.first_error
-                            .get_or_insert_with(|| format!("{:?}: {}", st.code(), st.message()));
-                    }
+                };
+                if refused {
+                    tokio::time::sleep(backoff).await;
                 }
             }
         }));
@@ -155,18 +152,10 @@ async fn run_level(
     for t in tasks {
         let _ = t.await;
     }
-    Arc::try_unwrap(stats)
-        .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
-        .unwrap_or_default()
+    Arc::try_unwrap(stats).map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner())).unwrap_or_default()
 }
 
-fn start_server(
-    args: &GrpcArgs,
-    models_dir: &Path,
-    workers: usize,
-    port: u16,
-    log: &Path,
-) -> Result<Server> {
+fn start_server(args: &GrpcArgs, models_dir: &Path, workers: usize, port: u16, log: &Path) -> Result<Server> {
     let logf = std::fs::File::create(log)?;
     let mut cmd = Command::new(&args.matcher);
     cmd.env("LOOKALIKE_MODELS", models_dir)
@@ -189,42 +178,22 @@ fn start_server(
     if let Some(q) = args.queue {
         cmd.arg("--queue").arg(q.to_string());
     }
-    let child = cmd
-        .spawn()
-        .with_context(|| format!("starting {}", args.matcher.display()))?;
+    let child = cmd.spawn().with_context(|| format!("starting {}", args.matcher.display()))?;
     Ok(Server { child })
 }
 
 pub fn grpc(args: GrpcArgs, models_dir: &Path) -> Result<()> {
     let paths = photo_paths(&args.photos)?;
-    let photos: Arc<Vec<Vec<u8>>> =
-        Arc::new(paths.iter().map(std::fs::read).collect::<Result<_, _>>()?);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let photos: Arc<Vec<Vec<u8>>> = Arc::new(paths.iter().map(std::fs::read).collect::<Result<_, _>>()?);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let mut per_workers = Vec::new();
     for &workers in &args.workers {
         // In-process engine, same workers, same photos, same gallery.
         let inproc = {
             let models = Models::load(models_dir)?;
             let gallery = load_gallery(&args.gallery)?;
-            engine_pass(
-                &models,
-                &gallery,
-                DetectConfig::default(),
-                workers,
-                &paths[..paths.len().min(8)],
-                1,
-            );
-            engine_pass(
-                &models,
-                &gallery,
-                DetectConfig::default(),
-                workers,
-                &paths,
-                args.passes,
-            )
-            .0
+            engine_pass(&models, &gallery, DetectConfig::default(), workers, &paths[..paths.len().min(8)], 1);
+            engine_pass(&models, &gallery, DetectConfig::default(), workers, &paths, args.passes).0
         };
         let port = free_port()?;
         let log = std::env::temp_dir().join(format!("lookalike-bench-serve-{port}.log"));

@@ -5,9 +5,7 @@ use crate::common::*;
 use anyhow::{Context, Result};
 use lookalike_engine::parallel::map_items;
 use lookalike_engine::search::exact;
-use lookalike_engine::{
-    AnalyzeOptions, DecodeLimits, DetectConfig, Embedding, FaceAnalyzer, Models, EMBEDDING_DIM,
-};
+use lookalike_engine::{AnalyzeOptions, DecodeLimits, DetectConfig, Embedding, FaceAnalyzer, Models, EMBEDDING_DIM};
 use serde_json::json;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -51,11 +49,8 @@ pub fn photo_list(dir: &Path, people: Option<usize>) -> Result<Vec<Photo>> {
         Some(n) => {
             let mut names: Vec<&str> = all.iter().map(|p| p.person.as_str()).collect();
             names.dedup();
-            let keep: std::collections::HashSet<String> =
-                names.into_iter().take(n).map(str::to_string).collect();
-            all.into_iter()
-                .filter(|p| keep.contains(&p.person))
-                .collect()
+            let keep: std::collections::HashSet<String> = names.into_iter().take(n).map(str::to_string).collect();
+            all.into_iter().filter(|p| keep.contains(&p.person)).collect()
         }
     })
 }
@@ -64,9 +59,7 @@ fn seed_of(p: &Photo) -> u64 {
     p.path
         .to_string_lossy()
         .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        })
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
 }
 
 /// The main face's embedding, optionally averaged with the mirrored photo's.
@@ -81,19 +74,9 @@ pub fn embed_one(
         return Ok(analysis.faces.first().map(|f| f.embedding));
     }
     let image = lookalike_engine::decode::decode(bytes, &a.limits).map_err(|e| e.to_string())?;
-    let e1 = a
-        .analyze_image(&image, opts)
-        .map_err(|e| e.to_string())?
-        .faces
-        .first()
-        .map(|f| f.embedding);
+    let e1 = a.analyze_image(&image, opts).map_err(|e| e.to_string())?.faces.first().map(|f| f.embedding);
     let mirrored = image::imageops::flip_horizontal(&image);
-    let e2 = a
-        .analyze_image(&mirrored, opts)
-        .map_err(|e| e.to_string())?
-        .faces
-        .first()
-        .map(|f| f.embedding);
+    let e2 = a.analyze_image(&mirrored, opts).map_err(|e| e.to_string())?.faces.first().map(|f| f.embedding);
     Ok(match (e1, e2) {
         (Some(x), Some(y)) => {
             let mut m = [0f32; EMBEDDING_DIM];
@@ -116,10 +99,7 @@ pub fn embed(args: EmbedArgs, models_dir: &Path) -> Result<()> {
     if let Some(c) = args.cnn_max_side {
         detect.cnn_max_side = c;
     }
-    let todo: Vec<&Photo> = photos
-        .iter()
-        .filter(|p| !args.first_only || p.index == 0)
-        .collect();
+    let todo: Vec<&Photo> = photos.iter().filter(|p| !args.first_only || p.index == 0).collect();
     let t0 = Instant::now();
     let mut last = Instant::now();
     let results = map_items(
@@ -130,14 +110,8 @@ pub fn embed(args: EmbedArgs, models_dir: &Path) -> Result<()> {
         &todo,
         |a, p| {
             let t = Instant::now();
-            let opts = AnalyzeOptions {
-                jitters: args.jitters,
-                seed: seed_of(p),
-                ..Default::default()
-            };
-            let r = std::fs::read(&p.path)
-                .map_err(|e| e.to_string())
-                .and_then(|b| embed_one(a, &b, &opts, args.flip));
+            let opts = AnalyzeOptions { jitters: args.jitters, seed: seed_of(p), ..Default::default() };
+            let r = std::fs::read(&p.path).map_err(|e| e.to_string()).and_then(|b| embed_one(a, &b, &opts, args.flip));
             (r, t.elapsed())
         },
         |done, total| {
@@ -149,11 +123,7 @@ pub fn embed(args: EmbedArgs, models_dir: &Path) -> Result<()> {
     );
     let seconds = t0.elapsed().as_secs_f64();
     let mut rows = vec![f32::NAN; photos.len() * EMBEDDING_DIM];
-    let pos: HashMap<&Path, usize> = photos
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (p.path.as_path(), i))
-        .collect();
+    let pos: HashMap<&Path, usize> = photos.iter().enumerate().map(|(i, p)| (p.path.as_path(), i)).collect();
     let (mut no_face, mut errors) = (Vec::new(), Vec::new());
     let mut per_photo = Vec::new();
     for (p, (r, dt)) in todo.iter().zip(results) {
@@ -204,8 +174,7 @@ pub struct AccuracyArgs {
 }
 
 pub fn read_list(path: &Path) -> Result<Vec<Photo>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     text.lines()
         .filter(|l| !l.is_empty())
         .map(|l| {
@@ -213,11 +182,7 @@ pub fn read_list(path: &Path) -> Result<Vec<Photo>> {
             let person = f.next().unwrap_or_default().to_string();
             let index = f.next().unwrap_or_default().parse().context("list index")?;
             let path = PathBuf::from(f.next().unwrap_or_default());
-            Ok(Photo {
-                person,
-                path,
-                index,
-            })
+            Ok(Photo { person, path, index })
         })
         .collect()
 }
@@ -250,8 +215,7 @@ pub fn accuracy(args: AccuracyArgs) -> Result<()> {
             }
         }
     }
-    let (mut n_all, mut ok_all, mut n_cap, mut ok_cap, mut query_no_face) =
-        (0usize, 0usize, 0usize, 0usize, 0usize);
+    let (mut n_all, mut ok_all, mut n_cap, mut ok_cap, mut query_no_face) = (0usize, 0usize, 0usize, 0usize, 0usize);
     let mut per_person: HashMap<&str, (usize, usize)> = HashMap::new();
     for (i, p) in photos.iter().enumerate() {
         if p.index == 0 {
@@ -259,9 +223,7 @@ pub fn accuracy(args: AccuracyArgs) -> Result<()> {
         }
         let e = row(&q, i);
         let correct = if has_face(e) {
-            exact::search(&rows, &owners, e, 1)
-                .first()
-                .is_some_and(|(id, _)| *id == person_id[p.person.as_str()])
+            exact::search(&rows, &owners, e, 1).first().is_some_and(|(id, _)| *id == person_id[p.person.as_str()])
         } else {
             query_no_face += 1;
             false
@@ -277,19 +239,13 @@ pub fn accuracy(args: AccuracyArgs) -> Result<()> {
         s.1 += usize::from(correct);
     }
     // Per-person mean (each person with queries weighs the same).
-    let pp: Vec<f64> = per_person
-        .values()
-        .map(|(n, k)| *k as f64 / *n as f64)
-        .collect();
+    let pp: Vec<f64> = per_person.values().map(|(n, k)| *k as f64 / *n as f64).collect();
     let all_no_face = (0..photos.len()).filter(|&i| !has_face(row(&q, i))).count();
 
     let mut verification = serde_json::Value::Null;
     if let Some(pairs) = &args.pairs {
-        let index: HashMap<(String, usize), usize> = photos
-            .iter()
-            .enumerate()
-            .map(|(i, p)| ((p.person.clone(), p.index + 1), i))
-            .collect();
+        let index: HashMap<(String, usize), usize> =
+            photos.iter().enumerate().map(|(i, p)| ((p.person.clone(), p.index + 1), i)).collect();
         let text = std::fs::read_to_string(pairs)?;
         let mut scored: Vec<(f64, bool)> = Vec::new(); // (distance, same); NaN distance = no face
         let mut missing = 0;
@@ -300,33 +256,21 @@ pub fn accuracy(args: AccuracyArgs) -> Result<()> {
                 4 => ((f[0], f[1]), (f[2], f[3]), false),
                 _ => continue,
             };
-            let look = |(n, i): (&str, &str)| -> Option<usize> {
-                index.get(&(n.to_string(), i.parse().ok()?)).copied()
-            };
+            let look =
+                |(n, i): (&str, &str)| -> Option<usize> { index.get(&(n.to_string(), i.parse().ok()?)).copied() };
             let (Some(ia), Some(ib)) = (look(a), look(b)) else {
                 missing += 1;
                 continue;
             };
             let (ea, eb) = (row(&q, ia), row(&q, ib));
-            let d = if has_face(ea) && has_face(eb) {
-                f64::from(exact::l2_squared(ea, eb)).sqrt()
-            } else {
-                f64::NAN
-            };
+            let d = if has_face(ea) && has_face(eb) { f64::from(exact::l2_squared(ea, eb)).sqrt() } else { f64::NAN };
             scored.push((d, same));
         }
         let acc_at = |t: f64| {
-            scored
-                .iter()
-                .filter(|(d, same)| (d.is_finite() && *d < t) == *same)
-                .count() as f64
+            scored.iter().filter(|(d, same)| (d.is_finite() && *d < t) == *same).count() as f64
                 / scored.len().max(1) as f64
         };
-        let mut cands: Vec<f64> = scored
-            .iter()
-            .map(|x| x.0)
-            .filter(|d| d.is_finite())
-            .collect();
+        let mut cands: Vec<f64> = scored.iter().map(|x| x.0).filter(|d| d.is_finite()).collect();
         cands.sort_by(|a, b| a.total_cmp(b));
         let mut best = (0.6, acc_at(0.6));
         for w in cands.windows(2) {

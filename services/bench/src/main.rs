@@ -13,18 +13,10 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "lookalike-bench",
-    about = "lookalike's benchmarks (see scripts/bench.sh)"
-)]
+#[command(name = "lookalike-bench", about = "lookalike's benchmarks (see scripts/bench.sh)")]
 struct Cli {
     /// dlib model files.
-    #[arg(
-        long,
-        env = "LOOKALIKE_MODELS",
-        default_value = "assets/models",
-        global = true
-    )]
+    #[arg(long, env = "LOOKALIKE_MODELS", default_value = "assets/models", global = true)]
     models: PathBuf,
     #[command(subcommand)]
     command: Cmd,

@@ -22,10 +22,7 @@ pub struct Real {
 pub fn load_real(emb: &Path, list: &Path) -> Result<Real> {
     let photos = crate::lfw::read_list(list)?;
     let all = read_f32(emb)?;
-    ensure!(
-        all.len() == photos.len() * EMBEDDING_DIM,
-        "embedding file does not match the list"
-    );
+    ensure!(all.len() == photos.len() * EMBEDDING_DIM, "embedding file does not match the list");
     let mut ids: HashMap<String, u32> = HashMap::new();
     let mut names = Vec::new();
     let (mut rows, mut owners) = (Vec::new(), Vec::new());
@@ -41,11 +38,7 @@ pub fn load_real(emb: &Path, list: &Path) -> Result<Real> {
         rows.extend_from_slice(r);
         owners.push(id);
     }
-    Ok(Real {
-        rows,
-        owners,
-        names,
-    })
+    Ok(Real { rows, owners, names })
 }
 
 /// Synthetic face-like embeddings: `mean + sum_t w_t (x_t - mean)` over three random real
@@ -71,12 +64,7 @@ impl<'a> Synth<'a> {
             .chunks_exact(EMBEDDING_DIM)
             .map(|r| r.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>().sqrt())
             .collect();
-        Self {
-            real,
-            mean,
-            norms,
-            rng: Rng::new(seed),
-        }
+        Self { real, mean, norms, rng: Rng::new(seed) }
     }
 
     pub fn next(&mut self) -> Embedding {
@@ -157,7 +145,7 @@ pub fn search(args: SearchArgs) -> Result<()> {
         eprintln!("  search: {size} embeddings");
         let mut rows: Vec<f32> = base[..n_base_real.min(size) * EMBEDDING_DIM].to_vec();
         let mut owners: Vec<u32> = base_owners[..n_base_real.min(size)].to_vec();
-        let mut synth = Synth::new(&real.rows, 42);
+        let mut synth = Synth::new(&base[..n_base_real * EMBEDDING_DIM], 42);
         let mut next_id = real.names.len() as u32;
         while owners.len() < size {
             rows.extend_from_slice(&synth.next());
@@ -179,28 +167,17 @@ pub fn search(args: SearchArgs) -> Result<()> {
             } else {
                 nearest_real_vs_synth.1 += 1;
             }
-            gt10.push(
-                exact::search(&rows, &owners, q, 10)
-                    .into_iter()
-                    .map(|x| x.0)
-                    .collect(),
-            );
+            gt10.push(exact::search(&rows, &owners, q, 10).into_iter().map(|x| x.0).collect());
         }
         if let Some(d) = &args.data_dir {
             write_f32(&d.join(format!("base_{size}.f32")), &rows)?;
             write_u32(&d.join(format!("owners_{size}.u32")), &owners)?;
-            let flat: Vec<u32> = gt10
-                .iter()
-                .flat_map(|v| (0..10).map(move |i| v.get(i).copied().unwrap_or(u32::MAX)))
-                .collect();
+            let flat: Vec<u32> =
+                gt10.iter().flat_map(|v| (0..10).map(move |i| v.get(i).copied().unwrap_or(u32::MAX))).collect();
             write_u32(&d.join(format!("gt_{size}.u32")), &flat)?;
         }
         // HNSW.
-        let params = HnswParams {
-            m: args.m,
-            ef_construction: args.ef_construction,
-            ef_search: 96,
-        };
+        let params = HnswParams { m: args.m, ef_construction: args.ef_construction, ef_search: 96 };
         let rss0 = self_rss();
         let t = Instant::now();
         let index = HnswIndex::build(&rows, params);
@@ -233,10 +210,7 @@ pub fn search(args: SearchArgs) -> Result<()> {
                      "memory_mb": rss1.saturating_sub(rss0) as f64 / 1e6, "per_ef": per_ef},
         }));
     }
-    emit(
-        &json!({"queries": queries.len(), "real_embeddings": n_real, "sizes": out}),
-        args.json.as_deref(),
-    )
+    emit(&json!({"queries": queries.len(), "real_embeddings": n_real, "sizes": out}), args.json.as_deref())
 }
 
 #[derive(Debug, clap::Args)]
@@ -284,18 +258,10 @@ pub fn make_gallery(args: MakeGalleryArgs) -> Result<()> {
             thumbnail_jpeg: Vec::new(),
         })
         .collect();
-    let info = BuildInfo {
-        built_at: "bench".into(),
-        jitters: 0,
-        photos_seen: owners.len() as u32,
-        photos_rejected: 0,
-    };
+    let info = BuildInfo { built_at: "bench".into(), jitters: 0, photos_seen: owners.len() as u32, photos_rejected: 0 };
     if let Some(prefix) = &args.peer_prefix {
         write_f32(&prefix.with_extension("f32"), &rows)?;
-        let text: String = owners
-            .iter()
-            .map(|o| format!("{}\n", names[*o as usize]))
-            .collect();
+        let text: String = owners.iter().map(|o| format!("{}\n", names[*o as usize])).collect();
         std::fs::write(prefix.with_extension("names"), text)?;
     }
     let mut g = Gallery::new(identities, rows, owners, None, info)?;

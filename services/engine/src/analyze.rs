@@ -25,13 +25,7 @@ pub struct AnalyzeOptions {
 
 impl Default for AnalyzeOptions {
     fn default() -> Self {
-        Self {
-            all_faces: false,
-            max_faces: 10,
-            jitters: 0,
-            seed: 0,
-            chip_size: None,
-        }
+        Self { all_faces: false, max_faces: 10, jitters: 0, seed: 0, chip_size: None }
     }
 }
 
@@ -67,33 +61,22 @@ pub struct FaceAnalyzer {
 
 impl FaceAnalyzer {
     pub fn new(models: WorkerModels, limits: DecodeLimits, detect: DetectConfig) -> Self {
-        Self {
-            models,
-            limits,
-            detect,
-        }
+        Self { models, limits, detect }
     }
 
-    pub fn analyze_bytes(
-        &mut self,
-        bytes: &[u8],
-        opts: &AnalyzeOptions,
-    ) -> Result<Analysis, AnalyzeError> {
+    pub fn analyze_bytes(&mut self, bytes: &[u8], opts: &AnalyzeOptions) -> Result<Analysis, AnalyzeError> {
         let t = Instant::now();
-        let image = decode(bytes, &self.limits)?;
+        let image = tracing::info_span!("decode", bytes = bytes.len()).in_scope(|| decode(bytes, &self.limits))?;
         let decode_time = t.elapsed();
         let mut analysis = self.analyze_image(&image, opts)?;
         analysis.timings.decode = decode_time;
         Ok(analysis)
     }
 
-    pub fn analyze_image(
-        &mut self,
-        image: &RgbImage,
-        opts: &AnalyzeOptions,
-    ) -> Result<Analysis, NativeError> {
+    pub fn analyze_image(&mut self, image: &RgbImage, opts: &AnalyzeOptions) -> Result<Analysis, NativeError> {
         let mut timings = StageTimings::default();
         let (width, height) = image.dimensions();
+        let span = tracing::info_span!("detect").entered();
         let t = Instant::now();
         let full = to_matrix(image);
         let mut dets = detect_faces(
@@ -123,6 +106,8 @@ impl FaceAnalyzer {
             dets.truncate(MAIN_FACE_CANDIDATES);
         }
         timings.detect = t.elapsed();
+        drop(span);
+        let span = tracing::info_span!("landmarks", candidates = dets.len()).entered();
 
         let t = Instant::now();
         let mut shapes: Vec<_> = dets
@@ -145,22 +130,19 @@ impl FaceAnalyzer {
                 }
                 eye_geometry(&pts).0
             };
-            let best = (0..shapes.len())
-                .max_by(|&i, &j| eye(&shapes[i]).total_cmp(&eye(&shapes[j])))
-                .unwrap_or(0);
+            let best = (0..shapes.len()).max_by(|&i, &j| eye(&shapes[i]).total_cmp(&eye(&shapes[j]))).unwrap_or(0);
             let shape = shapes.swap_remove(best);
             shapes = vec![shape];
             dets = vec![dets[best]];
         }
         timings.landmarks = t.elapsed();
+        drop(span);
+        let span = tracing::info_span!("encode", faces = shapes.len(), jitters = opts.jitters).entered();
 
         let t = Instant::now();
-        let embeddings = self
-            .models
-            .encoder
-            .encode(&full, &shapes, opts.jitters, opts.seed)
-            .map_err(NativeError)?;
+        let embeddings = self.models.encoder.encode(&full, &shapes, opts.jitters, opts.seed).map_err(NativeError)?;
         timings.encode = t.elapsed();
+        drop(span);
 
         let mut faces = Vec::with_capacity(dets.len());
         for ((d, shape), embedding) in dets.iter().zip(&shapes).zip(embeddings) {
@@ -186,12 +168,6 @@ impl FaceAnalyzer {
         if opts.all_faces {
             faces.sort_by_key(|f| (f.bbox.left, f.bbox.top));
         }
-        Ok(Analysis {
-            width,
-            height,
-            faces,
-            detections,
-            timings,
-        })
+        Ok(Analysis { width, height, faces, detections, timings })
     }
 }

@@ -41,9 +41,7 @@ impl Calibration {
         let step = n.div_ceil(max_samples.max(1)).max(1);
         let mut dists = Vec::with_capacity(n / step + 1);
         for i in (0..n).step_by(step) {
-            let q: &[f32; EMBEDDING_DIM] = rows[i * EMBEDDING_DIM..(i + 1) * EMBEDDING_DIM]
-                .try_into()
-                .ok()?;
+            let q: &[f32; EMBEDDING_DIM] = rows[i * EMBEDDING_DIM..(i + 1) * EMBEDDING_DIM].try_into().ok()?;
             let best = rows
                 .chunks_exact(EMBEDDING_DIM)
                 .zip(owners)
@@ -67,11 +65,7 @@ impl Calibration {
         }
         let n = distances.len() as f64;
         let mean = distances.iter().map(|&d| f64::from(d)).sum::<f64>() / n;
-        let var = distances
-            .iter()
-            .map(|&d| (f64::from(d) - mean).powi(2))
-            .sum::<f64>()
-            / (n - 1.0);
+        let var = distances.iter().map(|&d| (f64::from(d) - mean).powi(2)).sum::<f64>() / (n - 1.0);
         Some(Self {
             mean: mean as f32,
             std: var.sqrt().max(1e-3) as f32,
@@ -92,8 +86,7 @@ fn erf(x: f64) -> f64 {
     let x = x.abs();
     let t = 1.0 / (1.0 + 0.327_591_1 * x);
     let y = 1.0
-        - (((((1.061_405_429 * t - 1.453_152_027) * t) + 1.421_413_741) * t - 0.284_496_736) * t
-            + 0.254_829_592)
+        - (((((1.061_405_429 * t - 1.453_152_027) * t) + 1.421_413_741) * t - 0.284_496_736) * t + 0.254_829_592)
             * t
             * (-x * x).exp();
     sign * y

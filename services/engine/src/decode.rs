@@ -18,11 +18,7 @@ pub struct DecodeLimits {
 
 impl Default for DecodeLimits {
     fn default() -> Self {
-        Self {
-            max_bytes: 20 * 1024 * 1024,
-            max_pixels: 40_000_000,
-            min_side: 16,
-        }
+        Self { max_bytes: 20 * 1024 * 1024, max_pixels: 40_000_000, min_side: 16 }
     }
 }
 
@@ -43,20 +39,11 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, ImageErro
         return Err(ImageError::Empty);
     }
     if bytes.len() > limits.max_bytes {
-        return Err(ImageError::TooLarge {
-            size: bytes.len(),
-            limit: limits.max_bytes,
-        });
+        return Err(ImageError::TooLarge { size: bytes.len(), limit: limits.max_bytes });
     }
     let format = image::guess_format(bytes).map_err(|_| ImageError::UnknownFormat)?;
-    if !matches!(
-        format,
-        ImageFormat::Jpeg
-            | ImageFormat::Png
-            | ImageFormat::WebP
-            | ImageFormat::Gif
-            | ImageFormat::Bmp
-    ) {
+    if !matches!(format, ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP | ImageFormat::Gif | ImageFormat::Bmp)
+    {
         return Err(ImageError::UnknownFormat);
     }
     let name = format_name(format);
@@ -68,10 +55,7 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, ImageErro
             detail: "the file is truncated (no end-of-image marker)".into(),
         });
     }
-    let corrupt = |e: image::ImageError| ImageError::Corrupt {
-        format: name,
-        detail: e.to_string(),
-    };
+    let corrupt = |e: image::ImageError| ImageError::Corrupt { format: name, detail: e.to_string() };
 
     let mut reader = ImageReader::new(Cursor::new(bytes));
     reader.set_format(format);
@@ -94,9 +78,7 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, ImageErro
         return Err(ImageError::TooSmall { width, height });
     }
     // A broken EXIF block is not worth refusing the photo for: treat it as upright.
-    let orientation = decoder
-        .orientation()
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut img = DynamicImage::from_decoder(decoder).map_err(corrupt)?;
     img.apply_orientation(orientation);
     Ok(match img {
@@ -114,9 +96,5 @@ fn has_jpeg_end(bytes: &[u8]) -> bool {
 
 /// Reads the pixel size from the header only (for reports and quick checks).
 pub fn dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
-    ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .ok()?
-        .into_dimensions()
-        .ok()
+    ImageReader::new(Cursor::new(bytes)).with_guessed_format().ok()?.into_dimensions().ok()
 }

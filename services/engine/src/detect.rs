@@ -54,22 +54,14 @@ pub fn detect_faces(
 ) -> Result<Vec<Detection>, NativeError> {
     let (w, h) = image.dimensions();
     let long = w.max(h) as f64;
-    let first_side = if all_faces {
-        cfg.all_faces_max_side
-    } else {
-        cfg.max_side
-    } as f64;
+    let first_side = if all_faces { cfg.all_faces_max_side } else { cfg.max_side } as f64;
     let scale = (first_side / long).min(1.0);
     let found = if scale < 1.0 {
         let (sw, sh) = scaled(w, h, scale);
         let small = full.resize(sw as usize, sh as usize);
-        detector
-            .detect(&small, cfg.max_detections)
-            .map_err(NativeError)?
+        detector.detect(&small, cfg.max_detections).map_err(NativeError)?
     } else {
-        detector
-            .detect(full, cfg.max_detections)
-            .map_err(NativeError)?
+        detector.detect(full, cfg.max_detections).map_err(NativeError)?
     };
     if !found.is_empty() {
         return Ok(found.into_iter().map(|d| map_back(d, scale, 0.0)).collect());
@@ -87,14 +79,9 @@ pub fn detect_faces(
     let mut padded = RgbImage::from_pixel(sw + 2 * border, sh + 2 * border, Rgb([128, 128, 128]));
     imageops::replace(&mut padded, &resized, i64::from(border), i64::from(border));
     let matrix = to_matrix(&padded);
-    let found = detector
-        .detect(&matrix, cfg.max_detections)
-        .map_err(NativeError)?;
+    let found = detector.detect(&matrix, cfg.max_detections).map_err(NativeError)?;
     if !found.is_empty() {
-        return Ok(found
-            .into_iter()
-            .map(|d| map_back(d, retry_scale, border as f64))
-            .collect());
+        return Ok(found.into_iter().map(|d| map_back(d, retry_scale, border as f64)).collect());
     }
     match cnn {
         Some(cnn) if cfg.cnn_max_side > 0 => Ok(detect_cnn(cnn, image, cfg)),
@@ -131,21 +118,12 @@ fn detect_cnn(cnn: &FaceDetectorCnn, image: &RgbImage, cfg: &DetectConfig) -> Ve
 }
 
 fn scaled(w: u32, h: u32, s: f64) -> (u32, u32) {
-    (
-        ((w as f64 * s).round() as u32).max(1),
-        ((h as f64 * s).round() as u32).max(1),
-    )
+    (((w as f64 * s).round() as u32).max(1), ((h as f64 * s).round() as u32).max(1))
 }
 
 fn map_back(d: RawDetection, scale: f64, border: f64) -> Detection {
     let f = |v: f64| (v - border) / scale;
-    RawDetection {
-        left: f(d.left),
-        top: f(d.top),
-        right: f(d.right),
-        bottom: f(d.bottom),
-        score: d.score,
-    }
+    RawDetection { left: f(d.left), top: f(d.top), right: f(d.right), bottom: f(d.bottom), score: d.score }
 }
 
 /// Copies an RGB8 image into dlib's matrix type.

@@ -12,19 +12,11 @@ pub enum ImageError {
     #[error("not a supported image (expected JPEG, PNG, WebP, GIF or BMP)")]
     UnknownFormat,
     #[error("the image is {width}x{height} pixels ({megapixels:.1} MP), over the limit of {limit_mp:.1} MP")]
-    TooManyPixels {
-        width: u32,
-        height: u32,
-        megapixels: f64,
-        limit_mp: f64,
-    },
+    TooManyPixels { width: u32, height: u32, megapixels: f64, limit_mp: f64 },
     #[error("the image is {width}x{height} pixels, too small to contain a face")]
     TooSmall { width: u32, height: u32 },
     #[error("the {format} image is broken or truncated: {detail}")]
-    Corrupt {
-        format: &'static str,
-        detail: String,
-    },
+    Corrupt { format: &'static str, detail: String },
 }
 
 #[derive(Debug, thiserror::Error)]

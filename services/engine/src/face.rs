@@ -42,14 +42,8 @@ pub struct Face {
 
 /// Eye centres from dlib's 5-point layout, ordered left to right in the image.
 pub fn eye_centres(points: &[[f32; 2]; 5]) -> ([f32; 2], [f32; 2]) {
-    let a = [
-        (points[0][0] + points[1][0]) / 2.0,
-        (points[0][1] + points[1][1]) / 2.0,
-    ];
-    let b = [
-        (points[2][0] + points[3][0]) / 2.0,
-        (points[2][1] + points[3][1]) / 2.0,
-    ];
+    let a = [(points[0][0] + points[1][0]) / 2.0, (points[0][1] + points[1][1]) / 2.0];
+    let b = [(points[2][0] + points[3][0]) / 2.0, (points[2][1] + points[3][1]) / 2.0];
     if a[0] <= b[0] {
         (a, b)
     } else {
@@ -64,9 +58,5 @@ pub fn eye_geometry(points: &[[f32; 2]; 5]) -> (f32, f32) {
 }
 
 pub fn distance(a: &Embedding, b: &Embedding) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y) * (x - y))
-        .sum::<f32>()
-        .sqrt()
+    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f32>().sqrt()
 }

@@ -10,9 +10,7 @@ use std::sync::mpsc;
 
 /// Default worker count: the CPUs this process may use (cgroup-aware).
 pub fn default_workers() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 /// Applies `f` to every item on `workers` threads. `progress(done, total)` runs on the

@@ -11,15 +11,11 @@ pub fn repo_root() -> PathBuf {
 }
 
 pub fn faces_dir() -> PathBuf {
-    std::env::var_os("LOOKALIKE_FACES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("../shared/faces"))
+    std::env::var_os("LOOKALIKE_FACES").map(PathBuf::from).unwrap_or_else(|| repo_root().join("../shared/faces"))
 }
 
 pub fn models_dir() -> PathBuf {
-    std::env::var_os("LOOKALIKE_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("assets/models"))
+    std::env::var_os("LOOKALIKE_MODELS").map(PathBuf::from).unwrap_or_else(|| repo_root().join("assets/models"))
 }
 
 pub fn models() -> &'static Models {
@@ -28,11 +24,7 @@ pub fn models() -> &'static Models {
 }
 
 pub fn analyzer() -> FaceAnalyzer {
-    FaceAnalyzer::new(
-        models().worker_set(),
-        DecodeLimits::default(),
-        DetectConfig::default(),
-    )
+    FaceAnalyzer::new(models().worker_set(), DecodeLimits::default(), DetectConfig::default())
 }
 
 pub fn read(rel: &str) -> Vec<u8> {
@@ -41,10 +33,8 @@ pub fn read(rel: &str) -> Vec<u8> {
 }
 
 pub fn photos_of(rel_dir: &str) -> Vec<PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(faces_dir().join(rel_dir))
-        .expect("photo dir")
-        .map(|e| e.expect("entry").path())
-        .collect();
+    let mut v: Vec<_> =
+        std::fs::read_dir(faces_dir().join(rel_dir)).expect("photo dir").map(|e| e.expect("entry").path()).collect();
     v.sort();
     v
 }

@@ -12,20 +12,11 @@ fn embed_dir(rel: &str) -> Vec<(String, Embedding)> {
     let mut a = analyzer();
     let mut out = Vec::new();
     for person in photos_of(rel) {
-        let name = person
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_string();
+        let name = person.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
         for photo in photos_of(&format!("{rel}/{name}")) {
             let bytes = std::fs::read(&photo).expect("read photo");
-            let analysis = a
-                .analyze_bytes(&bytes, &AnalyzeOptions::default())
-                .expect("analyze");
-            let face = analysis
-                .faces
-                .first()
-                .unwrap_or_else(|| panic!("no face found in {}", photo.display()));
+            let analysis = a.analyze_bytes(&bytes, &AnalyzeOptions::default()).expect("analyze");
+            let face = analysis.faces.first().unwrap_or_else(|| panic!("no face found in {}", photo.display()));
             out.push((name.clone(), face.embedding));
         }
     }
@@ -38,11 +29,7 @@ fn embed_dir(rel: &str) -> Vec<(String, Embedding)> {
 /// pairs below 0.6; the required share per set is set a little under what was measured.
 #[test]
 fn same_person_below_threshold_different_people_above() {
-    for (set, min_same) in [
-        ("named/celeb5", 0.82),
-        ("named/dlib_johns", 0.97),
-        ("named/face_recognition", 0.97),
-    ] {
+    for (set, min_same) in [("named/celeb5", 0.82), ("named/dlib_johns", 0.97), ("named/face_recognition", 0.97)] {
         let faces = embed_dir(set);
         assert!(faces.len() >= 15, "{set}: only {} faces", faces.len());
         let (mut same, mut same_ok, mut diff, mut diff_ok) = (0, 0, 0, 0);
@@ -59,9 +46,7 @@ fn same_person_below_threshold_different_people_above() {
             }
         }
         let (s, d) = (same_ok as f64 / same as f64, diff_ok as f64 / diff as f64);
-        eprintln!(
-            "{set}: same<0.6 {same_ok}/{same} ({s:.4}), different>0.6 {diff_ok}/{diff} ({d:.4})"
-        );
+        eprintln!("{set}: same<0.6 {same_ok}/{same} ({s:.4}), different>0.6 {diff_ok}/{diff} ({d:.4})");
         assert!(s >= min_same, "{set}: same-person pairs below 0.6: {s}");
         assert!(d >= 0.99, "{set}: different-person pairs above 0.6: {d}");
     }
@@ -74,17 +59,11 @@ fn tight_crops_are_found() {
     let (mut total, mut found) = (0, 0);
     for set in ["named/celeb5", "named/dlib_johns"] {
         for person in photos_of(set) {
-            for photo in photos_of(&format!(
-                "{set}/{}",
-                person.file_name().and_then(|n| n.to_str()).unwrap_or("")
-            )) {
+            for photo in photos_of(&format!("{set}/{}", person.file_name().and_then(|n| n.to_str()).unwrap_or(""))) {
                 let bytes = std::fs::read(&photo).expect("read");
                 total += 1;
                 found += usize::from(
-                    !a.analyze_bytes(&bytes, &AnalyzeOptions::default())
-                        .expect("analyze")
-                        .faces
-                        .is_empty(),
+                    !a.analyze_bytes(&bytes, &AnalyzeOptions::default()).expect("analyze").faces.is_empty(),
                 );
             }
         }
@@ -97,20 +76,9 @@ fn tight_crops_are_found() {
 fn scenes_without_people_have_no_face() {
     let mut a = analyzer();
     for rel in ["scenes/coffee.png", "scenes/rocket.jpg"] {
-        let analysis = a
-            .analyze_bytes(
-                &read(rel),
-                &AnalyzeOptions {
-                    all_faces: true,
-                    ..Default::default()
-                },
-            )
-            .expect("analyze");
-        assert!(
-            analysis.faces.is_empty(),
-            "{rel}: {} faces",
-            analysis.faces.len()
-        );
+        let analysis =
+            a.analyze_bytes(&read(rel), &AnalyzeOptions { all_faces: true, ..Default::default() }).expect("analyze");
+        assert!(analysis.faces.is_empty(), "{rel}: {} faces", analysis.faces.len());
     }
 }
 
@@ -119,40 +87,17 @@ fn group_photo_has_several_faces_and_the_largest_is_the_main_one() {
     let mut a = analyzer();
     let bytes = read("scenes/group-t1.jpg");
     let all = a
-        .analyze_bytes(
-            &bytes,
-            &AnalyzeOptions {
-                all_faces: true,
-                max_faces: 20,
-                ..Default::default()
-            },
-        )
+        .analyze_bytes(&bytes, &AnalyzeOptions { all_faces: true, max_faces: 20, ..Default::default() })
         .expect("analyze");
-    assert!(
-        all.faces.len() >= 4,
-        "group photo: {} faces",
-        all.faces.len()
-    );
+    assert!(all.faces.len() >= 4, "group photo: {} faces", all.faces.len());
     // Left to right.
-    assert!(all
-        .faces
-        .windows(2)
-        .all(|w| w[0].bbox.left <= w[1].bbox.left));
-    let main = a
-        .analyze_bytes(&bytes, &AnalyzeOptions::default())
-        .expect("analyze");
+    assert!(all.faces.windows(2).all(|w| w[0].bbox.left <= w[1].bbox.left));
+    let main = a.analyze_bytes(&bytes, &AnalyzeOptions::default()).expect("analyze");
     assert_eq!(main.faces.len(), 1);
     let main_face = &main.faces[0];
     // The main face is the largest: the widest eye distance (HOG boxes are too coarse).
-    let same = all
-        .faces
-        .iter()
-        .max_by(|a, b| a.eye_distance.total_cmp(&b.eye_distance))
-        .expect("largest");
-    assert!(
-        distance(&same.embedding, &main_face.embedding) < 0.2,
-        "main face is not the largest one"
-    );
+    let same = all.faces.iter().max_by(|a, b| a.eye_distance.total_cmp(&b.eye_distance)).expect("largest");
+    assert!(distance(&same.embedding, &main_face.embedding) < 0.2, "main face is not the largest one");
     // Quality figures are reported.
     assert!(main_face.eye_distance > 10.0 && main_face.roll_degrees.abs() < 45.0);
 }
@@ -183,35 +128,21 @@ fn with_exif_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
 fn exif_rotated_copy_gives_the_same_face() {
     let mut a = analyzer();
     let original = read("named/face_recognition/Barack_Obama/1.jpg");
-    let upright = image::load_from_memory(&original)
-        .expect("decode")
-        .to_rgb8();
+    let upright = image::load_from_memory(&original).expect("decode").to_rgb8();
     // Store the pixels rotated 90° counter-clockwise and tag them "rotate 90° CW to view"
     // (EXIF orientation 6), as phones do.
     let stored = image::imageops::rotate270(&upright);
     let mut jpeg = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 92)
-        .encode_image(&stored)
-        .expect("encode");
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 92).encode_image(&stored).expect("encode");
     let tagged = with_exif_orientation(&jpeg, 6);
 
-    let a1 = a
-        .analyze_bytes(&original, &AnalyzeOptions::default())
-        .expect("original");
-    let a2 = a
-        .analyze_bytes(&tagged, &AnalyzeOptions::default())
-        .expect("rotated");
-    assert_eq!(
-        (a1.width, a1.height),
-        (a2.width, a2.height),
-        "orientation applied"
-    );
+    let a1 = a.analyze_bytes(&original, &AnalyzeOptions::default()).expect("original");
+    let a2 = a.analyze_bytes(&tagged, &AnalyzeOptions::default()).expect("rotated");
+    assert_eq!((a1.width, a1.height), (a2.width, a2.height), "orientation applied");
     let d = distance(&a1.faces[0].embedding, &a2.faces[0].embedding);
     assert!(d < 0.2, "same photo, distance {d}");
     // Without the tag, the sideways face is not the same analysis (the test would be vacuous otherwise).
-    let untagged = a
-        .analyze_bytes(&jpeg, &AnalyzeOptions::default())
-        .expect("untagged");
+    let untagged = a.analyze_bytes(&jpeg, &AnalyzeOptions::default()).expect("untagged");
     assert_ne!((untagged.width, untagged.height), (a1.width, a1.height));
     let _ = faces_dir();
 }
@@ -220,19 +151,11 @@ fn exif_rotated_copy_gives_the_same_face() {
 fn jittered_embeddings_are_deterministic_per_seed() {
     let mut a = analyzer();
     let bytes = read("named/face_recognition/Joe_Biden/1.jpg");
-    let opts = AnalyzeOptions {
-        jitters: 4,
-        seed: 7,
-        ..Default::default()
-    };
+    let opts = AnalyzeOptions { jitters: 4, seed: 7, ..Default::default() };
     let e1 = a.analyze_bytes(&bytes, &opts).expect("a").faces[0].embedding;
     let e2 = a.analyze_bytes(&bytes, &opts).expect("b").faces[0].embedding;
     assert_eq!(e1, e2);
-    let e3 = a
-        .analyze_bytes(&bytes, &AnalyzeOptions { seed: 8, ..opts })
-        .expect("c")
-        .faces[0]
-        .embedding;
+    let e3 = a.analyze_bytes(&bytes, &AnalyzeOptions { seed: 8, ..opts }).expect("c").faces[0].embedding;
     assert_ne!(e1, e3);
     assert!(distance(&e1, &e3) < 0.1);
 }
@@ -242,20 +165,14 @@ fn jittered_embeddings_are_deterministic_per_seed() {
 #[test]
 fn parallel_jittered_encoding_matches_sequential() {
     let bytes = read("named/face_recognition/Kit_Harington/1.jpg");
-    let opts = AnalyzeOptions {
-        jitters: 3,
-        seed: 11,
-        ..Default::default()
-    };
+    let opts = AnalyzeOptions { jitters: 3, seed: 11, ..Default::default() };
     let expected = analyzer().analyze_bytes(&bytes, &opts).expect("seq").faces[0].embedding;
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..4)
             .map(|_| {
                 s.spawn(|| {
                     let mut a = analyzer();
-                    (0..3)
-                        .map(|_| a.analyze_bytes(&bytes, &opts).expect("par").faces[0].embedding)
-                        .collect::<Vec<_>>()
+                    (0..3).map(|_| a.analyze_bytes(&bytes, &opts).expect("par").faces[0].embedding).collect::<Vec<_>>()
                 })
             })
             .collect();

@@ -10,11 +10,7 @@ use lookalike_engine::{AnalyzeOptions, Gallery, GalleryError, HnswParams, Search
 use std::path::{Path, PathBuf};
 
 fn config(jitters: u32) -> BuildConfig {
-    BuildConfig {
-        jitters,
-        workers: 2,
-        ..BuildConfig::default()
-    }
+    BuildConfig { jitters, workers: 2, ..BuildConfig::default() }
 }
 
 fn build_from(
@@ -39,9 +35,10 @@ fn build_save_load_gives_identical_answers() {
     let (mut g, report) = build_from(&common::faces_dir().join("tg1280"), None, 2);
     assert_eq!(report.identities, 12);
     assert_eq!(report.accepted + report.rejected.len(), report.photos);
-    assert!(g.identities.iter().all(
-        |i| !i.thumbnail_jpeg.is_empty() && image::load_from_memory(&i.thumbnail_jpeg).is_ok()
-    ));
+    assert!(g
+        .identities
+        .iter()
+        .all(|i| !i.thumbnail_jpeg.is_empty() && image::load_from_memory(&i.thumbnail_jpeg).is_ok()));
     let path = tmp.path().join("g.lkg");
     g.save(&path).expect("save");
     let loaded = Gallery::load(&path, SearchMode::Exact, HnswParams::default()).expect("load");
@@ -53,32 +50,14 @@ fn build_save_load_gives_identical_answers() {
     let mut a = common::analyzer();
     for q in queries() {
         let bytes = std::fs::read(&q).expect("read");
-        let face = a
-            .analyze_bytes(&bytes, &AnalyzeOptions::default())
-            .expect("analyze")
-            .faces
-            .remove(0);
-        assert_eq!(
-            g.search(&face.embedding, 5, None),
-            loaded.search(&face.embedding, 5, None),
-            "{}",
-            q.display()
-        );
+        let face = a.analyze_bytes(&bytes, &AnalyzeOptions::default()).expect("analyze").faces.remove(0);
+        assert_eq!(g.search(&face.embedding, 5, None), loaded.search(&face.embedding, 5, None), "{}", q.display());
     }
     // The expected people come out on top.
-    let obama =
-        std::fs::read(common::faces_dir().join("named/face_recognition/Barack_Obama/1.jpg"))
-            .expect("read");
-    let face = a
-        .analyze_bytes(&obama, &AnalyzeOptions::default())
-        .expect("analyze")
-        .faces
-        .remove(0);
+    let obama = std::fs::read(common::faces_dir().join("named/face_recognition/Barack_Obama/1.jpg")).expect("read");
+    let face = a.analyze_bytes(&obama, &AnalyzeOptions::default()).expect("analyze").faces.remove(0);
     let top = &loaded.search(&face.embedding, 3, None)[0];
-    assert_eq!(
-        loaded.identity(top.identity).expect("id").alias,
-        "barack-obama"
-    );
+    assert_eq!(loaded.identity(top.identity).expect("id").alias, "barack-obama");
     assert!(top.distance < 0.6 && top.similarity > 90.0, "{top:?}");
 
     // Same input, same jitter seeds: a rebuild is bit-identical.
@@ -102,15 +81,11 @@ fn corrupted_gallery_files_are_refused() {
         bad[pos] ^= 0x10;
         let p = tmp.path().join(format!("bad{pos}.lkg"));
         std::fs::write(&p, &bad).expect("write");
-        let err = Gallery::load(&p, SearchMode::Exact, HnswParams::default())
-            .err()
-            .expect("must be refused");
+        let err = Gallery::load(&p, SearchMode::Exact, HnswParams::default()).err().expect("must be refused");
         assert!(
             matches!(
                 err,
-                GalleryError::Corrupt { .. }
-                    | GalleryError::WrongFormat { .. }
-                    | GalleryError::NotAGallery { .. }
+                GalleryError::Corrupt { .. } | GalleryError::WrongFormat { .. } | GalleryError::NotAGallery { .. }
             ),
             "flip at {pos}: {err}"
         );
@@ -134,23 +109,15 @@ fn corrupted_gallery_files_are_refused() {
 #[test]
 fn exact_and_hnsw_agree_on_top1_for_a_real_gallery() {
     let lfw = common::faces_dir().join("lfw-dev");
-    let mut people: Vec<PathBuf> = std::fs::read_dir(&lfw)
-        .expect("lfw")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
+    let mut people: Vec<PathBuf> =
+        std::fs::read_dir(&lfw).expect("lfw").filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect();
     people.sort();
     let tmp = tempfile::tempdir().expect("tmp");
     let mut queries = Vec::new();
     for person in people.iter().take(600) {
-        let photos = common::photos_of(&format!(
-            "lfw-dev/{}",
-            person.file_name().and_then(|n| n.to_str()).unwrap_or("")
-        ));
-        let dst = tmp
-            .path()
-            .join("photos")
-            .join(person.file_name().expect("name"));
+        let photos =
+            common::photos_of(&format!("lfw-dev/{}", person.file_name().and_then(|n| n.to_str()).unwrap_or("")));
+        let dst = tmp.path().join("photos").join(person.file_name().expect("name"));
         std::fs::create_dir_all(&dst).expect("mkdir");
         std::fs::copy(&photos[0], dst.join("1.jpg")).expect("copy");
         queries.extend(photos.into_iter().skip(1).take(2));
@@ -169,12 +136,7 @@ fn exact_and_hnsw_agree_on_top1_for_a_real_gallery() {
     let (mut n, mut agree) = (0, 0);
     for q in queries.iter().take(300) {
         let bytes = std::fs::read(q).expect("read");
-        let Some(face) = a
-            .analyze_bytes(&bytes, &AnalyzeOptions::default())
-            .expect("analyze")
-            .faces
-            .pop()
-        else {
+        let Some(face) = a.analyze_bytes(&bytes, &AnalyzeOptions::default()).expect("analyze").faces.pop() else {
             continue;
         };
         let exact = loaded.exact_search(&face.embedding, 1);
@@ -184,10 +146,7 @@ fn exact_and_hnsw_agree_on_top1_for_a_real_gallery() {
     }
     eprintln!("exact and HNSW agree on top-1 for {agree}/{n} queries");
     assert!(n >= 250);
-    assert_eq!(
-        agree, n,
-        "HNSW top-1 must equal exact top-1 on a 600-identity gallery"
-    );
+    assert_eq!(agree, n, "HNSW top-1 must equal exact top-1 on a 600-identity gallery");
 }
 
 #[test]
@@ -196,23 +155,11 @@ fn catalog_drives_names_and_reports_gaps() {
     let photos = tmp.path().join("photos");
     std::fs::create_dir_all(&photos).expect("mkdir");
     let fr = common::faces_dir().join("named/face_recognition");
-    std::fs::copy(
-        fr.join("Barack_Obama/1.jpg"),
-        photos.join("barack-obama.jpg"),
-    )
-    .expect("copy");
+    std::fs::copy(fr.join("Barack_Obama/1.jpg"), photos.join("barack-obama.jpg")).expect("copy");
     std::fs::create_dir_all(photos.join("Joe_Biden")).expect("mkdir");
     std::fs::copy(fr.join("Joe_Biden/1.jpg"), photos.join("Joe_Biden/a.jpg")).expect("copy");
-    std::fs::copy(
-        fr.join("Kit_Harington/1.jpg"),
-        photos.join("kit-harington.jpg"),
-    )
-    .expect("copy");
-    std::fs::copy(
-        common::faces_dir().join("scenes/coffee.png"),
-        photos.join("rose-leslie.png"),
-    )
-    .expect("copy");
+    std::fs::copy(fr.join("Kit_Harington/1.jpg"), photos.join("kit-harington.jpg")).expect("copy");
+    std::fs::copy(common::faces_dir().join("scenes/coffee.png"), photos.join("rose-leslie.png")).expect("copy");
     std::fs::write(photos.join("alex-lacamoire.jpg"), b"this is not a photo").expect("write");
     let catalog = tmp.path().join("catalog.json");
     std::fs::write(
@@ -226,45 +173,16 @@ fn catalog_drives_names_and_reports_gaps() {
     .expect("write catalog");
     let entries = catalog::load(&catalog).expect("catalog");
     let sources = catalog::collect(&photos, Some(&entries)).expect("collect");
-    assert_eq!(
-        sources.entries_without_photos,
-        vec!["Tilda Swinton".to_string()]
-    );
-    assert_eq!(
-        sources.photos_without_entry,
-        vec![photos.join("kit-harington.jpg")]
-    );
+    assert_eq!(sources.entries_without_photos, vec!["Tilda Swinton".to_string()]);
+    assert_eq!(sources.photos_without_entry, vec![photos.join("kit-harington.jpg")]);
     let (g, report) = build(common::models(), sources, &config(0), |_, _| {}).expect("build");
-    let names: Vec<_> = g
-        .identities
-        .iter()
-        .map(|i| (i.name.as_str(), i.role.as_str(), i.n_movies))
-        .collect();
-    assert_eq!(
-        names,
-        vec![
-            ("Barack Obama", "president", 3),
-            ("Joe Biden", "president", 0)
-        ]
-    );
-    let reasons: Vec<_> = report
-        .rejected
-        .iter()
-        .map(|r| (r.person.as_str(), r.reason.kind()))
-        .collect();
+    let names: Vec<_> = g.identities.iter().map(|i| (i.name.as_str(), i.role.as_str(), i.n_movies)).collect();
+    assert_eq!(names, vec![("Barack Obama", "president", 3), ("Joe Biden", "president", 0)]);
+    let reasons: Vec<_> = report.rejected.iter().map(|r| (r.person.as_str(), r.reason.kind())).collect();
     assert!(reasons.contains(&("Rose Leslie", "no_face")), "{reasons:?}");
-    assert!(
-        reasons.contains(&("Alex Lacamoire", "unreadable")),
-        "{reasons:?}"
-    );
-    assert_eq!(
-        report.people_without_usable_photo,
-        vec!["Rose Leslie".to_string(), "Alex Lacamoire".to_string()]
-    );
-    assert!(matches!(
-        report.rejected[0].reason,
-        RejectReason::Unreadable { .. } | RejectReason::NoFace
-    ));
+    assert!(reasons.contains(&("Alex Lacamoire", "unreadable")), "{reasons:?}");
+    assert_eq!(report.people_without_usable_photo, vec!["Rose Leslie".to_string(), "Alex Lacamoire".to_string()]);
+    assert!(matches!(report.rejected[0].reason, RejectReason::Unreadable { .. } | RejectReason::NoFace));
 }
 
 #[test]
@@ -277,45 +195,25 @@ fn quality_filters_reject_with_reasons() {
         ("Rose", "named/face_recognition/Rose_Leslie/1.jpg"),
     ] {
         std::fs::create_dir_all(photos.join(person)).expect("mkdir");
-        std::fs::copy(
-            common::faces_dir().join(src),
-            photos.join(person).join("1.jpg"),
-        )
-        .expect("copy");
+        std::fs::copy(common::faces_dir().join(src), photos.join(person).join("1.jpg")).expect("copy");
     }
     // A small copy of a face: eyes too close together.
-    let obama = image::open(common::faces_dir().join("named/face_recognition/Kit_Harington/1.jpg"))
-        .expect("open");
+    let obama = image::open(common::faces_dir().join("named/face_recognition/Kit_Harington/1.jpg")).expect("open");
     std::fs::create_dir_all(photos.join("Kit")).expect("mkdir");
-    obama
-        .resize(400, 400, image::imageops::FilterType::Triangle)
-        .save(photos.join("Kit/small.png"))
-        .expect("save");
+    obama.resize(400, 400, image::imageops::FilterType::Triangle).save(photos.join("Kit/small.png")).expect("save");
     // A rolled head.
-    let biden = image::open(common::faces_dir().join("named/face_recognition/Joe_Biden/1.jpg"))
-        .expect("open")
-        .to_rgb8();
+    let biden =
+        image::open(common::faces_dir().join("named/face_recognition/Joe_Biden/1.jpg")).expect("open").to_rgb8();
     std::fs::create_dir_all(photos.join("Biden")).expect("mkdir");
-    image::imageops::rotate90(&biden)
-        .save(photos.join("Biden/sideways.png"))
-        .expect("save");
+    image::imageops::rotate90(&biden).save(photos.join("Biden/sideways.png")).expect("save");
     let sources = catalog::collect(&photos, None).expect("collect");
-    let cfg = BuildConfig {
-        min_eye_distance: 25.0,
-        ..config(0)
-    };
+    let cfg = BuildConfig { min_eye_distance: 25.0, ..config(0) };
     let (_, report) = build(common::models(), sources, &cfg, |_, _| {}).expect("build");
-    let kinds: std::collections::BTreeMap<_, _> = report
-        .rejected
-        .iter()
-        .map(|r| (r.person.clone(), r.reason.kind()))
-        .collect();
+    let kinds: std::collections::BTreeMap<_, _> =
+        report.rejected.iter().map(|r| (r.person.clone(), r.reason.kind())).collect();
     eprintln!("{kinds:?}");
     assert_eq!(kinds.get("Group Person"), Some(&"several_faces"));
     assert_eq!(kinds.get("Kit"), Some(&"eyes_too_close"));
-    assert!(matches!(
-        kinds.get("Biden"),
-        Some(&"head_rolled") | Some(&"no_face")
-    ));
+    assert!(matches!(kinds.get("Biden"), Some(&"head_rolled") | Some(&"no_face")));
     assert_eq!(report.identities, 2);
 }

@@ -13,11 +13,7 @@ fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
         }
     }
     !crc
@@ -55,71 +51,33 @@ fn hostile_inputs_give_typed_errors() {
     let jpeg = common::read("named/face_recognition/Barack_Obama/1.jpg");
     let mut one_px = Vec::new();
     image::RgbImage::new(1, 1)
-        .write_to(
-            &mut std::io::Cursor::new(&mut one_px),
-            image::ImageFormat::Png,
-        )
+        .write_to(&mut std::io::Cursor::new(&mut one_px), image::ImageFormat::Png)
         .expect("encode 1x1");
 
     assert!(matches!(decode(&[], &limits), Err(ImageError::Empty)));
-    assert!(matches!(
-        decode(&jpeg[..jpeg.len() / 2], &limits),
-        Err(ImageError::Corrupt { format: "JPEG", .. })
-    ));
-    assert!(matches!(
-        decode(&random_bytes(10_000, 42), &limits),
-        Err(ImageError::UnknownFormat)
-    ));
+    assert!(matches!(decode(&jpeg[..jpeg.len() / 2], &limits), Err(ImageError::Corrupt { format: "JPEG", .. })));
+    assert!(matches!(decode(&random_bytes(10_000, 42), &limits), Err(ImageError::UnknownFormat)));
     match decode(&png_claiming(100_000, 100_000), &limits) {
-        Err(ImageError::TooManyPixels {
-            width: 100_000,
-            height: 100_000,
-            ..
-        }) => {}
+        Err(ImageError::TooManyPixels { width: 100_000, height: 100_000, .. }) => {}
         other => panic!("100000x100000 PNG: {other:?}"),
     }
-    assert!(matches!(
-        decode(&one_px, &limits),
-        Err(ImageError::TooSmall {
-            width: 1,
-            height: 1
-        })
-    ));
-    assert!(matches!(
-        decode(b"hello, I am a text file named photo.jpg\n", &limits),
-        Err(ImageError::UnknownFormat)
-    ));
-    let small = DecodeLimits {
-        max_bytes: 1000,
-        ..limits
-    };
-    assert!(matches!(
-        decode(&jpeg, &small),
-        Err(ImageError::TooLarge { .. })
-    ));
+    assert!(matches!(decode(&one_px, &limits), Err(ImageError::TooSmall { width: 1, height: 1 })));
+    assert!(matches!(decode(b"hello, I am a text file named photo.jpg\n", &limits), Err(ImageError::UnknownFormat)));
+    let small = DecodeLimits { max_bytes: 1000, ..limits };
+    assert!(matches!(decode(&jpeg, &small), Err(ImageError::TooLarge { .. })));
     // A JPEG header on garbage.
     let mut fake = vec![0xFF, 0xD8, 0xFF, 0xE0];
     fake.extend(random_bytes(5000, 7));
-    assert!(matches!(
-        decode(&fake, &limits),
-        Err(ImageError::Corrupt { .. })
-    ));
+    assert!(matches!(decode(&fake, &limits), Err(ImageError::Corrupt { .. })));
 }
 
 #[test]
 fn hostile_inputs_through_the_analyzer_leave_it_working() {
     let mut a = common::analyzer();
     let jpeg = common::read("named/face_recognition/Barack_Obama/1.jpg");
-    let bad: Vec<Vec<u8>> = vec![
-        vec![],
-        jpeg[..200].to_vec(),
-        random_bytes(4096, 3),
-        png_claiming(100_000, 100_000),
-    ];
+    let bad: Vec<Vec<u8>> = vec![vec![], jpeg[..200].to_vec(), random_bytes(4096, 3), png_claiming(100_000, 100_000)];
     for b in &bad {
-        let err = a
-            .analyze_bytes(b, &AnalyzeOptions::default())
-            .expect_err("must fail");
+        let err = a.analyze_bytes(b, &AnalyzeOptions::default()).expect_err("must fail");
         assert!(matches!(err, AnalyzeError::Image(_)));
         assert!(!err.to_string().is_empty());
     }
@@ -127,20 +85,11 @@ fn hostile_inputs_through_the_analyzer_leave_it_working() {
     for cut in (100..jpeg.len()).step_by(jpeg.len() / 25) {
         let _ = a.analyze_bytes(&jpeg[..cut], &AnalyzeOptions::default());
     }
-    assert_eq!(
-        a.analyze_bytes(&jpeg, &AnalyzeOptions::default())
-            .expect("good photo")
-            .faces
-            .len(),
-        1
-    );
+    assert_eq!(a.analyze_bytes(&jpeg, &AnalyzeOptions::default()).expect("good photo").faces.len(), 1);
 }
 
 #[test]
 fn messages_are_readable() {
     let e = decode(&png_claiming(100_000, 100_000), &DecodeLimits::default()).expect_err("too big");
-    assert_eq!(
-        e.to_string(),
-        "the image is 100000x100000 pixels (10000000.0 MP), over the limit of 40.0 MP"
-    );
+    assert_eq!(e.to_string(), "the image is 100000x100000 pixels (10000000.0 MP), over the limit of 40.0 MP");
 }

@@ -7,89 +7,51 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, Args)]
 pub struct EngineArgs {
     /// Directory with dlib's model files (scripts/fetch-models.sh puts them in assets/models).
-    #[arg(
-        long,
-        env = "LOOKALIKE_MODELS",
-        default_value = "assets/models",
-        global = true
-    )]
+    #[arg(long, env = "LOOKALIKE_MODELS", default_value = "assets/models", global = true)]
     pub models: PathBuf,
     /// Largest accepted encoded image, in bytes.
     #[arg(long, env = "LOOKALIKE_MAX_IMAGE_BYTES", default_value_t = 20 * 1024 * 1024, global = true)]
     pub max_image_bytes: usize,
     /// Largest accepted image, in pixels (width x height, read from the header before decoding).
-    #[arg(
-        long,
-        env = "LOOKALIKE_MAX_IMAGE_PIXELS",
-        default_value_t = 40_000_000,
-        global = true
-    )]
+    #[arg(long, env = "LOOKALIKE_MAX_IMAGE_PIXELS", default_value_t = 40_000_000, global = true)]
     pub max_image_pixels: u64,
     /// Search: auto (exact below --hnsw-threshold embeddings, HNSW above), exact or hnsw.
     #[arg(long, env = "LOOKALIKE_SEARCH", default_value = "auto", value_parser = ["auto", "exact", "hnsw"], global = true)]
     pub search: String,
     /// Gallery size (embeddings) from which `--search auto` uses HNSW.
-    #[arg(
-        long,
-        env = "LOOKALIKE_HNSW_THRESHOLD",
-        default_value_t = 50_000,
-        global = true
-    )]
+    #[arg(long, env = "LOOKALIKE_HNSW_THRESHOLD", default_value_t = 50_000, global = true)]
     pub hnsw_threshold: usize,
     /// HNSW candidate list size at query time (recall vs speed).
     #[arg(long, env = "LOOKALIKE_HNSW_EF", default_value_t = 96, global = true)]
     pub hnsw_ef: usize,
     /// Longest side of the first face-detection pass (smaller is faster, misses small faces).
-    #[arg(
-        long,
-        env = "LOOKALIKE_DETECT_MAX_SIDE",
-        default_value_t = 640,
-        global = true
-    )]
+    #[arg(long, env = "LOOKALIKE_DETECT_MAX_SIDE", default_value_t = 640, global = true)]
     pub detect_max_side: u32,
     /// Longest side for dlib's CNN detector, the last resort when HOG finds no face
     /// (0 disables it; it costs ~0.2-0.5 s per photo without a face).
-    #[arg(
-        long,
-        env = "LOOKALIKE_CNN_MAX_SIDE",
-        default_value_t = 256,
-        global = true
-    )]
+    #[arg(long, env = "LOOKALIKE_CNN_MAX_SIDE", default_value_t = 256, global = true)]
     pub cnn_max_side: u32,
 }
 
 impl EngineArgs {
     pub fn limits(&self) -> DecodeLimits {
-        DecodeLimits {
-            max_bytes: self.max_image_bytes,
-            max_pixels: self.max_image_pixels,
-            ..DecodeLimits::default()
-        }
+        DecodeLimits { max_bytes: self.max_image_bytes, max_pixels: self.max_image_pixels, ..DecodeLimits::default() }
     }
 
     pub fn detect(&self) -> DetectConfig {
-        DetectConfig {
-            max_side: self.detect_max_side,
-            cnn_max_side: self.cnn_max_side,
-            ..DetectConfig::default()
-        }
+        DetectConfig { max_side: self.detect_max_side, cnn_max_side: self.cnn_max_side, ..DetectConfig::default() }
     }
 
     pub fn search_mode(&self) -> SearchMode {
         match self.search.as_str() {
             "exact" => SearchMode::Exact,
             "hnsw" => SearchMode::Hnsw,
-            _ => SearchMode::Auto {
-                hnsw_threshold: self.hnsw_threshold,
-            },
+            _ => SearchMode::Auto { hnsw_threshold: self.hnsw_threshold },
         }
     }
 
     pub fn hnsw_params(&self) -> HnswParams {
-        HnswParams {
-            ef_search: self.hnsw_ef,
-            ..HnswParams::default()
-        }
+        HnswParams { ef_search: self.hnsw_ef, ..HnswParams::default() }
     }
 }
 
@@ -99,11 +61,9 @@ pub fn check_cpu() -> Result<(), String> {
     #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
     {
         if !(std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")) {
-            return Err(
-                "this binary was built for x86-64-v3 (AVX2, FMA) and this CPU lacks them; \
+            return Err("this binary was built for x86-64-v3 (AVX2, FMA) and this CPU lacks them; \
                  rebuild with RUSTFLAGS=\"-C target-cpu=x86-64\" CXXFLAGS=\"-march=x86-64\""
-                    .into(),
-            );
+                .into());
         }
     }
     Ok(())

@@ -18,17 +18,10 @@ async fn match_embed_identity_and_info_on_real_photos() {
     let server = serving().await;
     let mut c = server.client().await;
 
-    let info = c
-        .get_gallery_info(pb::GetGalleryInfoRequest {})
-        .await
-        .expect("info")
-        .into_inner();
+    let info = c.get_gallery_info(pb::GetGalleryInfoRequest {}).await.expect("info").into_inner();
     assert_eq!(info.identities, 10);
     assert_eq!(info.index_kind, "exact");
-    assert!(info
-        .calibration
-        .as_ref()
-        .is_some_and(|c| c.std > 0.0 && c.mean > 0.3));
+    assert!(info.calibration.as_ref().is_some_and(|c| c.std > 0.0 && c.mean > 0.3));
     assert_eq!(info.workers, 2);
 
     for (query, expected) in [
@@ -38,103 +31,57 @@ async fn match_embed_identity_and_info_on_real_photos() {
         ("named/face_recognition/Barack_Obama/2.jpg", "Barack Obama"),
         ("tg1280/Kit_Harington/2.jpg", "Kit Harington"),
     ] {
-        let r = c
-            .r#match(match_image(photo(query), 3))
-            .await
-            .expect("match")
-            .into_inner();
+        let r = c.r#match(match_image(photo(query), 3)).await.expect("match").into_inner();
         assert_eq!(r.faces.len(), 1, "{query}");
         let f = &r.faces[0];
         assert_eq!(f.candidates.len(), 3);
         let top = &f.candidates[0];
         assert_eq!(top.name, expected, "{query}: {:?}", f.candidates);
-        assert!(
-            top.distance < 0.6 && top.similarity_percent > 50.0,
-            "{query}: {top:?}"
-        );
-        assert!(f
-            .candidates
-            .windows(2)
-            .all(|w| w[0].distance <= w[1].distance));
+        assert!(top.distance < 0.6 && top.similarity_percent > 50.0, "{query}: {top:?}");
+        assert!(f.candidates.windows(2).all(|w| w[0].distance <= w[1].distance));
         let face = f.face.as_ref().expect("face");
         assert_eq!(face.landmarks.len(), 5);
-        assert!(face
-            .quality
-            .as_ref()
-            .is_some_and(|q| q.eye_distance_px > 10.0));
+        assert!(face.quality.as_ref().is_some_and(|q| q.eye_distance_px > 10.0));
         assert_eq!(r.gallery_version, info.version);
         let t = r.timings.expect("timings");
         assert!(t.encode_ms > 0.0 && t.detect_ms > 0.0 && t.total_ms >= t.encode_ms);
 
         let id = c
-            .get_identity(pb::GetIdentityRequest {
-                identity_id: top.identity_id,
-                omit_thumbnail: false,
-            })
+            .get_identity(pb::GetIdentityRequest { identity_id: top.identity_id, omit_thumbnail: false })
             .await
             .expect("identity")
             .into_inner();
         assert_eq!(id.name, expected);
-        assert_eq!(
-            &id.thumbnail_jpeg[..2],
-            &[0xFF, 0xD8],
-            "thumbnail is a JPEG"
-        );
+        assert_eq!(&id.thumbnail_jpeg[..2], &[0xFF, 0xD8], "thumbnail is a JPEG");
     }
 
     // Embed, then Match by the embedding: same answer as by the photo.
     let bytes = photo("lfw-dev/Hugo_Chavez/0002.jpg");
-    let e = c
-        .embed(pb::EmbedRequest {
-            image: bytes.clone(),
-            ..Default::default()
-        })
-        .await
-        .expect("embed")
-        .into_inner();
+    let e = c.embed(pb::EmbedRequest { image: bytes.clone(), ..Default::default() }).await.expect("embed").into_inner();
     assert_eq!(e.faces.len(), 1);
-    let values = e.faces[0]
-        .embedding
-        .as_ref()
-        .expect("embedding")
-        .values
-        .clone();
+    let values = e.faces[0].embedding.as_ref().expect("embedding").values.clone();
     assert_eq!(values.len(), 128);
     let by_vec = c
         .r#match(pb::MatchRequest {
-            query: Some(pb::match_request::Query::Embedding(pb::Embedding {
-                values,
-            })),
+            query: Some(pb::match_request::Query::Embedding(pb::Embedding { values })),
             top_k: 2,
             ..Default::default()
         })
         .await
         .expect("match by embedding")
         .into_inner();
-    let by_photo = c
-        .r#match(match_image(bytes, 2))
-        .await
-        .expect("match")
-        .into_inner();
+    let by_photo = c.r#match(match_image(bytes, 2)).await.expect("match").into_inner();
     assert_eq!(by_vec.faces[0].candidates, by_photo.faces[0].candidates);
     assert_eq!(by_vec.faces[0].candidates[0].name, "Hugo Chavez");
 
     // Unknown identity.
-    let err = c
-        .get_identity(pb::GetIdentityRequest {
-            identity_id: 999,
-            omit_thumbnail: true,
-        })
-        .await
-        .expect_err("404");
+    let err = c.get_identity(pb::GetIdentityRequest { identity_id: 999, omit_thumbnail: true }).await.expect_err("404");
     assert_eq!(err.code(), tonic::Code::NotFound);
 
     // All faces of a group photo, left to right; max_distance filters candidates.
     let group = c
         .r#match(pb::MatchRequest {
-            query: Some(pb::match_request::Query::Image(photo(
-                "scenes/group-t1.jpg",
-            ))),
+            query: Some(pb::match_request::Query::Image(photo("scenes/group-t1.jpg"))),
             faces: pb::FaceSelection::All as i32,
             max_faces: 20,
             top_k: 2,
@@ -145,30 +92,13 @@ async fn match_embed_identity_and_info_on_real_photos() {
         .expect("group")
         .into_inner();
     assert!(group.faces.len() >= 4);
-    let lefts: Vec<i32> = group
-        .faces
-        .iter()
-        .map(|f| {
-            f.face
-                .as_ref()
-                .and_then(|x| x.r#box)
-                .map(|b| b.left)
-                .unwrap_or(0)
-        })
-        .collect();
+    let lefts: Vec<i32> =
+        group.faces.iter().map(|f| f.face.as_ref().and_then(|x| x.r#box).map(|b| b.left).unwrap_or(0)).collect();
     assert!(lefts.windows(2).all(|w| w[0] <= w[1]), "{lefts:?}");
-    assert!(group
-        .faces
-        .iter()
-        .flat_map(|f| &f.candidates)
-        .all(|c| c.distance <= 0.3));
+    assert!(group.faces.iter().flat_map(|f| &f.candidates).all(|c| c.distance <= 0.3));
 
     // No face: an empty list, not an error.
-    let none = c
-        .r#match(match_image(photo("scenes/coffee.png"), 1))
-        .await
-        .expect("coffee")
-        .into_inner();
+    let none = c.r#match(match_image(photo("scenes/coffee.png"), 1)).await.expect("coffee").into_inner();
     assert!(none.faces.is_empty());
 }
 
@@ -178,10 +108,7 @@ async fn match_stream_answers_many_photos_in_order() {
     let mut c = server.client().await;
     let mut requests = Vec::new();
     let mut expected = Vec::new();
-    for (dir, _) in common::PEOPLE
-        .iter()
-        .filter(|(d, _)| d.starts_with("lfw-dev"))
-    {
+    for (dir, _) in common::PEOPLE.iter().filter(|(d, _)| d.starts_with("lfw-dev")) {
         let name = dir.rsplit('/').next().unwrap_or_default().replace('_', " ");
         for n in 2..=4 {
             let path = format!("{dir}/{n:04}.jpg");
@@ -200,11 +127,7 @@ async fn match_stream_answers_many_photos_in_order() {
     expected.insert(3, String::new());
     let n = requests.len();
     assert!(n >= 15);
-    let mut stream = c
-        .match_stream(tokio_stream::iter(requests))
-        .await
-        .expect("stream")
-        .into_inner();
+    let mut stream = c.match_stream(tokio_stream::iter(requests)).await.expect("stream").into_inner();
     let mut got = Vec::new();
     while let Some(item) = stream.message().await.expect("stream item") {
         got.push(item);
@@ -215,12 +138,8 @@ async fn match_stream_answers_many_photos_in_order() {
         assert_eq!(item.index as usize, i);
         match &item.outcome {
             Some(pb::match_result::Outcome::Response(r)) => {
-                correct += usize::from(
-                    r.faces
-                        .first()
-                        .and_then(|f| f.candidates.first())
-                        .is_some_and(|c| &c.name == want),
-                );
+                correct +=
+                    usize::from(r.faces.first().and_then(|f| f.candidates.first()).is_some_and(|c| &c.name == want));
             }
             Some(pb::match_result::Outcome::Error(e)) => {
                 assert_eq!(item.request_id, "bad");
@@ -240,21 +159,14 @@ async fn incoming_traceparent_is_continued_and_logged() {
     let server = serving().await;
     let mut c = server.client().await;
     let mut req = tonic::Request::new(match_image(photo("lfw-dev/Ariel_Sharon/0002.jpg"), 1));
-    req.metadata_mut().insert(
-        "traceparent",
-        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-            .parse()
-            .expect("ascii"),
-    );
+    req.metadata_mut()
+        .insert("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".parse().expect("ascii"));
     let r = c.r#match(req).await.expect("match").into_inner();
     assert_eq!(r.faces[0].candidates[0].name, "Ariel Sharon");
     let mut found = None;
     for _ in 0..50 {
         let log = server.log_text();
-        if let Some(line) = log
-            .lines()
-            .find(|l| l.contains("4bf92f3577b34da6a3ce929d0e0e4736"))
-        {
+        if let Some(line) = log.lines().find(|l| l.contains("4bf92f3577b34da6a3ce929d0e0e4736")) {
             found = Some(line.to_string());
             break;
         }

@@ -17,10 +17,7 @@ fn with_timeout<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn expired_and_cancelled_requests_free_their_places() {
-    let server = Server::start(
-        &common::people_gallery(),
-        &["--workers", "1", "--queue", "4"],
-    );
+    let server = Server::start(&common::people_gallery(), &["--workers", "1", "--queue", "4"]);
     server.wait_serving().await;
     let client = server.client().await;
     let big = photo("hires/id01/1.jpg");
@@ -36,13 +33,8 @@ async fn expired_and_cancelled_requests_free_their_places() {
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
     let mut c = client.clone();
-    let err = c
-        .r#match(with_timeout(
-            match_image(small.clone(), 1),
-            Duration::from_millis(30),
-        ))
-        .await
-        .expect_err("expires");
+    let err =
+        c.r#match(with_timeout(match_image(small.clone(), 1), Duration::from_millis(30))).await.expect_err("expires");
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
 
     // Cancelled calls (client gives up) free their queue places: fill the queue with calls
@@ -68,26 +60,18 @@ async fn expired_and_cancelled_requests_free_their_places() {
         accepted.push(tokio::spawn(async move { c.r#match(req).await }));
     }
     for a in accepted {
-        let r = a
-            .await
-            .expect("task")
-            .expect("accepted after cancellations freed the queue");
+        let r = a.await.expect("task").expect("accepted after cancellations freed the queue");
         assert_eq!(r.into_inner().faces[0].candidates[0].name, "Tony Blair");
     }
     let m = server.metrics();
-    assert!(
-        m.contains("lookalike_shed_total{reason=\"deadline\"}"),
-        "{m}"
-    );
+    assert!(m.contains("lookalike_shed_total{reason=\"deadline\"}"), "{m}");
     assert!(m.contains("lookalike_queue_depth 0"), "{m}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_finishes_in_flight_calls_and_exits_zero() {
-    let mut server = Server::start(
-        &common::people_gallery(),
-        &["--workers", "1", "--queue", "8", "--grace-period", "60"],
-    );
+    let mut server =
+        Server::start(&common::people_gallery(), &["--workers", "1", "--queue", "8", "--grace-period", "60"]);
     server.wait_serving().await;
     let client = server.client().await;
     let bytes = photo("hires/id02/1.jpg");
@@ -110,10 +94,7 @@ async fn sigterm_finishes_in_flight_calls_and_exits_zero() {
     .await
     .expect("join");
     let (st, log) = status;
-    assert!(
-        st.is_some_and(|s| s.success()),
-        "exit status {st:?}; log:\n{log}"
-    );
+    assert!(st.is_some_and(|s| s.success()), "exit status {st:?}; log:\n{log}");
     assert!(log.contains("draining") && log.contains("drained"), "{log}");
 }
 
@@ -125,29 +106,18 @@ async fn reload_swaps_a_good_gallery_and_refuses_a_broken_one() {
     let server = Server::start(&serving_path, &["--workers", "1", "--watch-interval", "1"]);
     server.wait_serving().await;
     let mut c = server.client().await;
-    let v1 = c
-        .get_gallery_info(pb::GetGalleryInfoRequest {})
-        .await
-        .expect("info")
-        .into_inner();
+    let v1 = c.get_gallery_info(pb::GetGalleryInfoRequest {}).await.expect("info").into_inner();
     assert_eq!(v1.identities, 10);
 
     // A second gallery, swapped in by atomic rename + SIGHUP.
-    let other = common::build_gallery(
-        &common::faces_dir().join("named/face_recognition"),
-        "fr.lkg",
-    );
+    let other = common::build_gallery(&common::faces_dir().join("named/face_recognition"), "fr.lkg");
     let staged = dir.path().join(".gallery.lkg.tmp");
     std::fs::copy(&other, &staged).expect("copy");
     std::fs::rename(&staged, &serving_path).expect("rename");
     server.signal("HUP");
     let mut v2 = v1.clone();
     for _ in 0..100 {
-        v2 = c
-            .get_gallery_info(pb::GetGalleryInfoRequest {})
-            .await
-            .expect("info")
-            .into_inner();
+        v2 = c.get_gallery_info(pb::GetGalleryInfoRequest {}).await.expect("info").into_inner();
         if v2.version != v1.version {
             break;
         }
@@ -155,11 +125,7 @@ async fn reload_swaps_a_good_gallery_and_refuses_a_broken_one() {
     }
     assert_ne!(v2.version, v1.version, "gallery was not reloaded");
     assert_eq!(v2.identities, 6);
-    let r = c
-        .r#match(match_image(photo("tg1280/Rose_Leslie/2.jpg"), 1))
-        .await
-        .expect("match")
-        .into_inner();
+    let r = c.r#match(match_image(photo("tg1280/Rose_Leslie/2.jpg"), 1)).await.expect("match").into_inner();
     assert_eq!(r.gallery_version, v2.version);
     assert_eq!(r.faces[0].candidates[0].name, "Rose Leslie");
 
@@ -170,31 +136,32 @@ async fn reload_swaps_a_good_gallery_and_refuses_a_broken_one() {
     std::fs::rename(&staged, &serving_path).expect("rename");
     let mut refused = false;
     for _ in 0..100 {
-        if server
-            .metrics()
-            .contains("lookalike_gallery_reloads_total{result=\"refused\"} 1")
-        {
+        if server.metrics().contains("lookalike_gallery_reloads_total{result=\"refused\"} 1") {
             refused = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(
-        refused,
-        "broken gallery was not noticed; log:\n{}",
-        server.log_text()
-    );
-    let v3 = c
-        .get_gallery_info(pb::GetGalleryInfoRequest {})
-        .await
-        .expect("info")
-        .into_inner();
+    assert!(refused, "broken gallery was not noticed; log:\n{}", server.log_text());
+    let v3 = c.get_gallery_info(pb::GetGalleryInfoRequest {}).await.expect("info").into_inner();
     assert_eq!(v3.version, v2.version, "the previous gallery keeps serving");
-    let r = c
-        .r#match(match_image(photo("tg1280/Rose_Leslie/2.jpg"), 1))
-        .await
-        .expect("still serving")
-        .into_inner();
+    let r = c.r#match(match_image(photo("tg1280/Rose_Leslie/2.jpg"), 1)).await.expect("still serving").into_inner();
     assert_eq!(r.faces[0].candidates[0].name, "Rose Leslie");
     assert!(server.log_text().contains("new gallery refused"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_gallery_at_startup_exits_with_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("broken.lkg");
+    std::fs::write(&path, "not a gallery at all").expect("write");
+    let mut server = Server::start(&path, &["--workers", "1"]);
+    let (status, log) = tokio::task::spawn_blocking(move || {
+        let st = server.wait_exit(Duration::from_secs(60));
+        (st, server.log_text())
+    })
+    .await
+    .expect("join");
+    assert!(status.is_some_and(|s| !s.success()), "must exit non-zero: {status:?}\n{log}");
+    assert!(log.contains("is not a lookalike gallery file"), "{log}");
 }

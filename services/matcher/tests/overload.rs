@@ -11,10 +11,7 @@ use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn excess_is_shed_quickly_and_accepted_calls_are_answered() {
-    let server = Server::start(
-        &common::people_gallery(),
-        &["--workers", "1", "--queue", "2"],
-    );
+    let server = Server::start(&common::people_gallery(), &["--workers", "1", "--queue", "2"]);
     server.wait_serving().await;
     let client = server.client().await;
     let bytes = photo("tg1280/Barack_Obama/2.jpg");
@@ -27,9 +24,7 @@ async fn excess_is_shed_quickly_and_accepted_calls_are_answered() {
         let req = match_image(bytes.clone(), 1);
         handles.push(tokio::spawn(async move {
             let t = Instant::now();
-            let r = tokio::time::timeout(Duration::from_secs(120), c.r#match(req))
-                .await
-                .expect("no call hangs");
+            let r = tokio::time::timeout(Duration::from_secs(120), c.r#match(req)).await.expect("no call hangs");
             (r, t.elapsed())
         }));
     }
@@ -39,10 +34,7 @@ async fn excess_is_shed_quickly_and_accepted_calls_are_answered() {
         match r {
             Ok(resp) => {
                 ok += 1;
-                assert_eq!(
-                    resp.into_inner().faces[0].candidates[0].name,
-                    "Barack Obama"
-                );
+                assert_eq!(resp.into_inner().faces[0].candidates[0].name, "Barack Obama");
             }
             Err(s) if s.code() == Code::ResourceExhausted => {
                 refused += 1;
@@ -54,36 +46,18 @@ async fn excess_is_shed_quickly_and_accepted_calls_are_answered() {
     }
     let peak = server.peak_rss_mib();
     eprintln!("{ok} accepted, {refused} refused (slowest refusal {refused_slowest:?}); peak RSS {rss_before:.0} -> {peak:.0} MiB");
-    assert!(
-        ok >= 3,
-        "at least the worker's call and the queue's are answered"
-    );
-    assert!(
-        refused >= calls / 2,
-        "most of a 40-call burst against 1 worker + 2 queue places is shed"
-    );
+    assert!(ok >= 3, "at least the worker's call and the queue's are answered");
+    assert!(refused >= calls / 2, "most of a 40-call burst against 1 worker + 2 queue places is shed");
     assert_eq!(ok + refused, calls);
     // Refusals do not wait for a worker (one photo takes ~70 ms; a refusal must not queue behind them).
-    assert!(
-        refused_slowest < Duration::from_secs(2),
-        "refusals are immediate: {refused_slowest:?}"
-    );
+    assert!(refused_slowest < Duration::from_secs(2), "refusals are immediate: {refused_slowest:?}");
     // 40 photos of ~200 KB in flight must not grow memory by more than a bounded amount.
-    assert!(
-        peak - rss_before < 150.0,
-        "memory grew from {rss_before} to {peak} MiB"
-    );
+    assert!(peak - rss_before < 150.0, "memory grew from {rss_before} to {peak} MiB");
     let m = server.metrics();
-    assert!(
-        m.contains("lookalike_shed_total{reason=\"queue_full\"}"),
-        "{m}"
-    );
+    assert!(m.contains("lookalike_shed_total{reason=\"queue_full\"}"), "{m}");
 
     // The server recovers: a follow-up call is answered.
     let mut c = client.clone();
-    let r = c
-        .r#match(match_image(bytes, 1))
-        .await
-        .expect("after the burst");
+    let r = c.r#match(match_image(bytes, 1)).await.expect("after the burst");
     assert_eq!(r.into_inner().faces.len(), 1);
 }

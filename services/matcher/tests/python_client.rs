@@ -21,25 +21,13 @@ async fn python_client_generated_from_the_proto_calls_match() {
         .arg(common::faces_dir().join("scenes/rocket.jpg"))
         .output()
         .await
-        .unwrap_or_else(|e| panic!("cannot run {python} (grpcio, grpcio-tools needed; scripts/test.sh installs them): {e}"));
+        .unwrap_or_else(|e| {
+            panic!("cannot run {python} (grpcio, grpcio-tools needed; scripts/test.sh installs them): {e}")
+        });
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "python client failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
-        .collect();
+    assert!(out.status.success(), "python client failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
     assert_eq!(lines[0]["identities"], 10);
-    assert_eq!(
-        lines[1]["faces"][0]["candidates"][0]["name"], "Jean Chretien",
-        "{stdout}"
-    );
-    assert_eq!(
-        lines[2]["faces"].as_array().map(Vec::len),
-        Some(0),
-        "{stdout}"
-    );
+    assert_eq!(lines[1]["faces"][0]["candidates"][0]["name"], "Jean Chretien", "{stdout}");
+    assert_eq!(lines[2]["faces"].as_array().map(Vec::len), Some(0), "{stdout}");
 }

@@ -68,10 +68,7 @@ impl HogDetector {
                 return dlib::get_frontal_face_detector();
             })
         };
-        Self {
-            inner,
-            _not_sync: std::marker::PhantomData,
-        }
+        Self { inner, _not_sync: std::marker::PhantomData }
     }
 
     /// Runs the detector (no upsampling: the caller resizes). `max` bounds the output.
@@ -108,13 +105,7 @@ impl HogDetector {
         out.truncate(n as usize * 5);
         Ok(out
             .chunks_exact(5)
-            .map(|c| RawDetection {
-                left: c[0],
-                top: c[1],
-                right: c[2],
-                bottom: c[3],
-                score: c[4],
-            })
+            .map(|c| RawDetection { left: c[0], top: c[1], right: c[2], bottom: c[3], score: c[4] })
             .collect())
     }
 }
@@ -133,10 +124,7 @@ pub struct FaceEncoder {
 
 impl Clone for FaceEncoder {
     fn clone(&self) -> Self {
-        Self {
-            inner: self.inner.clone(),
-            _not_sync: std::marker::PhantomData,
-        }
+        Self { inner: self.inner.clone(), _not_sync: std::marker::PhantomData }
     }
 }
 
@@ -158,15 +146,9 @@ impl FaceEncoder {
             })
         };
         if ok {
-            Ok(Self {
-                inner,
-                _not_sync: std::marker::PhantomData,
-            })
+            Ok(Self { inner, _not_sync: std::marker::PhantomData })
         } else {
-            Err(format!(
-                "cannot load the face encoder from {}",
-                path.display()
-            ))
+            Err(format!("cannot load the face encoder from {}", path.display()))
         }
     }
 
@@ -230,12 +212,7 @@ impl FaceEncoder {
 }
 
 /// An aligned square face chip (RGB8, `size` x `size`), the same alignment the encoder uses.
-pub fn face_chip(
-    image: &ImageMatrix,
-    face: &FaceLandmarks,
-    size: u32,
-    padding: f64,
-) -> Result<Vec<u8>, String> {
+pub fn face_chip(image: &ImageMatrix, face: &FaceLandmarks, size: u32, padding: f64) -> Result<Vec<u8>, String> {
     let size = size.clamp(16, 1024) as usize;
     let mut out = vec![0u8; size * size * 3];
     let buf = out.as_mut_ptr();

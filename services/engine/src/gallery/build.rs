@@ -102,63 +102,34 @@ struct Job {
 
 fn seed_for(path: &std::path::Path) -> u64 {
     // FNV-1a of the file name: a photo always gets the same jitter, whatever the order.
-    let name = path
-        .file_name()
-        .map(|n| n.as_encoded_bytes().to_vec())
-        .unwrap_or_default();
-    let parent = path
-        .parent()
-        .and_then(|p| p.file_name())
-        .map(|n| n.as_encoded_bytes().to_vec())
-        .unwrap_or_default();
-    parent
-        .iter()
-        .chain(&name)
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
-        })
+    let name = path.file_name().map(|n| n.as_encoded_bytes().to_vec()).unwrap_or_default();
+    let parent = path.parent().and_then(|p| p.file_name()).map(|n| n.as_encoded_bytes().to_vec()).unwrap_or_default();
+    parent.iter().chain(&name).fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3))
 }
 
 fn judge(analyzer: &mut FaceAnalyzer, job: &Job, cfg: &BuildConfig) -> Result<Face, RejectReason> {
-    let bytes = std::fs::read(&job.photo).map_err(|e| RejectReason::Unreadable {
-        detail: e.to_string(),
-    })?;
+    let bytes = std::fs::read(&job.photo).map_err(|e| RejectReason::Unreadable { detail: e.to_string() })?;
     let opts = AnalyzeOptions {
         jitters: cfg.jitters,
         seed: seed_for(&job.photo),
         chip_size: Some(cfg.thumbnail_size),
         ..Default::default()
     };
-    let analysis = analyzer
-        .analyze_bytes(&bytes, &opts)
-        .map_err(|e| RejectReason::Unreadable {
-            detail: e.to_string(),
-        })?;
+    let analysis =
+        analyzer.analyze_bytes(&bytes, &opts).map_err(|e| RejectReason::Unreadable { detail: e.to_string() })?;
     let Some(face) = analysis.faces.into_iter().next() else {
         return Err(RejectReason::NoFace);
     };
     let main_area = face.bbox.area() as f32;
-    let rivals = analysis
-        .detections
-        .iter()
-        .filter(|b| b.area() as f32 >= cfg.ambiguity_ratio * main_area)
-        .count();
+    let rivals = analysis.detections.iter().filter(|b| b.area() as f32 >= cfg.ambiguity_ratio * main_area).count();
     if rivals > 1 {
-        return Err(RejectReason::SeveralFaces {
-            faces: analysis.detections.len(),
-        });
+        return Err(RejectReason::SeveralFaces { faces: analysis.detections.len() });
     }
     if face.eye_distance < cfg.min_eye_distance {
-        return Err(RejectReason::EyesTooClose {
-            eye_distance_px: face.eye_distance,
-            min_px: cfg.min_eye_distance,
-        });
+        return Err(RejectReason::EyesTooClose { eye_distance_px: face.eye_distance, min_px: cfg.min_eye_distance });
     }
     if face.roll_degrees.abs() > cfg.max_roll_degrees {
-        return Err(RejectReason::HeadRolled {
-            roll_degrees: face.roll_degrees,
-            max_degrees: cfg.max_roll_degrees,
-        });
+        return Err(RejectReason::HeadRolled { roll_degrees: face.roll_degrees, max_degrees: cfg.max_roll_degrees });
     }
     Ok(face)
 }
@@ -184,22 +155,9 @@ pub fn build(
         .people
         .iter()
         .enumerate()
-        .flat_map(|(person, p)| {
-            p.photos.iter().map(move |photo| Job {
-                person,
-                photo: photo.clone(),
-            })
-        })
+        .flat_map(|(person, p)| p.photos.iter().map(move |photo| Job { person, photo: photo.clone() }))
         .collect();
-    let results = map_items(
-        models,
-        cfg.limits,
-        cfg.detect,
-        cfg.workers,
-        &jobs,
-        |a, job| judge(a, job, cfg),
-        progress,
-    );
+    let results = map_items(models, cfg.limits, cfg.detect, cfg.workers, &jobs, |a, job| judge(a, job, cfg), progress);
 
     let mut report = BuildReport {
         photos: jobs.len(),
@@ -213,11 +171,7 @@ pub fn build(
     let mut accepted_per_person = vec![Vec::new(); sources.people.len()];
     for (job, result) in jobs.iter().zip(results) {
         let person = &sources.people[job.person];
-        let reject = |reason| Rejection {
-            photo: job.photo.clone(),
-            person: person.name.clone(),
-            reason,
-        };
+        let reject = |reason| Rejection { photo: job.photo.clone(), person: person.name.clone(), reason };
         match result {
             Ok(face) if accepted_per_person[job.person].len() < cfg.max_photos_per_person => {
                 accepted_per_person[job.person].push(face)
@@ -232,11 +186,7 @@ pub fn build(
             continue;
         };
         let id = identities.len() as u32;
-        let thumbnail = first
-            .chip
-            .as_deref()
-            .map(|c| thumbnail_jpeg(c, cfg.thumbnail_size))
-            .unwrap_or_default();
+        let thumbnail = first.chip.as_deref().map(|c| thumbnail_jpeg(c, cfg.thumbnail_size)).unwrap_or_default();
         identities.push(Identity {
             name: person.name.clone(),
             alias: person.alias.clone(),
@@ -251,10 +201,7 @@ pub fn build(
         }
     }
     for r in &report.rejected {
-        *report
-            .rejected_by_reason
-            .entry(r.reason.kind().to_string())
-            .or_default() += 1;
+        *report.rejected_by_reason.entry(r.reason.kind().to_string()).or_default() += 1;
     }
     report.accepted = owners.len();
     report.identities = identities.len();
@@ -275,10 +222,7 @@ pub fn build(
 
 /// UTC timestamp without pulling in a date crate.
 pub fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil-from-days (Howard Hinnant's algorithm).
     let z = days as i64 + 719_468;
@@ -290,10 +234,5 @@ pub fn now_rfc3339() -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }

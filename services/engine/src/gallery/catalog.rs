@@ -19,10 +19,7 @@ pub struct CatalogEntry {
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
     #[error("cannot read {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("catalog {path} is not valid JSON of the expected shape: {detail}")]
     Json { path: PathBuf, detail: String },
     #[error("catalog {path}: entry {index} has an empty name or alias")]
@@ -73,35 +70,20 @@ pub fn alias_for(name: &str) -> String {
 
 /// "Tilda_Swinton" -> "Tilda Swinton".
 pub fn name_for(key: &str) -> String {
-    key.replace('_', " ")
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
+    key.replace('_', " ").split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 pub fn load(path: &Path) -> Result<Vec<CatalogEntry>, CatalogError> {
-    let text = std::fs::read_to_string(path).map_err(|source| CatalogError::Io {
-        path: path.into(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|source| CatalogError::Io { path: path.into(), source })?;
     let entries: Vec<CatalogEntry> =
-        serde_json::from_str(&text).map_err(|e| CatalogError::Json {
-            path: path.into(),
-            detail: e.to_string(),
-        })?;
+        serde_json::from_str(&text).map_err(|e| CatalogError::Json { path: path.into(), detail: e.to_string() })?;
     let mut seen = std::collections::HashSet::new();
     for (index, e) in entries.iter().enumerate() {
         if e.name.trim().is_empty() || e.alias.trim().is_empty() {
-            return Err(CatalogError::EmptyField {
-                path: path.into(),
-                index,
-            });
+            return Err(CatalogError::EmptyField { path: path.into(), index });
         }
         if !seen.insert(e.alias.clone()) {
-            return Err(CatalogError::DuplicateAlias {
-                path: path.into(),
-                alias: e.alias.clone(),
-            });
+            return Err(CatalogError::DuplicateAlias { path: path.into(), alias: e.alias.clone() });
         }
     }
     Ok(entries)
@@ -109,31 +91,17 @@ pub fn load(path: &Path) -> Result<Vec<CatalogEntry>, CatalogError> {
 
 /// Groups the photos under `dir` by person key (folder name or file stem).
 fn scan(dir: &Path) -> Result<BTreeMap<String, Vec<PathBuf>>, CatalogError> {
-    let io = |source| CatalogError::Io {
-        path: dir.into(),
-        source,
-    };
+    let io = |source| CatalogError::Io { path: dir.into(), source };
     let mut groups: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
     for entry in std::fs::read_dir(dir).map_err(io)? {
         let path = entry.map_err(io)?.path();
-        let Some(key) = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .map(str::to_string)
-        else {
+        let Some(key) = path.file_stem().and_then(|s| s.to_str()).map(str::to_string) else {
             continue;
         };
         if path.is_dir() {
-            let key = path
-                .file_name()
-                .and_then(|s| s.to_str())
-                .unwrap_or(&key)
-                .to_string();
+            let key = path.file_name().and_then(|s| s.to_str()).unwrap_or(&key).to_string();
             let mut photos: Vec<PathBuf> = std::fs::read_dir(&path)
-                .map_err(|source| CatalogError::Io {
-                    path: path.clone(),
-                    source,
-                })?
+                .map_err(|source| CatalogError::Io { path: path.clone(), source })?
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| p.is_file() && is_image(p))
                 .collect();
@@ -169,14 +137,9 @@ pub fn collect(dir: &Path, catalog: Option<&[CatalogEntry]>) -> Result<Sources, 
         Some(entries) => {
             // A folder or file matches an entry by its alias, or by the alias of its name.
             let mut by_alias: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
-            let known: std::collections::HashSet<&str> =
-                entries.iter().map(|e| e.alias.as_str()).collect();
+            let known: std::collections::HashSet<&str> = entries.iter().map(|e| e.alias.as_str()).collect();
             for (key, photos) in groups {
-                let alias = if known.contains(key.as_str()) {
-                    key.clone()
-                } else {
-                    alias_for(&key)
-                };
+                let alias = if known.contains(key.as_str()) { key.clone() } else { alias_for(&key) };
                 if known.contains(alias.as_str()) {
                     by_alias.entry(alias).or_default().extend(photos);
                 } else {

@@ -16,20 +16,12 @@ const HEADER_LEN: usize = 8 + 4 + 8;
 #[derive(Debug, thiserror::Error)]
 pub enum GalleryError {
     #[error("cannot read gallery {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("cannot write gallery {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Write { path: PathBuf, source: std::io::Error },
     #[error("{path} is not a lookalike gallery file")]
     NotAGallery { path: PathBuf },
-    #[error(
-        "gallery {path} has format version {found}; this build reads version {FORMAT_VERSION}"
-    )]
+    #[error("gallery {path} has format version {found}; this build reads version {FORMAT_VERSION}")]
     WrongFormat { path: PathBuf, found: u32 },
     #[error("gallery {path} is truncated or corrupt (checksum mismatch)")]
     Corrupt { path: PathBuf },
@@ -64,11 +56,7 @@ pub(super) fn write(g: &Gallery, path: &Path) -> Result<String, GalleryError> {
     let hnsw = match &g.hnsw {
         Some(index) => {
             let (graph, data) = index.to_bytes().map_err(GalleryError::Invalid)?;
-            Some(HnswBlob {
-                params: index.params,
-                graph,
-                data,
-            })
+            Some(HnswBlob { params: index.params, graph, data })
         }
         None => None,
     };
@@ -83,25 +71,14 @@ pub(super) fn write(g: &Gallery, path: &Path) -> Result<String, GalleryError> {
     let body = bincode::serde::encode_to_vec(&payload, bincode_config())
         .map_err(|e| GalleryError::Invalid(format!("cannot encode: {e}")))?;
     let digest = Sha256::digest(&body);
-    let werr = |source| GalleryError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".gallery")
-        .suffix(".lkg.tmp")
-        .tempfile_in(dir)
-        .map_err(werr)?;
+    let werr = |source| GalleryError::Write { path: path.to_path_buf(), source };
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new().prefix(".gallery").suffix(".lkg.tmp").tempfile_in(dir).map_err(werr)?;
     {
         let f = tmp.as_file_mut();
         f.write_all(MAGIC).map_err(werr)?;
         f.write_all(&FORMAT_VERSION.to_le_bytes()).map_err(werr)?;
-        f.write_all(&(body.len() as u64).to_le_bytes())
-            .map_err(werr)?;
+        f.write_all(&(body.len() as u64).to_le_bytes()).map_err(werr)?;
         f.write_all(&body).map_err(werr)?;
         f.write_all(&digest).map_err(werr)?;
         f.sync_all().map_err(werr)?;
@@ -115,10 +92,7 @@ fn version_of(digest: &[u8]) -> String {
 }
 
 pub(super) fn read(path: &Path, params: HnswParams) -> Result<Gallery, GalleryError> {
-    let bytes = std::fs::read(path).map_err(|source| GalleryError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = std::fs::read(path).map_err(|source| GalleryError::Read { path: path.to_path_buf(), source })?;
     let p = || path.to_path_buf();
     if bytes.len() < HEADER_LEN + 32 || &bytes[..8] != MAGIC {
         return Err(GalleryError::NotAGallery { path: p() });
@@ -127,15 +101,11 @@ pub(super) fn read(path: &Path, params: HnswParams) -> Result<Gallery, GalleryEr
     u32buf.copy_from_slice(&bytes[8..12]);
     let format = u32::from_le_bytes(u32buf);
     if format != FORMAT_VERSION {
-        return Err(GalleryError::WrongFormat {
-            path: p(),
-            found: format,
-        });
+        return Err(GalleryError::WrongFormat { path: p(), found: format });
     }
     let mut u64buf = [0u8; 8];
     u64buf.copy_from_slice(&bytes[12..20]);
-    let len = usize::try_from(u64::from_le_bytes(u64buf))
-        .map_err(|_| GalleryError::Corrupt { path: p() })?;
+    let len = usize::try_from(u64::from_le_bytes(u64buf)).map_err(|_| GalleryError::Corrupt { path: p() })?;
     if bytes.len() != HEADER_LEN + len + 32 {
         return Err(GalleryError::Corrupt { path: p() });
     }
@@ -144,8 +114,8 @@ pub(super) fn read(path: &Path, params: HnswParams) -> Result<Gallery, GalleryEr
     if digest.as_slice() != &bytes[HEADER_LEN + len..] {
         return Err(GalleryError::Corrupt { path: p() });
     }
-    let (payload, _): (Payload, usize) = bincode::serde::decode_from_slice(body, bincode_config())
-        .map_err(|_| GalleryError::Corrupt { path: p() })?;
+    let (payload, _): (Payload, usize) =
+        bincode::serde::decode_from_slice(body, bincode_config()).map_err(|_| GalleryError::Corrupt { path: p() })?;
     validate(&payload.identities, &payload.embeddings, &payload.owners)?;
     let hnsw = match payload.hnsw {
         Some(blob) => Some(

@@ -42,9 +42,7 @@ impl Default for SearchMode {
     fn default() -> Self {
         // Measured on this project's dev machine: exact scan of 20k x 128 takes ~0.4 ms
         // and is exact; HNSW only pays off in the tens of thousands.
-        SearchMode::Auto {
-            hnsw_threshold: 50_000,
-        }
+        SearchMode::Auto { hnsw_threshold: 50_000 }
     }
 }
 
@@ -100,18 +98,9 @@ impl Gallery {
         validate(&identities, &embeddings, &owners)?;
         let calibration = match calibration {
             Some(c) => c,
-            None => Calibration::fit_nearest_other(&embeddings, &owners, 5000)
-                .ok_or(GalleryError::TooSmall)?,
+            None => Calibration::fit_nearest_other(&embeddings, &owners, 5000).ok_or(GalleryError::TooSmall)?,
         };
-        Ok(Self {
-            identities,
-            embeddings,
-            owners,
-            calibration,
-            build,
-            version: String::new(),
-            hnsw: None,
-        })
+        Ok(Self { identities, embeddings, owners, calibration, build, version: String::new(), hnsw: None })
     }
 
     pub fn len(&self) -> usize {
@@ -192,11 +181,7 @@ impl Gallery {
     }
 }
 
-fn validate(
-    identities: &[Identity],
-    embeddings: &[f32],
-    owners: &[u32],
-) -> Result<(), GalleryError> {
+fn validate(identities: &[Identity], embeddings: &[f32], owners: &[u32]) -> Result<(), GalleryError> {
     if owners.is_empty() {
         return Err(GalleryError::TooSmall);
     }
@@ -208,14 +193,10 @@ fn validate(
         )));
     }
     if let Some(bad) = owners.iter().find(|&&o| o as usize >= identities.len()) {
-        return Err(GalleryError::Invalid(format!(
-            "row owned by unknown identity {bad}"
-        )));
+        return Err(GalleryError::Invalid(format!("row owned by unknown identity {bad}")));
     }
     if embeddings.iter().any(|v| !v.is_finite()) {
-        return Err(GalleryError::Invalid(
-            "an embedding holds a non-finite value".into(),
-        ));
+        return Err(GalleryError::Invalid("an embedding holds a non-finite value".into()));
     }
     Ok(())
 }

@@ -19,11 +19,7 @@ pub struct HnswParams {
 
 impl Default for HnswParams {
     fn default() -> Self {
-        Self {
-            m: 24,
-            ef_construction: 200,
-            ef_search: 96,
-        }
+        Self { m: 24, ef_construction: 200, ef_search: 96 }
     }
 }
 
@@ -38,18 +34,8 @@ impl HnswIndex {
         let n = rows.len() / EMBEDDING_DIM;
         // hnsw_rs can only dump graphs built with its maximum layer count.
         let layers = 16;
-        let graph = Hnsw::<f32, DistL2>::new(
-            params.m,
-            n.max(1),
-            layers,
-            params.ef_construction,
-            DistL2 {},
-        );
-        let data: Vec<(&[f32], usize)> = rows
-            .chunks_exact(EMBEDDING_DIM)
-            .enumerate()
-            .map(|(i, r)| (r, i))
-            .collect();
+        let graph = Hnsw::<f32, DistL2>::new(params.m, n.max(1), layers, params.ef_construction, DistL2 {});
+        let data: Vec<(&[f32], usize)> = rows.chunks_exact(EMBEDDING_DIM).enumerate().map(|(i, r)| (r, i)).collect();
         graph.parallel_insert_slice(&data);
         let mut graph = graph;
         graph.set_searching_mode(true);
@@ -66,13 +52,7 @@ impl HnswIndex {
 
     /// Best `k` distinct identities; asks the graph for more rows than `k` because several
     /// rows may belong to one identity.
-    pub fn search(
-        &self,
-        owners: &[u32],
-        query: &Embedding,
-        k: usize,
-        ef: Option<usize>,
-    ) -> Vec<(u32, f32)> {
+    pub fn search(&self, owners: &[u32], query: &Embedding, k: usize, ef: Option<usize>) -> Vec<(u32, f32)> {
         let want = (k * 4).max(16);
         let ef = ef.unwrap_or(self.params.ef_search).max(want);
         let mut top = TopK::new(k);
@@ -87,14 +67,9 @@ impl HnswIndex {
     /// Serialises the graph (hnsw_rs dumps to two files; we keep their bytes).
     pub fn to_bytes(&self) -> Result<(Vec<u8>, Vec<u8>), String> {
         let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
-        let base = self
-            .graph
-            .file_dump(dir.path(), "index")
-            .map_err(|e| format!("HNSW dump failed: {e}"))?;
-        let graph = std::fs::read(dir.path().join(format!("{base}.hnsw.graph")))
-            .map_err(|e| e.to_string())?;
-        let data = std::fs::read(dir.path().join(format!("{base}.hnsw.data")))
-            .map_err(|e| e.to_string())?;
+        let base = self.graph.file_dump(dir.path(), "index").map_err(|e| format!("HNSW dump failed: {e}"))?;
+        let graph = std::fs::read(dir.path().join(format!("{base}.hnsw.graph"))).map_err(|e| e.to_string())?;
+        let data = std::fs::read(dir.path().join(format!("{base}.hnsw.data"))).map_err(|e| e.to_string())?;
         Ok((graph, data))
     }
 
@@ -106,9 +81,8 @@ impl HnswIndex {
         // copied into memory (no mmap, as here); the loader is a few hundred bytes and one
         // is leaked per gallery load.
         let io: &'static mut HnswIo = Box::leak(Box::new(HnswIo::new(dir.path(), "index")));
-        let mut graph: Hnsw<'static, f32, DistL2> = io
-            .load_hnsw::<f32, DistL2>()
-            .map_err(|e| format!("HNSW index is unreadable: {e}"))?;
+        let mut graph: Hnsw<'static, f32, DistL2> =
+            io.load_hnsw::<f32, DistL2>().map_err(|e| format!("HNSW index is unreadable: {e}"))?;
         graph.set_searching_mode(true);
         Ok(Self { graph, params })
     }

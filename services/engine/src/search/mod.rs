@@ -14,11 +14,7 @@ pub(crate) struct TopK {
 
 impl TopK {
     pub fn new(k: usize) -> Self {
-        Self {
-            k: k.max(1),
-            items: Vec::with_capacity(k.max(1) + 1),
-            worst: f32::INFINITY,
-        }
+        Self { k: k.max(1), items: Vec::with_capacity(k.max(1) + 1), worst: f32::INFINITY }
     }
 
     /// Distance a new candidate must beat to enter.
@@ -31,10 +27,7 @@ impl TopK {
         self.worst = if self.items.len() < self.k {
             f32::INFINITY
         } else {
-            self.items
-                .iter()
-                .map(|x| x.1)
-                .fold(f32::NEG_INFINITY, f32::max)
+            self.items.iter().map(|x| x.1).fold(f32::NEG_INFINITY, f32::max)
         };
     }
 
@@ -48,12 +41,8 @@ impl TopK {
         }
         if self.items.len() < self.k {
             self.items.push((id, d));
-        } else if let Some((i, _)) = self
-            .items
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1 .1.total_cmp(&b.1 .1))
-            .filter(|(_, w)| d < w.1)
+        } else if let Some((i, _)) =
+            self.items.iter().enumerate().max_by(|a, b| a.1 .1.total_cmp(&b.1 .1)).filter(|(_, w)| d < w.1)
         {
             self.items[i] = (id, d);
         }
@@ -61,8 +50,7 @@ impl TopK {
     }
 
     pub fn into_sorted(mut self) -> Vec<(u32, f32)> {
-        self.items
-            .sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+        self.items.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
         self.items
     }
 }

@@ -5,7 +5,6 @@ use clap::Args;
 use lookalike_engine::parallel::{default_workers, map_items};
 use lookalike_engine::AnalyzeOptions;
 use serde_json::json;
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -26,11 +25,7 @@ pub struct EmbedArgs {
 pub fn run(engine: &EngineArgs, args: EmbedArgs) -> anyhow::Result<ExitCode> {
     super::init_cli_logging();
     let models = super::load_models(engine)?;
-    let opts = AnalyzeOptions {
-        all_faces: args.all_faces,
-        jitters: args.jitters,
-        ..Default::default()
-    };
+    let opts = AnalyzeOptions { all_faces: args.all_faces, jitters: args.jitters, ..Default::default() };
     let results = map_items(
         &models,
         engine.limits(),
@@ -55,25 +50,12 @@ pub fn run(engine: &EngineArgs, args: EmbedArgs) -> anyhow::Result<ExitCode> {
                             })
                         })
                         .collect();
-                    (
-                        json!({"image": shown, "width": a.width, "height": a.height, "faces": faces}),
-                        true,
-                    )
+                    (json!({"image": shown, "width": a.width, "height": a.height, "faces": faces}), true)
                 }
                 Err(e) => (json!({"image": shown, "error": e}), false),
             }
         },
         |_, _| {},
     );
-    let mut out = std::io::stdout().lock();
-    let mut all_ok = true;
-    for (line, ok) in results {
-        all_ok &= ok;
-        writeln!(out, "{line}")?;
-    }
-    Ok(if all_ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    super::print_json_lines(results)
 }

@@ -95,23 +95,15 @@ fn build_cmd(engine: &EngineArgs, args: BuildArgs) -> anyhow::Result<ExitCode> {
         cfg.workers = w.max(1);
     }
     let total: usize = sources.people.iter().map(|p| p.photos.len()).sum();
-    let bar = if args.quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(total as u64)
-    };
+    let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(total as u64) };
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} photos  {per_sec}  ETA {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let (mut gallery, report) = build(&models, sources, &cfg, |done, _| {
-        bar.set_position(done as u64)
-    })?;
+    let (mut gallery, report) = build(&models, sources, &cfg, |done, _| bar.set_position(done as u64))?;
     bar.finish_and_clear();
     gallery.prepare_index(engine.search_mode(), engine.hnsw_params());
-    gallery
-        .save(&args.out)
-        .with_context(|| format!("writing {}", args.out.display()))?;
+    gallery.save(&args.out).with_context(|| format!("writing {}", args.out.display()))?;
     if let Some(path) = &args.report {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)
             .with_context(|| format!("writing report {}", path.display()))?;

@@ -6,7 +6,6 @@ use clap::Args;
 use lookalike_engine::parallel::{default_workers, map_items};
 use lookalike_engine::{AnalyzeOptions, Gallery};
 use serde_json::{json, Value};
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -37,11 +36,7 @@ pub fn run(engine: &EngineArgs, args: MatchArgs) -> anyhow::Result<ExitCode> {
     let models = super::load_models(engine)?;
     let gallery = Gallery::load(&args.gallery, engine.search_mode(), engine.hnsw_params())
         .with_context(|| format!("loading gallery {}", args.gallery.display()))?;
-    let opts = AnalyzeOptions {
-        all_faces: args.all_faces,
-        max_faces: args.max_faces,
-        ..Default::default()
-    };
+    let opts = AnalyzeOptions { all_faces: args.all_faces, max_faces: args.max_faces, ..Default::default() };
     let workers = args.workers.unwrap_or_else(default_workers);
     let results = map_items(
         &models,
@@ -53,12 +48,7 @@ pub fn run(engine: &EngineArgs, args: MatchArgs) -> anyhow::Result<ExitCode> {
             let shown = path.display().to_string();
             let bytes = match std::fs::read(path) {
                 Ok(b) => b,
-                Err(e) => {
-                    return (
-                        json!({"image": shown, "error": format!("cannot read file: {e}")}),
-                        false,
-                    )
-                }
+                Err(e) => return (json!({"image": shown, "error": format!("cannot read file: {e}")}), false),
             };
             match analyzer.analyze_bytes(&bytes, &opts) {
                 Ok(analysis) => {
@@ -91,17 +81,7 @@ pub fn run(engine: &EngineArgs, args: MatchArgs) -> anyhow::Result<ExitCode> {
         },
         |_, _| {},
     );
-    let mut out = std::io::stdout().lock();
-    let mut all_ok = true;
-    for (line, ok) in results {
-        all_ok &= ok;
-        writeln!(out, "{line}")?;
-    }
-    Ok(if all_ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    super::print_json_lines(results)
 }
 
 pub fn round(v: f32, digits: i32) -> f64 {

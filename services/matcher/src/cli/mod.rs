@@ -9,11 +9,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "matcher",
-    version,
-    about = "lookalike: which celebrity does a face look like?"
-)]
+#[command(name = "matcher", version, about = "lookalike: which celebrity does a face look like?")]
 pub struct Cli {
     #[command(flatten)]
     pub engine: EngineArgs,
@@ -47,13 +43,22 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 pub fn init_cli_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 pub fn load_models(engine: &EngineArgs) -> anyhow::Result<lookalike_engine::Models> {
     use anyhow::Context;
     lookalike_engine::Models::load(&engine.models).with_context(|| "loading the face models")
+}
+
+/// Prints one JSON object per input, in input order; exit code 1 if any input failed.
+pub fn print_json_lines(results: Vec<(serde_json::Value, bool)>) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let mut all_ok = true;
+    for (line, ok) in results {
+        all_ok &= ok;
+        writeln!(out, "{line}")?;
+    }
+    Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

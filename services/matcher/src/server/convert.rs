@@ -13,17 +13,8 @@ pub fn ms(d: Duration) -> f32 {
 
 pub fn detected_face(f: &Face) -> pb::DetectedFace {
     pb::DetectedFace {
-        r#box: Some(pb::Box {
-            left: f.bbox.left,
-            top: f.bbox.top,
-            right: f.bbox.right,
-            bottom: f.bbox.bottom,
-        }),
-        landmarks: f
-            .landmarks
-            .iter()
-            .map(|p| pb::Point { x: p[0], y: p[1] })
-            .collect(),
+        r#box: Some(pb::Box { left: f.bbox.left, top: f.bbox.top, right: f.bbox.right, bottom: f.bbox.bottom }),
+        landmarks: f.landmarks.iter().map(|p| pb::Point { x: p[0], y: p[1] }).collect(),
         quality: Some(pb::FaceQuality {
             detection_score: f.score,
             eye_distance_px: f.eye_distance,
@@ -48,12 +39,7 @@ pub fn candidates(g: &Gallery, found: &[Candidate]) -> Vec<pb::Candidate> {
         .collect()
 }
 
-pub fn timings(
-    t: &StageTimings,
-    queue: Duration,
-    search: Duration,
-    total: Duration,
-) -> pb::StageTimings {
+pub fn timings(t: &StageTimings, queue: Duration, search: Duration, total: Duration) -> pb::StageTimings {
     pb::StageTimings {
         queue_ms: ms(queue),
         decode_ms: ms(t.decode),

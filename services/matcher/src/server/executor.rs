@@ -43,12 +43,7 @@ impl Slot {
     }
 
     fn fail(&self, err: ExecError) {
-        if let Some(fail) = self
-            .on_fail
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
+        if let Some(fail) = self.on_fail.lock().unwrap_or_else(|p| p.into_inner()).take() {
             fail(err);
         }
     }
@@ -95,48 +90,33 @@ impl Executor {
             let rx = rx.clone();
             let gauges = gauges.clone();
             let mut analyzer = FaceAnalyzer::new(models.worker_set(), limits, detect);
-            let spawned = std::thread::Builder::new()
-                .name(format!("face-worker-{i}"))
-                .spawn(move || {
-                    for slot in rx.iter() {
-                        let Some(task) = slot.take() else { continue }; // caller left
-                        gauges.waiting.fetch_sub(1, Ordering::AcqRel);
-                        if slot.deadline.is_some_and(|d| Instant::now() >= d) {
-                            drop(task);
-                            slot.fail(ExecError::DeadlineExceeded);
-                            continue;
-                        }
-                        gauges.busy.fetch_add(1, Ordering::AcqRel);
-                        let outcome =
-                            std::panic::catch_unwind(AssertUnwindSafe(|| task(&mut analyzer)));
-                        gauges.busy.fetch_sub(1, Ordering::AcqRel);
-                        if outcome.is_err() {
-                            slot.fail(ExecError::WorkerFailed);
-                            tracing::error!(
-                                worker = i,
-                                "a request panicked inside a worker; the worker continues"
-                            );
-                        }
+            let spawned = std::thread::Builder::new().name(format!("face-worker-{i}")).spawn(move || {
+                for slot in rx.iter() {
+                    let Some(task) = slot.take() else { continue }; // caller left
+                    gauges.waiting.fetch_sub(1, Ordering::AcqRel);
+                    if slot.deadline.is_some_and(|d| Instant::now() >= d) {
+                        drop(task);
+                        slot.fail(ExecError::DeadlineExceeded);
+                        continue;
                     }
-                });
+                    gauges.busy.fetch_add(1, Ordering::AcqRel);
+                    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| task(&mut analyzer)));
+                    gauges.busy.fetch_sub(1, Ordering::AcqRel);
+                    if outcome.is_err() {
+                        slot.fail(ExecError::WorkerFailed);
+                        tracing::error!(worker = i, "a request panicked inside a worker; the worker continues");
+                    }
+                }
+            });
             if let Err(e) = spawned {
                 tracing::error!(error = %e, "cannot start a worker thread");
             }
         }
-        Self {
-            tx,
-            gauges,
-            workers: workers.max(1),
-            queue_capacity,
-        }
+        Self { tx, gauges, workers: workers.max(1), queue_capacity }
     }
 
     /// Runs `f` on a worker. Returns its value and the time spent waiting in the queue.
-    pub async fn run<T, F>(
-        &self,
-        deadline: Option<Instant>,
-        f: F,
-    ) -> Result<(T, Duration), ExecError>
+    pub async fn run<T, F>(&self, deadline: Option<Instant>, f: F) -> Result<(T, Duration), ExecError>
     where
         T: Send + 'static,
         F: FnOnce(&mut FaceAnalyzer) -> T + Send + 'static,
@@ -147,13 +127,9 @@ impl Executor {
         let admitted = self
             .gauges
             .waiting
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
-                (w < self.queue_capacity).then_some(w + 1)
-            });
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| (w < self.queue_capacity).then_some(w + 1));
         if admitted.is_err() {
-            return Err(ExecError::Overloaded {
-                queue: self.queue_capacity,
-            });
+            return Err(ExecError::Overloaded { queue: self.queue_capacity });
         }
         let enqueued = Instant::now();
         let (tx, rx) = oneshot::channel::<Result<(T, Duration), ExecError>>();
@@ -171,15 +147,8 @@ impl Executor {
                 let _ = tx.send(Err(err));
             }
         });
-        let slot = Arc::new(Slot {
-            task: Mutex::new(Some(task)),
-            deadline,
-            on_fail: Mutex::new(Some(on_fail)),
-        });
-        let guard = WaitGuard {
-            slot: slot.clone(),
-            gauges: self.gauges.clone(),
-        };
+        let slot = Arc::new(Slot { task: Mutex::new(Some(task)), deadline, on_fail: Mutex::new(Some(on_fail)) });
+        let guard = WaitGuard { slot: slot.clone(), gauges: self.gauges.clone() };
         if self.tx.send(slot).is_err() {
             return Err(ExecError::ShuttingDown);
         }

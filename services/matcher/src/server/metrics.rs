@@ -1,11 +1,12 @@
 //! Prometheus metrics, served as text on their own port (what Kubernetes clusters scrape).
 
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
-};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 pub struct Metrics {
     registry: Registry,
+    /// OTLP twins of the request metrics (no-ops unless OTEL_EXPORTER_OTLP_ENDPOINT is set).
+    otel_requests: opentelemetry::metrics::Counter<u64>,
+    otel_latency: opentelemetry::metrics::Histogram<f64>,
     pub requests: IntCounterVec,
     pub latency: HistogramVec,
     pub queue_depth: IntGauge,
@@ -20,40 +21,24 @@ impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new(
-                "lookalike_requests_total",
-                "RPCs answered, by method and gRPC status code name",
-            ),
+            Opts::new("lookalike_requests_total", "RPCs answered, by method and gRPC status code name"),
             &["method", "code"],
         )?;
         let latency = HistogramVec::new(
-            HistogramOpts::new(
-                "lookalike_request_duration_seconds",
-                "RPC latency, queue wait included",
-            )
-            .buckets(vec![
-                0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            ]),
+            HistogramOpts::new("lookalike_request_duration_seconds", "RPC latency, queue wait included")
+                .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
             &["method"],
         )?;
         let queue_depth = IntGauge::new("lookalike_queue_depth", "Requests waiting for a worker")?;
         let workers_busy = IntGauge::new("lookalike_workers_busy", "Workers processing a request")?;
         let workers = IntGauge::new("lookalike_workers", "Workers in the pool")?;
         let shed = IntCounterVec::new(
-            Opts::new(
-                "lookalike_shed_total",
-                "Requests refused or dropped without computing, by reason",
-            ),
+            Opts::new("lookalike_shed_total", "Requests refused or dropped without computing, by reason"),
             &["reason"],
         )?;
-        let reloads = IntCounterVec::new(
-            Opts::new("lookalike_gallery_reloads_total", "Gallery reload attempts"),
-            &["result"],
-        )?;
-        let gallery_embeddings = IntGauge::new(
-            "lookalike_gallery_embeddings",
-            "Embeddings in the serving gallery",
-        )?;
+        let reloads =
+            IntCounterVec::new(Opts::new("lookalike_gallery_reloads_total", "Gallery reload attempts"), &["result"])?;
+        let gallery_embeddings = IntGauge::new("lookalike_gallery_embeddings", "Embeddings in the serving gallery")?;
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -66,8 +51,14 @@ impl Metrics {
         ] {
             registry.register(c)?;
         }
+        let meter = opentelemetry::global::meter("lookalike-matcher");
+        let otel_requests = meter.u64_counter("lookalike.requests").with_description("RPCs answered").build();
+        let otel_latency =
+            meter.f64_histogram("lookalike.request.duration").with_unit("s").with_description("RPC latency").build();
         Ok(Self {
             registry,
+            otel_requests,
+            otel_latency,
             requests,
             latency,
             queue_depth,
@@ -79,12 +70,18 @@ impl Metrics {
         })
     }
 
+    /// Records one answered RPC in both Prometheus and OTLP.
+    pub fn record_request(&self, method: &'static str, code: &'static str, seconds: f64) {
+        self.requests.with_label_values(&[method, code]).inc();
+        self.latency.with_label_values(&[method]).observe(seconds);
+        let attrs = [opentelemetry::KeyValue::new("method", method), opentelemetry::KeyValue::new("code", code)];
+        self.otel_requests.add(1, &attrs);
+        self.otel_latency.record(seconds, &attrs[..1]);
+    }
+
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
-        if TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buf)
-            .is_err()
-        {
+        if TextEncoder::new().encode(&self.registry.gather(), &mut buf).is_err() {
             return String::new();
         }
         String::from_utf8(buf).unwrap_or_default()
@@ -107,13 +104,10 @@ pub async fn serve_http(
         let (metrics, ready, gauges) = (metrics.clone(), ready.clone(), executor_gauges.clone());
         tokio::spawn(async move {
             let mut buf = [0u8; 2048];
-            let n =
-                match tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf))
-                    .await
-                {
-                    Ok(Ok(n)) => n,
-                    _ => return,
-                };
+            let n = match tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf)).await {
+                Ok(Ok(n)) => n,
+                _ => return,
+            };
             let req = String::from_utf8_lossy(&buf[..n]);
             let path = req.split_whitespace().nth(1).unwrap_or("/");
             let (status, body) = match path {

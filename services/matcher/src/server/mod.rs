@@ -81,19 +81,12 @@ pub fn run(engine: &EngineArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
 async fn serve(engine: EngineArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let _telemetry = telemetry::init(args.log_format == "json")?;
     let metrics = Arc::new(metrics::Metrics::new()?);
-    let workers = args
-        .workers
-        .unwrap_or_else(lookalike_engine::parallel::default_workers)
-        .max(1);
+    let workers = args.workers.unwrap_or_else(lookalike_engine::parallel::default_workers).max(1);
     let queue = args.queue.unwrap_or(2 * workers);
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_service_status("", ServingStatus::NotServing)
-        .await;
-    health
-        .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
-        .await;
+    health.set_service_status("", ServingStatus::NotServing).await;
+    health.set_service_status(SERVICE_NAME, ServingStatus::NotServing).await;
 
     let gallery = Arc::new(GalleryState::new(GallerySource {
         path: args.gallery.clone(),
@@ -118,23 +111,15 @@ async fn serve(engine: EngineArgs, args: ServeArgs) -> anyhow::Result<ExitCode> 
             .await
             .with_context(|| format!("binding the metrics endpoint {}", args.metrics_listen))?;
         let gauges_inner = inner.clone();
-        tokio::spawn(metrics::serve_http(
-            listener,
-            metrics.clone(),
-            ready.clone(),
-            move || {
-                gauges_inner
-                    .executor
-                    .get()
-                    .map(|e| {
-                        (
-                            e.gauges.waiting.load(Ordering::Relaxed) as i64,
-                            e.gauges.busy.load(Ordering::Relaxed) as i64,
-                        )
-                    })
-                    .unwrap_or((0, 0))
-            },
-        ));
+        tokio::spawn(metrics::serve_http(listener, metrics.clone(), ready.clone(), move || {
+            gauges_inner
+                .executor
+                .get()
+                .map(|e| {
+                    (e.gauges.waiting.load(Ordering::Relaxed) as i64, e.gauges.busy.load(Ordering::Relaxed) as i64)
+                })
+                .unwrap_or((0, 0))
+        }));
     }
 
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -146,13 +131,8 @@ async fn serve(engine: EngineArgs, args: ServeArgs) -> anyhow::Result<ExitCode> 
     // Load in the background so that health checks answer NOT_SERVING meanwhile.
     let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<anyhow::Error>(1);
     {
-        let (inner, health, ready, metrics, engine) = (
-            inner.clone(),
-            health.clone(),
-            ready.clone(),
-            metrics.clone(),
-            engine.clone(),
-        );
+        let (inner, health, ready, metrics, engine) =
+            (inner.clone(), health.clone(), ready.clone(), metrics.clone(), engine.clone());
         tokio::spawn(async move {
             let (inner_b, metrics_b) = (inner.clone(), metrics.clone());
             let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<Executor> {
@@ -175,18 +155,14 @@ async fn serve(engine: EngineArgs, args: ServeArgs) -> anyhow::Result<ExitCode> 
                     let _ = inner.executor.set(executor);
                     ready.store(true, Ordering::Release);
                     health.set_service_status("", ServingStatus::Serving).await;
-                    health
-                        .set_service_status(SERVICE_NAME, ServingStatus::Serving)
-                        .await;
+                    health.set_service_status(SERVICE_NAME, ServingStatus::Serving).await;
                     tracing::info!("serving");
                 }
                 Ok(Err(e)) => {
                     let _ = fatal_tx.send(e).await;
                 }
                 Err(e) => {
-                    let _ = fatal_tx
-                        .send(anyhow::anyhow!("loading task failed: {e}"))
-                        .await;
+                    let _ = fatal_tx.send(anyhow::anyhow!("loading task failed: {e}")).await;
                 }
             }
         });
@@ -201,11 +177,9 @@ async fn serve(engine: EngineArgs, args: ServeArgs) -> anyhow::Result<ExitCode> 
         .register_encoded_file_descriptor_set(lookalike_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    let matcher = MatcherServer::new(MatcherService {
-        inner: inner.clone(),
-    })
-    .max_decoding_message_size(args.max_message_bytes)
-    .max_encoding_message_size(64 * 1024 * 1024);
+    let matcher = MatcherServer::new(MatcherService { inner: inner.clone() })
+        .max_decoding_message_size(args.max_message_bytes)
+        .max_encoding_message_size(64 * 1024 * 1024);
 
     let mut builder = tonic::transport::Server::builder();
     if args.max_connection_age > 0 {
@@ -236,18 +210,10 @@ async fn serve(engine: EngineArgs, args: ServeArgs) -> anyhow::Result<ExitCode> 
             anyhow::bail!("the server stopped unexpectedly");
         }
     };
-    tracing::info!(
-        signal = reason,
-        grace_s = args.grace_period,
-        "shutting down: draining in-flight requests"
-    );
+    tracing::info!(signal = reason, grace_s = args.grace_period, "shutting down: draining in-flight requests");
     ready.store(false, Ordering::Release);
-    health
-        .set_service_status("", ServingStatus::NotServing)
-        .await;
-    health
-        .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
-        .await;
+    health.set_service_status("", ServingStatus::NotServing).await;
+    health.set_service_status(SERVICE_NAME, ServingStatus::NotServing).await;
     let _ = stop_tx.send(());
     match tokio::time::timeout(Duration::from_secs(args.grace_period), &mut server).await {
         Ok(Ok(Ok(()))) => tracing::info!("drained; bye"),
@@ -260,10 +226,7 @@ async fn serve(engine: EngineArgs, args: ServeArgs) -> anyhow::Result<ExitCode> 
 
 async fn shutdown_signal() -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
         std::future::pending::<()>().await;
         return "none";
     };
@@ -275,11 +238,7 @@ async fn shutdown_signal() -> &'static str {
 
 /// SIGHUP and (optionally) a poll of the file's mtime/size trigger a reload; a broken
 /// file is refused and the serving gallery stays.
-fn spawn_reloaders(
-    gallery: Arc<GalleryState>,
-    metrics: Arc<metrics::Metrics>,
-    watch_interval: u64,
-) {
+fn spawn_reloaders(gallery: Arc<GalleryState>, metrics: Arc<metrics::Metrics>, watch_interval: u64) {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<&'static str>(4);
     {
         let tx = tx.clone();

@@ -50,32 +50,20 @@ enum Query {
 
 impl Inner {
     fn executor(&self) -> Result<&Executor, Status> {
-        self.executor
-            .get()
-            .ok_or_else(|| Status::unavailable("the models are still loading; retry shortly"))
+        self.executor.get().ok_or_else(|| Status::unavailable("the models are still loading; retry shortly"))
     }
 
     fn gallery(&self) -> Result<Arc<lookalike_engine::Gallery>, Status> {
-        self.gallery
-            .get()
-            .ok_or_else(|| Status::unavailable("the gallery is still loading; retry shortly"))
+        self.gallery.get().ok_or_else(|| Status::unavailable("the gallery is still loading; retry shortly"))
     }
 
     fn selection(&self, faces: i32, max_faces: u32) -> Result<(bool, usize), Status> {
         let all = match pb::FaceSelection::try_from(faces) {
             Ok(pb::FaceSelection::All) => true,
             Ok(_) => false,
-            Err(_) => {
-                return Err(Status::invalid_argument(format!(
-                    "faces: unknown selection {faces}"
-                )))
-            }
+            Err(_) => return Err(Status::invalid_argument(format!("faces: unknown selection {faces}"))),
         };
-        let max = if max_faces == 0 {
-            self.limits.default_max_faces
-        } else {
-            max_faces
-        };
+        let max = if max_faces == 0 { self.limits.default_max_faces } else { max_faces };
         if max > self.limits.max_faces {
             return Err(Status::invalid_argument(format!(
                 "max_faces is {max_faces}; it must be at most {}",
@@ -94,39 +82,19 @@ impl Inner {
             )));
         }
         if !r.max_distance.is_finite() || r.max_distance < 0.0 {
-            return Err(Status::invalid_argument(
-                "max_distance must be a finite number >= 0 (0 = no limit)",
-            ));
+            return Err(Status::invalid_argument("max_distance must be a finite number >= 0 (0 = no limit)"));
         }
         let (all_faces, max_faces) = self.selection(r.faces, r.max_faces)?;
         let query = match &r.query {
             Some(pb::match_request::Query::Image(bytes)) => Query::Image(bytes.clone()),
-            Some(pb::match_request::Query::Embedding(e)) => {
-                Query::Embedding(Box::new(embedding_from(&e.values)?))
-            }
-            None => {
-                return Err(Status::invalid_argument(
-                    "the request has neither an image nor an embedding",
-                ))
-            }
+            Some(pb::match_request::Query::Embedding(e)) => Query::Embedding(Box::new(embedding_from(&e.values)?)),
+            None => return Err(Status::invalid_argument("the request has neither an image nor an embedding")),
         };
         let max_distance = (r.max_distance > 0.0).then_some(r.max_distance);
-        Ok((
-            query,
-            MatchParams {
-                top_k: top_k as usize,
-                all_faces,
-                max_faces,
-                max_distance,
-            },
-        ))
+        Ok((query, MatchParams { top_k: top_k as usize, all_faces, max_faces, max_distance }))
     }
 
-    pub async fn do_match(
-        &self,
-        r: pb::MatchRequest,
-        deadline: Option<Instant>,
-    ) -> Result<pb::MatchResponse, Status> {
+    pub async fn do_match(&self, r: pb::MatchRequest, deadline: Option<Instant>) -> Result<pb::MatchResponse, Status> {
         let start = Instant::now();
         let (query, p) = self.match_params(&r)?;
         let executor = self.executor()?;
@@ -141,33 +109,22 @@ impl Inner {
                     match query {
                         Query::Embedding(e) => {
                             let t = Instant::now();
-                            let found = tracing::info_span!("search")
-                                .in_scope(|| g.search(&e, p.top_k, p.max_distance));
+                            let found =
+                                tracing::info_span!("search").in_scope(|| g.search(&e, p.top_k, p.max_distance));
                             (Ok((None, vec![found])), t.elapsed())
                         }
                         Query::Image(bytes) => {
-                            let opts = AnalyzeOptions {
-                                all_faces: p.all_faces,
-                                max_faces: p.max_faces,
-                                ..Default::default()
-                            };
+                            let opts =
+                                AnalyzeOptions { all_faces: p.all_faces, max_faces: p.max_faces, ..Default::default() };
                             match analyzer.analyze_bytes(&bytes, &opts) {
                                 Ok(a) => {
                                     let t = Instant::now();
-                                    let found =
-                                        tracing::info_span!("search", faces = a.faces.len())
-                                            .in_scope(|| {
-                                                a.faces
-                                                    .iter()
-                                                    .map(|f| {
-                                                        g.search(
-                                                            &f.embedding,
-                                                            p.top_k,
-                                                            p.max_distance,
-                                                        )
-                                                    })
-                                                    .collect()
-                                            });
+                                    let found = tracing::info_span!("search", faces = a.faces.len()).in_scope(|| {
+                                        a.faces
+                                            .iter()
+                                            .map(|f| g.search(&f.embedding, p.top_k, p.max_distance))
+                                            .collect()
+                                    });
                                     (Ok((Some(a), found)), t.elapsed())
                                 }
                                 Err(e) => (Err(e), Duration::ZERO),
@@ -199,31 +156,19 @@ impl Inner {
             None => pb::MatchResponse {
                 faces: found
                     .iter()
-                    .map(|c| pb::FaceMatch {
-                        face: None,
-                        candidates: convert::candidates(&gallery, c),
-                    })
+                    .map(|c| pb::FaceMatch { face: None, candidates: convert::candidates(&gallery, c) })
                     .collect(),
                 image_width: 0,
                 image_height: 0,
                 gallery_version: gallery.version.clone(),
-                timings: Some(convert::timings(
-                    &Default::default(),
-                    queued,
-                    search_time,
-                    total,
-                )),
+                timings: Some(convert::timings(&Default::default(), queued, search_time, total)),
             },
         };
         tracing::Span::current().record("faces", response.faces.len());
         Ok(response)
     }
 
-    async fn do_embed(
-        &self,
-        r: pb::EmbedRequest,
-        deadline: Option<Instant>,
-    ) -> Result<pb::EmbedResponse, Status> {
+    async fn do_embed(&self, r: pb::EmbedRequest, deadline: Option<Instant>) -> Result<pb::EmbedResponse, Status> {
         let start = Instant::now();
         let (all_faces, max_faces) = self.selection(r.faces, r.max_faces)?;
         let executor = self.executor()?;
@@ -233,14 +178,7 @@ impl Inner {
             .run(deadline, move |analyzer| {
                 span.in_scope(|| {
                     analyzer.limits = limits;
-                    analyzer.analyze_bytes(
-                        &r.image,
-                        &AnalyzeOptions {
-                            all_faces,
-                            max_faces,
-                            ..Default::default()
-                        },
-                    )
+                    analyzer.analyze_bytes(&r.image, &AnalyzeOptions { all_faces, max_faces, ..Default::default() })
                 })
             })
             .await
@@ -252,19 +190,12 @@ impl Inner {
                 .iter()
                 .map(|f| pb::EmbeddedFace {
                     face: Some(convert::detected_face(f)),
-                    embedding: Some(pb::Embedding {
-                        values: f.embedding.to_vec(),
-                    }),
+                    embedding: Some(pb::Embedding { values: f.embedding.to_vec() }),
                 })
                 .collect(),
             image_width: a.width,
             image_height: a.height,
-            timings: Some(convert::timings(
-                &a.timings,
-                queued,
-                Duration::ZERO,
-                start.elapsed(),
-            )),
+            timings: Some(convert::timings(&a.timings, queued, Duration::ZERO, start.elapsed())),
         })
     }
 
@@ -276,21 +207,10 @@ impl Inner {
         };
         let name = convert::code_name(code);
         let elapsed = start.elapsed();
-        self.metrics
-            .requests
-            .with_label_values(&[method, name])
-            .inc();
-        self.metrics
-            .latency
-            .with_label_values(&[method])
-            .observe(elapsed.as_secs_f64());
+        self.metrics.record_request(method, name, elapsed.as_secs_f64());
         match code {
-            tonic::Code::ResourceExhausted => {
-                self.metrics.shed.with_label_values(&["queue_full"]).inc()
-            }
-            tonic::Code::DeadlineExceeded => {
-                self.metrics.shed.with_label_values(&["deadline"]).inc()
-            }
+            tonic::Code::ResourceExhausted => self.metrics.shed.with_label_values(&["queue_full"]).inc(),
+            tonic::Code::DeadlineExceeded => self.metrics.shed.with_label_values(&["deadline"]).inc(),
             _ => {}
         }
         let ms = (elapsed.as_secs_f64() * 1000.0 * 10.0).round() / 10.0;
@@ -309,9 +229,7 @@ fn embedding_from(values: &[f32]) -> Result<Embedding, Status> {
         )));
     }
     if values.iter().any(|v| !v.is_finite()) {
-        return Err(Status::invalid_argument(
-            "the embedding holds a NaN or infinite value",
-        ));
+        return Err(Status::invalid_argument("the embedding holds a NaN or infinite value"));
     }
     let mut e = [0f32; EMBEDDING_DIM];
     e.copy_from_slice(values);
@@ -322,18 +240,11 @@ type ResultStream = Pin<Box<dyn Stream<Item = Result<pb::MatchResult, Status>> +
 
 #[tonic::async_trait]
 impl Matcher for MatcherService {
-    async fn r#match(
-        &self,
-        request: Request<pb::MatchRequest>,
-    ) -> Result<Response<pb::MatchResponse>, Status> {
+    async fn r#match(&self, request: Request<pb::MatchRequest>) -> Result<Response<pb::MatchResponse>, Status> {
         let start = Instant::now();
         let deadline = convert::deadline_from(request.metadata());
         let span = telemetry::request_span("Match", request.metadata());
-        let result = self
-            .inner
-            .do_match(request.into_inner(), deadline)
-            .instrument(span.clone())
-            .await;
+        let result = self.inner.do_match(request.into_inner(), deadline).instrument(span.clone()).await;
         span.in_scope(|| self.inner.observe("Match", start, &result));
         result.map(Response::new)
     }
@@ -369,11 +280,7 @@ impl Matcher for MatcherService {
                             message: s.message().to_string(),
                         }),
                     };
-                    Ok(pb::MatchResult {
-                        request_id,
-                        index: index as u32,
-                        outcome: Some(outcome),
-                    })
+                    Ok(pb::MatchResult { request_id, index: index as u32, outcome: Some(outcome) })
                 }
             })
             .buffered(workers.max(1))
@@ -387,35 +294,22 @@ impl Matcher for MatcherService {
         Ok(Response::new(Box::pin(output)))
     }
 
-    async fn embed(
-        &self,
-        request: Request<pb::EmbedRequest>,
-    ) -> Result<Response<pb::EmbedResponse>, Status> {
+    async fn embed(&self, request: Request<pb::EmbedRequest>) -> Result<Response<pb::EmbedResponse>, Status> {
         let start = Instant::now();
         let deadline = convert::deadline_from(request.metadata());
         let span = telemetry::request_span("Embed", request.metadata());
-        let result = self
-            .inner
-            .do_embed(request.into_inner(), deadline)
-            .instrument(span.clone())
-            .await;
+        let result = self.inner.do_embed(request.into_inner(), deadline).instrument(span.clone()).await;
         span.in_scope(|| self.inner.observe("Embed", start, &result));
         result.map(Response::new)
     }
 
-    async fn get_identity(
-        &self,
-        request: Request<pb::GetIdentityRequest>,
-    ) -> Result<Response<pb::Identity>, Status> {
+    async fn get_identity(&self, request: Request<pb::GetIdentityRequest>) -> Result<Response<pb::Identity>, Status> {
         let start = Instant::now();
         let r = request.into_inner();
         let result = self.inner.gallery().and_then(|g| {
-            let id = g.identity(r.identity_id).ok_or_else(|| {
-                Status::not_found(format!(
-                    "no identity {} in gallery {}",
-                    r.identity_id, g.version
-                ))
-            })?;
+            let id = g
+                .identity(r.identity_id)
+                .ok_or_else(|| Status::not_found(format!("no identity {} in gallery {}", r.identity_id, g.version)))?;
             Ok(pb::Identity {
                 identity_id: r.identity_id,
                 name: id.name.clone(),
@@ -423,11 +317,7 @@ impl Matcher for MatcherService {
                 role: id.role.clone(),
                 n_movies: id.n_movies,
                 photo_count: id.photo_count,
-                thumbnail_jpeg: if r.omit_thumbnail {
-                    Vec::new()
-                } else {
-                    id.thumbnail_jpeg.clone()
-                },
+                thumbnail_jpeg: if r.omit_thumbnail { Vec::new() } else { id.thumbnail_jpeg.clone() },
                 gallery_version: g.version.clone(),
             })
         });
@@ -442,11 +332,7 @@ impl Matcher for MatcherService {
         let start = Instant::now();
         let inner = &self.inner;
         let result = inner.gallery().map(|g| {
-            let (workers, queue) = inner
-                .executor
-                .get()
-                .map(|e| (e.workers, e.queue_capacity))
-                .unwrap_or((0, 0));
+            let (workers, queue) = inner.executor.get().map(|e| (e.workers, e.queue_capacity)).unwrap_or((0, 0));
             pb::GalleryInfo {
                 identities: g.identities.len() as u32,
                 embeddings: g.len() as u32,

@@ -11,13 +11,9 @@ pub fn layer(
     tower::util::MapResponseLayer::new(move |mut resp: http::Response<Body>| {
         let headers = resp.headers();
         let too_large = headers.get("grpc-status").is_some_and(|v| v == "11")
-            && headers
-                .get("grpc-message")
-                .and_then(|m| m.to_str().ok())
-                .is_some_and(|m| {
-                    m.contains("message%20length%20too%20large")
-                        || m.contains("message length too large")
-                });
+            && headers.get("grpc-message").and_then(|m| m.to_str().ok()).is_some_and(|m| {
+                m.contains("message%20length%20too%20large") || m.contains("message length too large")
+            });
         if too_large {
             let message = format!(
                 "the request is larger than this server's limit of {limit} bytes (LOOKALIKE_MAX_MESSAGE_BYTES); send a smaller photo"

@@ -28,11 +28,7 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
 
 impl GalleryState {
     pub fn new(source: GallerySource) -> Self {
-        Self {
-            current: ArcSwapOption::empty(),
-            seen: std::sync::Mutex::new(None),
-            source,
-        }
+        Self { current: ArcSwapOption::empty(), seen: std::sync::Mutex::new(None), source }
     }
 
     pub fn get(&self) -> Option<Arc<Gallery>> {
@@ -45,10 +41,7 @@ impl GalleryState {
         let before = stamp(&self.source.path);
         let g = Gallery::load(&self.source.path, self.source.mode, self.source.params)
             .with_context(|| format!("loading gallery {}", self.source.path.display()))?;
-        anyhow::ensure!(
-            g.identities.len() >= 2,
-            "gallery has fewer than two identities"
-        );
+        anyhow::ensure!(g.identities.len() >= 2, "gallery has fewer than two identities");
         let g = Arc::new(g);
         self.current.store(Some(g.clone()));
         *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = before;

@@ -14,15 +14,11 @@ pub fn repo_root() -> PathBuf {
 }
 
 pub fn faces_dir() -> PathBuf {
-    std::env::var_os("LOOKALIKE_FACES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("../shared/faces"))
+    std::env::var_os("LOOKALIKE_FACES").map(PathBuf::from).unwrap_or_else(|| repo_root().join("../shared/faces"))
 }
 
 pub fn models_dir() -> PathBuf {
-    std::env::var_os("LOOKALIKE_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("assets/models"))
+    std::env::var_os("LOOKALIKE_MODELS").map(PathBuf::from).unwrap_or_else(|| repo_root().join("assets/models"))
 }
 
 pub fn bin() -> &'static str {
@@ -40,16 +36,13 @@ fn scratch() -> &'static tempfile::TempDir {
 
 /// Builds (once per test binary) a gallery from a folder of ../shared/faces.
 pub fn gallery(set: &str) -> PathBuf {
-    static BUILT: OnceLock<std::sync::Mutex<std::collections::HashMap<String, PathBuf>>> =
-        OnceLock::new();
+    static BUILT: OnceLock<std::sync::Mutex<std::collections::HashMap<String, PathBuf>>> = OnceLock::new();
     let map = BUILT.get_or_init(Default::default);
     let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(p) = map.get(set) {
         return p.clone();
     }
-    let out = scratch()
-        .path()
-        .join(format!("{}.lkg", set.replace('/', "_")));
+    let out = scratch().path().join(format!("{}.lkg", set.replace('/', "_")));
     let status = Command::new(bin())
         .args(["gallery", "build", "--quiet", "--jitters", "0", "--photos"])
         .arg(faces_dir().join(set))
@@ -65,11 +58,7 @@ pub fn gallery(set: &str) -> PathBuf {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
 pub struct Server {
@@ -81,6 +70,10 @@ pub struct Server {
 
 impl Server {
     pub fn start(gallery: &Path, extra: &[&str]) -> Server {
+        Self::start_with_env(gallery, extra, &[])
+    }
+
+    pub fn start_with_env(gallery: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Server {
         let port = free_port();
         let metrics_port = free_port();
         let log = scratch().path().join(format!("server-{port}.log"));
@@ -88,15 +81,11 @@ impl Server {
             .arg("serve")
             .arg("--gallery")
             .arg(gallery)
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--metrics-listen",
-                &format!("127.0.0.1:{metrics_port}"),
-            ])
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
             .args(extra)
             .env("LOOKALIKE_MODELS", models_dir())
             .env("OPENBLAS_NUM_THREADS", "1")
+            .envs(envs.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
@@ -110,40 +99,19 @@ impl Server {
     }
 
     pub async fn client(&self) -> MatcherClient<Channel> {
-        let channel = Channel::from_shared(self.addr.clone())
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect");
-        MatcherClient::new(channel)
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(64 << 20)
+        let channel = Channel::from_shared(self.addr.clone()).expect("uri").connect().await.expect("connect");
+        MatcherClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20)
     }
 
     /// Waits until grpc.health.v1 says SERVING.
     pub async fn wait_serving(&self) {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            assert!(
-                Instant::now() < deadline,
-                "server did not become SERVING; log:\n{}",
-                self.log_text()
-            );
-            if let Ok(ch) = Channel::from_shared(self.addr.clone())
-                .expect("uri")
-                .connect()
-                .await
-            {
+            assert!(Instant::now() < deadline, "server did not become SERVING; log:\n{}", self.log_text());
+            if let Ok(ch) = Channel::from_shared(self.addr.clone()).expect("uri").connect().await {
                 let mut h = tonic_health::pb::health_client::HealthClient::new(ch);
-                if let Ok(r) = h
-                    .check(tonic_health::pb::HealthCheckRequest {
-                        service: String::new(),
-                    })
-                    .await
-                {
-                    if r.into_inner().status
-                        == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
-                    {
+                if let Ok(r) = h.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await {
+                    if r.into_inner().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
                         return;
                     }
                 }
@@ -157,18 +125,14 @@ impl Server {
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .expect("kill");
+        let ok = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().expect("kill");
         assert!(ok.success());
     }
 
     pub fn metrics(&self) -> String {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(&self.metrics_addr).expect("metrics connect");
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-            .expect("write");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
         let mut out = String::new();
         let _ = s.read_to_string(&mut out);
         out
@@ -176,8 +140,7 @@ impl Server {
 
     /// Peak resident memory (VmHWM) of the server, in MiB.
     pub fn peak_rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
         status
             .lines()
             .find(|l| l.starts_with("VmHWM:"))
@@ -237,11 +200,7 @@ pub fn people_gallery() -> PathBuf {
         for (dir, file) in PEOPLE {
             let name = Path::new(dir).file_name().expect("name");
             std::fs::create_dir_all(photos.join(name)).expect("mkdir");
-            std::fs::copy(
-                faces_dir().join(dir).join(file),
-                photos.join(name).join(file),
-            )
-            .expect("copy");
+            std::fs::copy(faces_dir().join(dir).join(file), photos.join(name).join(file)).expect("copy");
         }
         build_gallery(&photos, "people.lkg")
     })
@@ -259,11 +218,7 @@ pub fn build_gallery(photos: &Path, name: &str) -> PathBuf {
         .stdout(Stdio::null())
         .status()
         .expect("run matcher gallery build");
-    assert!(
-        status.success(),
-        "gallery build failed for {}",
-        photos.display()
-    );
+    assert!(status.success(), "gallery build failed for {}", photos.display());
     out
 }
 
