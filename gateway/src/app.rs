@@ -54,11 +54,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         })
     };
 
-    let api = BotApi::new(
-        &args.telegram_api_url,
-        config.token.clone(),
-        Duration::from_secs(args.telegram_timeout_secs),
-    )?;
+    let api =
+        BotApi::new(&args.telegram_api_url, config.token.clone(), Duration::from_secs(args.telegram_timeout_secs))?;
     tracing::info!(api = %args.telegram_api_url, token = %config.token, mode = ?args.mode, "starting");
     let Some(me) = retry_until_ok("getMe", &shutdown, || api.get_me()).await else {
         return Ok(());
@@ -66,12 +63,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(bot_id = me.id, username = ?me.username, "connected to the Bot API");
 
     let target = Target::parse(&args.matcher)?;
-    let backends = endpoints::start(
-        &target,
-        Duration::from_secs(args.matcher_dns_refresh_secs.max(1)),
-        metrics_stop.clone(),
-    )
-    .await?;
+    let backends =
+        endpoints::start(&target, Duration::from_secs(args.matcher_dns_refresh_secs.max(1)), metrics_stop.clone())
+            .await?;
     tracing::info!(matcher = ?backends.urls(), "matcher replicas");
     let matcher = Matcher::new(
         backends,
@@ -87,11 +81,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         chat_interval: Duration::from_millis(args.chat_interval_ms),
         group_per_minute: args.group_per_minute,
     });
-    tracing::info!(
-        per_replica_rate = config.per_replica_rate(),
-        replicas = args.replicas,
-        "flood control"
-    );
+    tracing::info!(per_replica_rate = config.per_replica_rate(), replicas = args.replicas, "flood control");
     let bot = Arc::new(Bot {
         outbox: Outbox::new(api.clone(), flood),
         matcher,

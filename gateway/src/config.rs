@@ -30,28 +30,16 @@ pub enum LogFormat {
 #[command(name = "tg-gateway", version, about)]
 pub struct Args {
     /// Bot token from @BotFather. Prefer the environment variable: flags show up in `ps`.
-    #[arg(
-        long = "telegram-bot-token",
-        env = "TELEGRAM_BOT_TOKEN",
-        hide_env_values = true
-    )]
+    #[arg(long = "telegram-bot-token", env = "TELEGRAM_BOT_TOKEN", hide_env_values = true)]
     pub telegram_bot_token: RawSecret,
 
     /// Bot API base URL (a local Bot API server or a test fake).
-    #[arg(
-        long = "telegram-api-url",
-        env = "TELEGRAM_API_URL",
-        default_value = "https://api.telegram.org"
-    )]
+    #[arg(long = "telegram-api-url", env = "TELEGRAM_API_URL", default_value = "https://api.telegram.org")]
     pub telegram_api_url: String,
 
     /// Matcher address(es): comma-separated http:// URLs, or `dns:///host:port` to resolve all
     /// A/AAAA records periodically (Kubernetes headless Service).
-    #[arg(
-        long,
-        env = "LOOKALIKE_MATCHER_URL",
-        default_value = "http://127.0.0.1:50051"
-    )]
+    #[arg(long, env = "LOOKALIKE_MATCHER_URL", default_value = "http://127.0.0.1:50051")]
     pub matcher: String,
 
     /// How updates arrive.
@@ -103,11 +91,7 @@ pub struct Args {
 
     /// Link under the answer. Placeholders: {name} (spaces as '_'), {alias}, {id};
     /// URL-encoded.
-    #[arg(
-        long,
-        env = "GATEWAY_LINK_TEMPLATE",
-        default_value = "https://en.wikipedia.org/wiki/{name}"
-    )]
+    #[arg(long, env = "GATEWAY_LINK_TEMPLATE", default_value = "https://en.wikipedia.org/wiki/{name}")]
     pub link_template: String,
 
     /// Address of the Prometheus `/metrics` and `/healthz` server.
@@ -203,33 +187,18 @@ impl Args {
         if !(1..=100).contains(&self.webhook_max_connections) {
             return invalid("--webhook-max-connections must be 1-100");
         }
-        if !(self.telegram_api_url.starts_with("http://")
-            || self.telegram_api_url.starts_with("https://"))
-        {
+        if !(self.telegram_api_url.starts_with("http://") || self.telegram_api_url.starts_with("https://")) {
             return invalid("TELEGRAM_API_URL must start with http:// or https://");
         }
         let webhook = match self.mode {
             Mode::Polling => None,
             Mode::Webhook => {
-                let url = self
-                    .webhook_url
-                    .clone()
-                    .ok_or(ConfigError::MissingWebhookUrl)?;
-                let secret = self
-                    .webhook_secret
-                    .as_ref()
-                    .ok_or(ConfigError::MissingWebhookSecret)?;
-                Some(WebhookConfig {
-                    url,
-                    secret: WebhookSecret::new(&secret.0)?,
-                })
+                let url = self.webhook_url.clone().ok_or(ConfigError::MissingWebhookUrl)?;
+                let secret = self.webhook_secret.as_ref().ok_or(ConfigError::MissingWebhookSecret)?;
+                Some(WebhookConfig { url, secret: WebhookSecret::new(&secret.0)? })
             }
         };
-        Ok(Config {
-            args: self,
-            token,
-            webhook,
-        })
+        Ok(Config { args: self, token, webhook })
     }
 }
 
@@ -273,44 +242,24 @@ mod tests {
 
     #[test]
     fn webhook_mode_needs_url_and_secret() {
-        assert!(matches!(
-            parse(&["--mode", "webhook"]).validate(),
-            Err(ConfigError::MissingWebhookUrl)
-        ));
+        assert!(matches!(parse(&["--mode", "webhook"]).validate(), Err(ConfigError::MissingWebhookUrl)));
         assert!(matches!(
             parse(&["--mode", "webhook", "--webhook-url", "https://x/y"]).validate(),
             Err(ConfigError::MissingWebhookSecret)
         ));
-        let c = parse(&[
-            "--mode",
-            "webhook",
-            "--webhook-url",
-            "https://x/y",
-            "--webhook-secret",
-            "s3cret",
-        ])
-        .validate()
-        .unwrap();
+        let c = parse(&["--mode", "webhook", "--webhook-url", "https://x/y", "--webhook-secret", "s3cret"])
+            .validate()
+            .unwrap();
         assert!(c.webhook.is_some());
     }
 
     #[test]
     fn debug_output_has_no_secrets() {
-        let c = parse(&[
-            "--mode",
-            "webhook",
-            "--webhook-url",
-            "https://x/y",
-            "--webhook-secret",
-            "s3cretvalue",
-        ])
-        .validate()
-        .unwrap();
+        let c = parse(&["--mode", "webhook", "--webhook-url", "https://x/y", "--webhook-secret", "s3cretvalue"])
+            .validate()
+            .unwrap();
         let shown = format!("{c:?}");
-        assert!(
-            !shown.contains("zzsecretzz") && !shown.contains("s3cretvalue"),
-            "{shown}"
-        );
+        assert!(!shown.contains("zzsecretzz") && !shown.contains("s3cretvalue"), "{shown}");
     }
 
     #[test]

@@ -23,25 +23,30 @@ pub struct FloodConfig {
     pub group_per_minute: u32,
 }
 
-/// Generic cell rate algorithm: slots exactly `interval` apart, no burst, so no one-second
-/// window ever holds more than `rate` messages (+1 at the boundary).
+/// The global budget: grants at least `interval` apart, measured when each grant is
+/// actually taken (a sender woken late pushes the next one back), so no one-second window
+/// ever holds more than `rate` grants. Waiters are served in FIFO order.
 #[derive(Debug)]
-struct Gcra {
+struct Global {
     interval: Duration,
-    /// Theoretical arrival time: the earliest free slot.
-    tat: Instant,
+    /// The earliest time of the next grant.
+    next: tokio::sync::Mutex<Instant>,
 }
 
-impl Gcra {
-    fn reserve(&mut self, now: Instant) -> Instant {
-        let slot = self.tat.max(now);
-        self.tat = slot + self.interval;
-        slot
+impl Global {
+    async fn take(&self) {
+        let mut next = self.next.lock().await;
+        tokio::time::sleep_until(*next).await;
+        *next = Instant::now() + self.interval;
     }
 
-    fn try_reserve(&mut self, now: Instant) -> bool {
-        if self.tat <= now {
-            self.tat = now + self.interval;
+    fn try_take(&self) -> bool {
+        let Ok(mut next) = self.next.try_lock() else {
+            return false;
+        };
+        let now = Instant::now();
+        if *next <= now {
+            *next = now + self.interval;
             true
         } else {
             false
@@ -61,7 +66,7 @@ struct ChatState {
 #[derive(Debug)]
 struct Inner {
     config: FloodConfig,
-    global: Mutex<Gcra>,
+    global: Global,
     chats: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<ChatState>>>>,
 }
 
@@ -93,10 +98,7 @@ impl FloodControl {
         Self {
             inner: Arc::new(Inner {
                 config,
-                global: Mutex::new(Gcra {
-                    interval,
-                    tat: Instant::now(),
-                }),
+                global: Global { interval, next: tokio::sync::Mutex::new(Instant::now()) },
                 chats: Mutex::new(HashMap::new()),
             }),
         }
@@ -119,17 +121,13 @@ impl FloodControl {
             }
             chats.entry(chat_id).or_default().clone()
         };
-        ChatPermit {
-            inner: self.inner.clone(),
-            group,
-            state: cell.lock_owned().await,
-        }
+        ChatPermit { inner: self.inner.clone(), group, state: cell.lock_owned().await }
     }
 
     /// A global slot if one is free right now. For best-effort calls (chat actions) that
     /// must never delay a real message.
     pub fn try_global(&self) -> bool {
-        lock(&self.inner.global).try_reserve(Instant::now())
+        self.inner.global.try_take()
     }
 }
 
@@ -148,12 +146,7 @@ impl ChatPermit {
         }
         if self.group {
             let now = Instant::now();
-            while self
-                .state
-                .window
-                .front()
-                .is_some_and(|t| now.duration_since(*t) >= MINUTE)
-            {
+            while self.state.window.front().is_some_and(|t| now.duration_since(*t) >= MINUTE) {
                 self.state.window.pop_front();
             }
             let max = usize::try_from(cfg.group_per_minute).unwrap_or(usize::MAX);
@@ -166,8 +159,7 @@ impl ChatPermit {
             }
         }
         tokio::time::sleep_until(ready).await;
-        let slot = lock(&self.inner.global).reserve(Instant::now());
-        tokio::time::sleep_until(slot).await;
+        self.inner.global.take().await;
         let now = Instant::now();
         self.state.last_sent = Some(now);
         if self.group {

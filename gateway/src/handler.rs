@@ -61,10 +61,7 @@ impl Bot {
                 None => "ignored",
             };
             let total = started.elapsed();
-            let overhead = total
-                .saturating_sub(t.download)
-                .saturating_sub(t.matcher)
-                .saturating_sub(t.send.total());
+            let overhead = total.saturating_sub(t.download).saturating_sub(t.matcher).saturating_sub(t.send.total());
             METRICS.update_handled(outcome, total, overhead);
             tracing::info!(
                 outcome,
@@ -82,12 +79,7 @@ impl Bot {
         .await
     }
 
-    async fn handle_message(
-        &self,
-        msg: &Message,
-        trace: &TraceContext,
-        t: &mut Timings,
-    ) -> Outcome {
+    async fn handle_message(&self, msg: &Message, trace: &TraceContext, t: &mut Timings) -> Outcome {
         let lang = Lang::from_code(msg.from.as_ref().and_then(|u| u.language_code.as_deref()));
         match classify(msg, &self.rules) {
             Input::Ignore => "ignored",
@@ -106,8 +98,7 @@ impl Bot {
             }
             Input::TooLarge { size } => {
                 tracing::info!(size, "file over the limit; not downloaded");
-                self.say(msg, i18n::too_large(lang, self.limit_mb()), t)
-                    .await;
+                self.say(msg, i18n::too_large(lang, self.limit_mb()), t).await;
                 "too_large"
             }
             Input::Image(file) => self.handle_image(msg, lang, &file, trace, t).await,
@@ -129,23 +120,18 @@ impl Bot {
             return "user_rate_limited";
         }
         let started = Instant::now();
-        let (_, downloaded) = tokio::join!(
-            self.outbox.chat_action(msg.chat.id, "upload_photo"),
-            self.download(file)
-        );
+        let (_, downloaded) = tokio::join!(self.outbox.chat_action(msg.chat.id, "upload_photo"), self.download(file));
         t.download = started.elapsed();
         let image = match downloaded {
             Ok(bytes) => bytes,
             Err(TelegramError::FileTooLarge { size, .. }) => {
                 tracing::info!(size, "file over the limit");
-                self.say(msg, i18n::too_large(lang, self.limit_mb()), t)
-                    .await;
+                self.say(msg, i18n::too_large(lang, self.limit_mb()), t).await;
                 return "too_large";
             }
             Err(e) => {
                 tracing::warn!(error = %e, "download failed");
-                self.say(msg, i18n::download_failed(lang).to_owned(), t)
-                    .await;
+                self.say(msg, i18n::download_failed(lang).to_owned(), t).await;
                 return "download_failed";
             }
         };
@@ -156,10 +142,7 @@ impl Bot {
             "downloaded"
         );
         let started = Instant::now();
-        let result = self
-            .matcher
-            .match_photo(image.to_vec(), self.max_faces, trace)
-            .await;
+        let result = self.matcher.match_photo(image.to_vec(), self.max_faces, trace).await;
         t.matcher += started.elapsed();
         let response = match result {
             Ok(r) => r,
@@ -232,10 +215,7 @@ impl Bot {
         let id = first.identity_id;
         if let Some(file_id) = self.thumbs.get(&gallery, id) {
             METRICS.thumbnail_cache(true);
-            match self
-                .send(msg, photo(msg, PhotoSource::FileId(file_id), &caption), t)
-                .await
-            {
+            match self.send(msg, photo(msg, PhotoSource::FileId(file_id), &caption), t).await {
                 Ok(_) => return,
                 Err(e) if e.is_bad_file_id() => {
                     tracing::warn!(identity_id = id, error = %e, "cached thumbnail id refused; uploading again");
@@ -255,10 +235,7 @@ impl Bot {
         let thumbnail = match identity {
             Ok(i) if !i.thumbnail_jpeg.is_empty() => i.thumbnail_jpeg,
             Ok(_) => {
-                tracing::warn!(
-                    identity_id = id,
-                    "identity has no thumbnail; answering in text"
-                );
+                tracing::warn!(identity_id = id, "identity has no thumbnail; answering in text");
                 self.say(msg, caption, t).await;
                 return;
             }
@@ -268,19 +245,12 @@ impl Bot {
                 return;
             }
         };
-        let upload = PhotoSource::Upload {
-            bytes: thumbnail.into(),
-            file_name: format!("{}.jpg", first.alias),
-        };
+        let upload = PhotoSource::Upload { bytes: thumbnail.into(), file_name: format!("{}.jpg", first.alias) };
         match self.send(msg, photo(msg, upload, &caption), t).await {
             Ok(sent) => {
                 // Telegram returns several sizes of what it stored; any of their ids
                 // resends the photo, the largest keeps the most detail.
-                if let Some(p) = sent
-                    .photo
-                    .as_deref()
-                    .and_then(|s| s.iter().max_by_key(|p| p.width))
-                {
+                if let Some(p) = sent.photo.as_deref().and_then(|s| s.iter().max_by_key(|p| p.width)) {
                     self.thumbs.put(&gallery, id, p.file_id.clone());
                 }
             }
@@ -293,10 +263,7 @@ impl Bot {
         let info = api.get_file(&file.file_id).await?;
         if let Some(size) = info.file_size {
             if size > self.rules.max_file_bytes {
-                return Err(TelegramError::FileTooLarge {
-                    size,
-                    limit: self.rules.max_file_bytes,
-                });
+                return Err(TelegramError::FileTooLarge { size, limit: self.rules.max_file_bytes });
             }
         }
         let path = info.file_path.ok_or(TelegramError::NoFilePath)?;
@@ -304,11 +271,8 @@ impl Bot {
     }
 
     async fn say(&self, msg: &Message, html: String, t: &mut Timings) {
-        let out = OutgoingMessage {
-            chat_id: msg.chat.id,
-            reply_to: Some(msg.message_id),
-            body: OutgoingBody::Text { html },
-        };
+        let out =
+            OutgoingMessage { chat_id: msg.chat.id, reply_to: Some(msg.message_id), body: OutgoingBody::Text { html } };
         if let Err(e) = self.send(msg, out, t).await {
             tracing::warn!(error = %e, "answer not delivered");
         }
@@ -320,9 +284,7 @@ impl Bot {
         out: OutgoingMessage,
         t: &mut Timings,
     ) -> Result<crate::telegram::types::SentMessage, TelegramError> {
-        self.outbox
-            .send(&out, msg.chat.is_group(), &mut t.send)
-            .await
+        self.outbox.send(&out, msg.chat.is_group(), &mut t.send).await
     }
 
     fn limit_mb(&self) -> u64 {
@@ -334,18 +296,12 @@ fn photo(msg: &Message, photo: PhotoSource, caption: &str) -> OutgoingMessage {
     OutgoingMessage {
         chat_id: msg.chat.id,
         reply_to: Some(msg.message_id),
-        body: OutgoingBody::Photo {
-            photo,
-            caption_html: caption.to_owned(),
-        },
+        body: OutgoingBody::Photo { photo, caption_html: caption.to_owned() },
     }
 }
 
 fn face_left(f: &FaceMatch) -> i32 {
-    f.face
-        .as_ref()
-        .and_then(|d| d.r#box.as_ref())
-        .map_or(0, |b| b.left)
+    f.face.as_ref().and_then(|d| d.r#box.as_ref()).map_or(0, |b| b.left)
 }
 
 fn ms(d: Duration) -> u64 {

@@ -48,9 +48,7 @@ pub fn not_an_image(lang: Lang) -> &'static str {
 
 pub fn too_large(lang: Lang, limit_mb: u64) -> String {
     match lang {
-        Lang::En => format!(
-            "This file is too big (the limit is {limit_mb} MB). Please send it as a photo instead."
-        ),
+        Lang::En => format!("This file is too big (the limit is {limit_mb} MB). Please send it as a photo instead."),
         Lang::Ru => format!("Файл слишком большой (предел {limit_mb} МБ). Пришлите его как фото."),
     }
 }

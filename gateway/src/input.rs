@@ -134,22 +134,13 @@ mod tests {
     use crate::telegram::types::{Chat, Document};
 
     fn size(id: &str, w: u32, h: u32, bytes: Option<u64>) -> PhotoSize {
-        PhotoSize {
-            file_id: id.into(),
-            file_unique_id: format!("u{id}"),
-            width: w,
-            height: h,
-            file_size: bytes,
-        }
+        PhotoSize { file_id: id.into(), file_unique_id: format!("u{id}"), width: w, height: h, file_size: bytes }
     }
 
     fn msg(kind: &str) -> Message {
         Message {
             message_id: 1,
-            chat: Chat {
-                id: 1,
-                kind: kind.into(),
-            },
+            chat: Chat { id: 1, kind: kind.into() },
             from: None,
             text: None,
             photo: None,
@@ -158,21 +149,13 @@ mod tests {
     }
 
     fn rules() -> InputRules {
-        InputRules {
-            min_side: 640,
-            max_file_bytes: 20 * 1024 * 1024,
-            bot_username: Some("LookBot".into()),
-        }
+        InputRules { min_side: 640, max_file_bytes: 20 * 1024 * 1024, bot_username: Some("LookBot".into()) }
     }
 
     #[test]
     fn picks_smallest_size_that_is_big_enough() {
-        let sizes = [
-            size("s", 90, 67, None),
-            size("m", 320, 240, None),
-            size("x", 800, 600, None),
-            size("y", 1280, 960, None),
-        ];
+        let sizes =
+            [size("s", 90, 67, None), size("m", 320, 240, None), size("x", 800, 600, None), size("y", 1280, 960, None)];
         assert_eq!(choose_photo_size(&sizes, 640).unwrap().file_id, "x");
         assert_eq!(choose_photo_size(&sizes, 1000).unwrap().file_id, "y");
         assert_eq!(choose_photo_size(&sizes, 5000).unwrap().file_id, "y");
@@ -187,12 +170,7 @@ mod tests {
     fn oversized_files_are_refused_before_download() {
         let mut m = msg("private");
         m.photo = Some(vec![size("x", 800, 600, Some(30 * 1024 * 1024))]);
-        assert_eq!(
-            classify(&m, &rules()),
-            Input::TooLarge {
-                size: 30 * 1024 * 1024
-            }
-        );
+        assert_eq!(classify(&m, &rules()), Input::TooLarge { size: 30 * 1024 * 1024 });
     }
 
     #[test]

@@ -19,10 +19,8 @@ use tokio_util::sync::CancellationToken;
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::default);
 
 /// Seconds; from 1 ms to about 65 s.
-const BUCKETS: [f64; 17] = [
-    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0,
-    120.0,
-];
+const BUCKETS: [f64; 17] =
+    [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0];
 
 struct Family {
     help: &'static str,
@@ -31,15 +29,39 @@ struct Family {
 
 const FAMILIES: &[(&str, Family)] = &[
     ("tg_gateway_updates_total", Family { help: "Updates handled, by outcome.", kind: "counter" }),
-    ("tg_gateway_update_seconds", Family { help: "Time from receiving an update to its last reply.", kind: "histogram" }),
-    ("tg_gateway_overhead_seconds", Family { help: "Per-update time spent in the gateway itself: total minus download, matcher and Bot API send time.", kind: "histogram" }),
-    ("tg_gateway_telegram_requests_total", Family { help: "Bot API requests, by method and outcome (ok, error code, transport).", kind: "counter" }),
+    (
+        "tg_gateway_update_seconds",
+        Family { help: "Time from receiving an update to its last reply.", kind: "histogram" },
+    ),
+    (
+        "tg_gateway_overhead_seconds",
+        Family {
+            help: "Per-update time spent in the gateway itself: total minus download, matcher and Bot API send time.",
+            kind: "histogram",
+        },
+    ),
+    (
+        "tg_gateway_telegram_requests_total",
+        Family { help: "Bot API requests, by method and outcome (ok, error code, transport).", kind: "counter" },
+    ),
     ("tg_gateway_telegram_request_seconds", Family { help: "Bot API request latency.", kind: "histogram" }),
-    ("tg_gateway_flood_wait_seconds", Family { help: "Time a message waited for the flood-control budget.", kind: "histogram" }),
-    ("tg_gateway_flood_retries_total", Family { help: "Sends retried after a 429 (retry_after honoured).", kind: "counter" }),
-    ("tg_gateway_matcher_calls_total", Family { help: "Matcher RPC attempts, by method and gRPC code.", kind: "counter" }),
+    (
+        "tg_gateway_flood_wait_seconds",
+        Family { help: "Time a message waited for the flood-control budget.", kind: "histogram" },
+    ),
+    (
+        "tg_gateway_flood_retries_total",
+        Family { help: "Sends retried after a 429 (retry_after honoured).", kind: "counter" },
+    ),
+    (
+        "tg_gateway_matcher_calls_total",
+        Family { help: "Matcher RPC attempts, by method and gRPC code.", kind: "counter" },
+    ),
     ("tg_gateway_matcher_seconds", Family { help: "Matcher RPC attempt latency.", kind: "histogram" }),
-    ("tg_gateway_thumbnail_cache_total", Family { help: "Thumbnail file_id cache lookups, by result.", kind: "counter" }),
+    (
+        "tg_gateway_thumbnail_cache_total",
+        Family { help: "Thumbnail file_id cache lookups, by result.", kind: "counter" },
+    ),
     ("tg_gateway_user_rate_limited_total", Family { help: "Photos refused by the per-user limit.", kind: "counter" }),
     ("tg_gateway_in_flight", Family { help: "Updates being processed.", kind: "gauge" }),
     ("tg_gateway_matcher_endpoints", Family { help: "Matcher endpoints currently known.", kind: "gauge" }),
@@ -66,10 +88,7 @@ fn labels(pairs: &[(&str, &str)]) -> String {
     let inner: Vec<String> = pairs
         .iter()
         .map(|(k, v)| {
-            let v = v
-                .replace('\\', "\\\\")
-                .replace('"', "\\\"")
-                .replace('\n', "\\n");
+            let v = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
             format!("{k}=\"{v}\"")
         })
         .collect();
@@ -107,15 +126,8 @@ impl Metrics {
     }
 
     pub fn telegram_request(&self, method: &str, outcome: &str, d: Duration) {
-        self.inc(
-            "tg_gateway_telegram_requests_total",
-            &[("method", method), ("outcome", outcome)],
-        );
-        self.observe(
-            "tg_gateway_telegram_request_seconds",
-            &[("method", method)],
-            d,
-        );
+        self.inc("tg_gateway_telegram_requests_total", &[("method", method), ("outcome", outcome)]);
+        self.observe("tg_gateway_telegram_request_seconds", &[("method", method)], d);
     }
 
     pub fn flood_wait(&self, d: Duration) {
@@ -127,10 +139,7 @@ impl Metrics {
     }
 
     pub fn matcher_call(&self, method: &str, code: &str, d: Duration) {
-        self.inc(
-            "tg_gateway_matcher_calls_total",
-            &[("method", method), ("code", code)],
-        );
+        self.inc("tg_gateway_matcher_calls_total", &[("method", method), ("code", code)]);
         self.observe("tg_gateway_matcher_seconds", &[("method", method)], d);
     }
 
@@ -148,8 +157,7 @@ impl Metrics {
     }
 
     pub fn set_endpoints(&self, n: usize) {
-        self.endpoints
-            .store(i64::try_from(n).unwrap_or(i64::MAX), Ordering::Relaxed);
+        self.endpoints.store(i64::try_from(n).unwrap_or(i64::MAX), Ordering::Relaxed);
     }
 
     /// The Prometheus text exposition format (version 0.0.4).
@@ -158,11 +166,7 @@ impl Metrics {
         let histograms = lock(&self.histograms).clone();
         let mut out = String::new();
         for (name, fam) in FAMILIES {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {}\n# TYPE {name} {}",
-                fam.help, fam.kind
-            );
+            let _ = writeln!(out, "# HELP {name} {}\n# TYPE {name} {}", fam.help, fam.kind);
             match fam.kind {
                 "counter" => {
                     for ((n, l), v) in counters.iter().filter(|((n, _), _)| n == name) {
@@ -173,8 +177,7 @@ impl Metrics {
                     for ((n, l), h) in histograms.iter().filter(|((n, _), _)| n == name) {
                         let sep = if l.is_empty() { "" } else { "," };
                         for (i, le) in BUCKETS.iter().enumerate() {
-                            let _ =
-                                writeln!(out, "{n}_bucket{{{l}{sep}le=\"{le}\"}} {}", h.counts[i]);
+                            let _ = writeln!(out, "{n}_bucket{{{l}{sep}le=\"{le}\"}} {}", h.counts[i]);
                         }
                         let _ = writeln!(out, "{n}_bucket{{{l}{sep}le=\"+Inf\"}} {}", h.count);
                         let _ = writeln!(out, "{n}_sum{} {}", braces(l), h.sum);
@@ -203,25 +206,15 @@ fn braces(l: &str) -> String {
 }
 
 async fn metrics_handler() -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        METRICS.render(),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], METRICS.render())
 }
 
 /// Serves `/metrics` and `/healthz` until `shutdown` is cancelled.
 pub async fn serve(addr: SocketAddr, shutdown: CancellationToken) -> std::io::Result<()> {
-    let app = Router::new()
-        .route("/metrics", get(metrics_handler))
-        .route("/healthz", get(|| async { "ok\n" }));
+    let app = Router::new().route("/metrics", get(metrics_handler)).route("/healthz", get(|| async { "ok\n" }));
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "metrics server listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }
 
 #[cfg(test)]
@@ -233,16 +226,10 @@ mod tests {
         let m = Metrics::default();
         m.telegram_request("sendPhoto", "ok", Duration::from_millis(30));
         m.telegram_request("sendPhoto", "429", Duration::from_millis(3));
-        m.update_handled(
-            "match",
-            Duration::from_millis(900),
-            Duration::from_millis(2),
-        );
+        m.update_handled("match", Duration::from_millis(900), Duration::from_millis(2));
         m.in_flight_add(2);
         let text = m.render();
-        assert!(text.contains(
-            "tg_gateway_telegram_requests_total{method=\"sendPhoto\",outcome=\"429\"} 1"
-        ));
+        assert!(text.contains("tg_gateway_telegram_requests_total{method=\"sendPhoto\",outcome=\"429\"} 1"));
         assert!(text.contains("tg_gateway_overhead_seconds_bucket{le=\"0.002\"} 1"));
         assert!(text.contains("tg_gateway_update_seconds_count 1"));
         assert!(text.contains("tg_gateway_in_flight 2"));

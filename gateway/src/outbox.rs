@@ -39,12 +39,7 @@ impl SendTimings {
 
 impl Outbox {
     pub fn new(api: BotApi, flood: FloodControl) -> Self {
-        Self {
-            api,
-            flood,
-            transient_retries: 5,
-            backoff_base: Duration::from_millis(500),
-        }
+        Self { api, flood, transient_retries: 5, backoff_base: Duration::from_millis(500) }
     }
 
     /// Sends one message, retrying as Telegram asks. `group` selects the group limits.

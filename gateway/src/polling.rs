@@ -78,12 +78,7 @@ fn load_state(store: &StateStore) -> Persisted {
     }
 }
 
-pub async fn run(
-    api: BotApi,
-    bot: Arc<Bot>,
-    cfg: PollingConfig,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn run(api: BotApi, bot: Arc<Bot>, cfg: PollingConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let store = cfg.state_file.map(|p| Arc::new(StateStore::new(p)));
     let persisted = store.as_deref().map(load_state).unwrap_or_default();
     let (tracker, restored) = Tracker::restore(persisted);
@@ -115,10 +110,7 @@ pub async fn run(
     });
 
     if !restored.is_empty() {
-        tracing::info!(
-            count = restored.len(),
-            "handling updates queued before the restart"
-        );
+        tracing::info!(count = restored.len(), "handling updates queued before the restart");
     }
     for update in restored {
         if d.dispatch(update, &shutdown).await.is_none() {
@@ -214,11 +206,7 @@ pub async fn run(
 }
 
 /// Retries a start-up call with backoff until it works or shutdown is requested.
-pub async fn retry_until_ok<T, F, Fut>(
-    what: &str,
-    shutdown: &CancellationToken,
-    mut f: F,
-) -> Option<T>
+pub async fn retry_until_ok<T, F, Fut>(what: &str, shutdown: &CancellationToken, mut f: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, crate::telegram::TelegramError>>,

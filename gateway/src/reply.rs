@@ -10,11 +10,7 @@ use crate::i18n::{self, Lang};
 const CAPTION_LIMIT: usize = 1024;
 
 /// Everything but RFC 3986 unreserved characters is encoded.
-const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 /// Escapes text for Telegram's HTML parse mode (also safe inside attribute values).
 pub fn escape_html(s: &str) -> String {
@@ -45,10 +41,7 @@ impl LinkTemplate {
         let name = name.trim().replace(' ', "_");
         self.0
             .replace("{name}", &utf8_percent_encode(&name, COMPONENT).to_string())
-            .replace(
-                "{alias}",
-                &utf8_percent_encode(alias, COMPONENT).to_string(),
-            )
+            .replace("{alias}", &utf8_percent_encode(alias, COMPONENT).to_string())
             .replace("{id}", &id.to_string())
     }
 }
@@ -79,11 +72,7 @@ pub fn caption(lang: Lang, faces: &[Option<FaceLine>], links: &LinkTemplate) -> 
         let url = links.render(&face.name, &face.alias, face.identity_id);
         return format!(
             "{}\n{} <a href=\"{}\">{}</a>",
-            i18n::you_look_like(
-                lang,
-                &escape_html(&face.name),
-                percent(face.similarity_percent)
-            ),
+            i18n::you_look_like(lang, &escape_html(&face.name), percent(face.similarity_percent)),
             i18n::more_info(lang),
             escape_html(&url),
             escape_html(&url),
@@ -118,52 +107,32 @@ mod tests {
     use super::*;
 
     fn face(name: &str, alias: &str, p: f32) -> Option<FaceLine> {
-        Some(FaceLine {
-            name: name.into(),
-            alias: alias.into(),
-            identity_id: 7,
-            similarity_percent: p,
-        })
+        Some(FaceLine { name: name.into(), alias: alias.into(), identity_id: 7, similarity_percent: p })
     }
 
     #[test]
     fn escapes_html() {
-        assert_eq!(
-            escape_html(r#"<b>"Tom" & Jerry</b>"#),
-            "&lt;b&gt;&quot;Tom&quot; &amp; Jerry&lt;/b&gt;"
-        );
+        assert_eq!(escape_html(r#"<b>"Tom" & Jerry</b>"#), "&lt;b&gt;&quot;Tom&quot; &amp; Jerry&lt;/b&gt;");
     }
 
     #[test]
     fn renders_links() {
         let t = LinkTemplate::new("https://en.wikipedia.org/wiki/{name}");
-        assert_eq!(
-            t.render("Tilda Swinton", "tilda-swinton", 1),
-            "https://en.wikipedia.org/wiki/Tilda_Swinton"
-        );
+        assert_eq!(t.render("Tilda Swinton", "tilda-swinton", 1), "https://en.wikipedia.org/wiki/Tilda_Swinton");
         assert_eq!(
             t.render("Penélope Cruz & co?", "x", 1),
             "https://en.wikipedia.org/wiki/Pen%C3%A9lope_Cruz_%26_co%3F"
         );
         let t = LinkTemplate::new("https://example.com/p/{alias}?id={id}");
-        assert_eq!(
-            t.render("A", "a/b c", 42),
-            "https://example.com/p/a%2Fb%20c?id=42"
-        );
+        assert_eq!(t.render("A", "a/b c", 42), "https://example.com/p/a%2Fb%20c?id=42");
     }
 
     #[test]
     fn one_face_caption() {
         let links = LinkTemplate::new("https://w/{name}");
         let c = caption(Lang::En, &[face("Tilda <Swinton>", "tilda", 86.6)], &links);
-        assert!(
-            c.starts_with("You look like <b>Tilda &lt;Swinton&gt;</b> — 87%"),
-            "{c}"
-        );
-        assert!(
-            c.contains("<a href=\"https://w/Tilda_%3CSwinton%3E\">"),
-            "{c}"
-        );
+        assert!(c.starts_with("You look like <b>Tilda &lt;Swinton&gt;</b> — 87%"), "{c}");
+        assert!(c.contains("<a href=\"https://w/Tilda_%3CSwinton%3E\">"), "{c}");
         let c = caption(Lang::En, &[face("X", "x", 99.9)], &links);
         assert!(c.contains("— 99%"), "{c}");
         let c = caption(Lang::Ru, &[face("X", "x", 50.0)], &links);
@@ -173,11 +142,7 @@ mod tests {
     #[test]
     fn several_faces_one_line_each() {
         let links = LinkTemplate::new("https://w/{alias}");
-        let c = caption(
-            Lang::En,
-            &[face("A", "a", 90.0), None, face("C", "c", 10.4)],
-            &links,
-        );
+        let c = caption(Lang::En, &[face("A", "a", 90.0), None, face("C", "c", 10.4)], &links);
         let lines: Vec<&str> = c.lines().collect();
         assert_eq!(lines.len(), 4, "{c}");
         assert_eq!(lines[1], "1. <a href=\"https://w/a\">A</a> — 90%");

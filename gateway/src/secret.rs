@@ -37,9 +37,7 @@ pub enum SecretError {
     EmptyToken,
     #[error("TELEGRAM_BOT_TOKEN is not of the form <bot id>:<secret> (value not shown)")]
     MalformedToken,
-    #[error(
-        "the webhook secret must be 1-256 characters from A-Z, a-z, 0-9, '_' and '-' (value not shown)"
-    )]
+    #[error("the webhook secret must be 1-256 characters from A-Z, a-z, 0-9, '_' and '-' (value not shown)")]
     MalformedWebhookSecret,
 }
 
@@ -53,10 +51,8 @@ impl BotToken {
         }
         let (id, secret) = raw.split_once(':').ok_or(SecretError::MalformedToken)?;
         let id_ok = !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit());
-        let secret_ok = !secret.is_empty()
-            && secret
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        let secret_ok =
+            !secret.is_empty() && secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if !id_ok || !secret_ok {
             return Err(SecretError::MalformedToken);
         }
@@ -93,10 +89,8 @@ pub struct WebhookSecret(Arc<str>);
 impl WebhookSecret {
     /// Telegram's rules: 1-256 characters, `A-Za-z0-9_-`.
     pub fn new(raw: &str) -> Result<Self, SecretError> {
-        let ok = (1..=256).contains(&raw.len())
-            && raw
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        let ok =
+            (1..=256).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if ok {
             Ok(Self(Arc::from(raw)))
         } else {
@@ -115,10 +109,7 @@ impl WebhookSecret {
         if ours.len() != candidate.len() {
             return false;
         }
-        ours.iter()
-            .zip(candidate)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+        ours.iter().zip(candidate).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
     }
 }
 

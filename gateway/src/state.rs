@@ -9,15 +9,9 @@ use crate::tracker::{Persisted, Tracker};
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("state file {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("state file {path} is not valid: {source}")]
-    Parse {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
+    Parse { path: PathBuf, source: serde_json::Error },
     #[error("state writer task failed: {0}")]
     Task(String),
 }
@@ -25,27 +19,17 @@ pub enum StateError {
 /// Reads the state; a missing file is a fresh start.
 pub fn load(path: &Path) -> Result<Persisted, StateError> {
     match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StateError::Parse {
-            path: path.to_owned(),
-            source,
-        }),
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes).map_err(|source| StateError::Parse { path: path.to_owned(), source })
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Persisted::default()),
-        Err(source) => Err(StateError::Io {
-            path: path.to_owned(),
-            source,
-        }),
+        Err(source) => Err(StateError::Io { path: path.to_owned(), source }),
     }
 }
 
 pub fn save(path: &Path, state: &Persisted) -> Result<(), StateError> {
-    let io = |source| StateError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let json = serde_json::to_vec(state).map_err(|source| StateError::Parse {
-        path: path.to_owned(),
-        source,
-    })?;
+    let io = |source| StateError::Io { path: path.to_owned(), source };
+    let json = serde_json::to_vec(state).map_err(|source| StateError::Parse { path: path.to_owned(), source })?;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
@@ -68,10 +52,7 @@ pub struct StateStore {
 
 impl StateStore {
     pub fn new(path: PathBuf) -> Self {
-        Self {
-            path,
-            written: tokio::sync::Mutex::new(None),
-        }
+        Self { path, written: tokio::sync::Mutex::new(None) }
     }
 
     pub fn path(&self) -> &Path {
@@ -103,13 +84,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json");
         assert!(load(&path).unwrap().last_update_id.is_none());
-        let p = Persisted {
-            last_update_id: Some(41),
-            queued: vec![Update {
-                update_id: 40,
-                message: None,
-            }],
-        };
+        let p = Persisted { last_update_id: Some(41), queued: vec![Update { update_id: 40, message: None }] };
         save(&path, &p).unwrap();
         let back = load(&path).unwrap();
         assert_eq!(back.last_update_id, Some(41));
@@ -124,10 +99,7 @@ mod tests {
         let store = StateStore::new(dir.path().join("s.json"));
         let t = Tracker::default();
         for id in 1..=3 {
-            t.admit(&Update {
-                update_id: id,
-                message: None,
-            });
+            t.admit(&Update { update_id: id, message: None });
         }
         store.flush(&t).await.unwrap();
         t.complete(2);

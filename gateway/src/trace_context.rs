@@ -23,18 +23,12 @@ impl TraceContext {
     /// A new trace (one per update).
     pub fn new_root() -> Self {
         let trace_id = (u128::from(nonzero_u64()) << 64) | u128::from(fastrand::u64(..));
-        Self {
-            trace_id,
-            span_id: nonzero_u64(),
-        }
+        Self { trace_id, span_id: nonzero_u64() }
     }
 
     /// A child span in the same trace.
     pub fn child(&self) -> Self {
-        Self {
-            trace_id: self.trace_id,
-            span_id: nonzero_u64(),
-        }
+        Self { trace_id: self.trace_id, span_id: nonzero_u64() }
     }
 
     pub fn trace_id(&self) -> String {

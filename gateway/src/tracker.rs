@@ -50,39 +50,22 @@ pub struct Tracker {
 
 impl Default for Tracker {
     fn default() -> Self {
-        Self {
-            state: Mutex::new(State::default()),
-            changed: watch::Sender::new(0),
-        }
+        Self { state: Mutex::new(State::default()), changed: watch::Sender::new(0) }
     }
 }
 
 impl Tracker {
     /// Resumes from a state file; returns the queued updates to handle first.
     pub fn restore(p: Persisted) -> (Self, Vec<Update>) {
-        let pending: BTreeMap<i64, Update> =
-            p.queued.into_iter().map(|u| (u.update_id, u)).collect();
+        let pending: BTreeMap<i64, Update> = p.queued.into_iter().map(|u| (u.update_id, u)).collect();
         let restored: Vec<Update> = pending.values().cloned().collect();
         let committed = match pending.keys().next() {
             Some(lowest) => Some(lowest - 1),
             None => p.last_update_id,
         };
         let max_seen = p.last_update_id.max(pending.keys().next_back().copied());
-        let state = State {
-            pending,
-            done_above: BTreeSet::new(),
-            committed,
-            max_seen,
-            floor: max_seen,
-            generation: 0,
-        };
-        (
-            Self {
-                state: Mutex::new(state),
-                changed: watch::Sender::new(0),
-            },
-            restored,
-        )
+        let state = State { pending, done_above: BTreeSet::new(), committed, max_seen, floor: max_seen, generation: 0 };
+        (Self { state: Mutex::new(state), changed: watch::Sender::new(0) }, restored)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -145,13 +128,7 @@ impl Tracker {
     /// A snapshot for the state file, with its generation.
     pub fn persisted(&self) -> (u64, Persisted) {
         let s = self.lock();
-        (
-            s.generation,
-            Persisted {
-                last_update_id: s.max_seen,
-                queued: s.pending.values().cloned().collect(),
-            },
-        )
+        (s.generation, Persisted { last_update_id: s.max_seen, queued: s.pending.values().cloned().collect() })
     }
 
     /// Watches completions.
@@ -165,10 +142,7 @@ mod tests {
     use super::*;
 
     fn u(id: i64) -> Update {
-        Update {
-            update_id: id,
-            message: None,
-        }
+        Update { update_id: id, message: None }
     }
 
     #[test]
@@ -178,10 +152,7 @@ mod tests {
         for id in 10..=12 {
             assert!(t.admit(&u(id)));
         }
-        assert!(
-            !t.admit(&u(11)),
-            "a re-delivery of a running update is skipped"
-        );
+        assert!(!t.admit(&u(11)), "a re-delivery of a running update is skipped");
         t.complete(11);
         t.complete(12);
         assert_eq!(t.next_offset(false), Some(10), "10 is still running");
@@ -203,10 +174,7 @@ mod tests {
         t.complete(3);
         let (_, p) = t.persisted();
         assert_eq!(p.last_update_id, Some(3));
-        assert_eq!(
-            p.queued.iter().map(|u| u.update_id).collect::<Vec<_>>(),
-            [2]
-        );
+        assert_eq!(p.queued.iter().map(|u| u.update_id).collect::<Vec<_>>(), [2]);
         // Through JSON, as in the file.
         let p: Persisted = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
         let (t, restored) = Tracker::restore(p);

@@ -18,10 +18,7 @@ pub struct UserLimiter {
 
 impl UserLimiter {
     pub fn new(per_minute: u32) -> Self {
-        Self {
-            per_minute: usize::try_from(per_minute).unwrap_or(usize::MAX).max(1),
-            users: Mutex::new(HashMap::new()),
-        }
+        Self { per_minute: usize::try_from(per_minute).unwrap_or(usize::MAX).max(1), users: Mutex::new(HashMap::new()) }
     }
 
     /// Counts a photo for `user`; false when the user is over the quota (not counted then,
@@ -33,10 +30,7 @@ impl UserLimiter {
             users.retain(|_, w| w.back().is_some_and(|t| now.duration_since(*t) < WINDOW));
         }
         let window = users.entry(user).or_default();
-        while window
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= WINDOW)
-        {
+        while window.front().is_some_and(|t| now.duration_since(*t) >= WINDOW) {
             window.pop_front();
         }
         if window.len() >= self.per_minute {

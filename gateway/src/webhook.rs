@@ -93,9 +93,7 @@ impl AppState {
 }
 
 async fn receive(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    let authorised = headers
-        .get(SECRET_HEADER)
-        .is_some_and(|v| s.secret.matches(v.as_bytes()));
+    let authorised = headers.get(SECRET_HEADER).is_some_and(|v| s.secret.matches(v.as_bytes()));
     if !authorised {
         tracing::warn!("webhook request without the right secret token; refused");
         return StatusCode::UNAUTHORIZED;
@@ -109,10 +107,7 @@ async fn receive(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes
     };
     let id = update.update_id;
     if !s.recent().begin(id) {
-        tracing::info!(
-            update_id = id,
-            "update already handled or in progress; acknowledged"
-        );
+        tracing::info!(update_id = id, "update already handled or in progress; acknowledged");
         return StatusCode::OK;
     }
     let permit = match tokio::time::timeout(SLOT_WAIT, s.slots.clone().acquire_owned()).await {
@@ -163,22 +158,16 @@ pub async fn run(
         let url = cfg.webhook.url.clone();
         let secret = cfg.webhook.secret.clone();
         tokio::spawn(async move {
-            let done = retry_until_ok("setWebhook", &shutdown, || {
-                api.set_webhook(&url, secret.expose(), cfg.max_connections)
-            })
-            .await;
+            let done =
+                retry_until_ok("setWebhook", &shutdown, || api.set_webhook(&url, secret.expose(), cfg.max_connections))
+                    .await;
             if done.is_some() {
                 tracing::info!(max_connections = cfg.max_connections, "webhook registered");
             }
         })
     };
-    let app = Router::new()
-        .route("/", post(receive))
-        .route("/{*path}", post(receive))
-        .with_state(state.clone());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await?;
+    let app = Router::new().route("/", post(receive)).route("/{*path}", post(receive)).with_state(state.clone());
+    axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await?;
     tracing::info!("webhook server stopped accepting; finishing updates in progress");
     register.abort();
     state.tasks.close();

@@ -67,9 +67,7 @@ impl Call {
 
     /// sendMessage text or sendPhoto caption.
     pub fn text(&self) -> String {
-        self.str_param("text")
-            .or_else(|| self.str_param("caption"))
-            .unwrap_or_default()
+        self.str_param("text").or_else(|| self.str_param("caption")).unwrap_or_default()
     }
 
     pub fn ok(&self) -> bool {
@@ -82,10 +80,7 @@ impl Call {
     }
 
     pub fn is_send(&self) -> bool {
-        matches!(
-            self.method.as_str(),
-            "sendMessage" | "sendPhoto" | "sendChatAction"
-        )
+        matches!(self.method.as_str(), "sendMessage" | "sendPhoto" | "sendChatAction")
     }
 }
 
@@ -184,12 +179,7 @@ pub struct Sender {
 
 impl Sender {
     pub fn private(id: i64) -> Self {
-        Self {
-            chat_id: id,
-            group: false,
-            user_id: id,
-            lang: "en",
-        }
+        Self { chat_id: id, group: false, user_id: id, lang: "en" }
     }
 
     pub fn lang(mut self, lang: &'static str) -> Self {
@@ -199,33 +189,23 @@ impl Sender {
 }
 
 impl FakeTelegram {
-    pub async fn start(token: &str) -> Self {
+    pub async fn start(token: &str) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             token: token.to_owned(),
             started: Instant::now(),
-            inner: Mutex::new(Inner {
-                next_update_id: 100_000,
-                next_message_id: 1,
-                ..Default::default()
-            }),
+            inner: Mutex::new(Inner { next_update_id: 100_000, next_message_id: 1, ..Default::default() }),
             new_update: Notify::new(),
         });
         let app = Router::new()
             .route("/file/{bot}/{*path}", get(download))
             .route("/{bot}/{method}", any(method))
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind fake Telegram");
-        let addr = listener.local_addr().expect("local addr");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Self {
-            addr,
-            shared,
-            server,
-        }
+        Ok(Self { addr, shared, server })
     }
 
     pub fn url(&self) -> String {
@@ -246,20 +226,8 @@ impl FakeTelegram {
         let path = format!("photos/file_{n}.jpg");
         let size = claimed_size.unwrap_or(bytes.len() as u64);
         s.paths.insert(path.clone(), file_id.clone());
-        s.files.insert(
-            file_id.clone(),
-            StoredFile {
-                bytes,
-                unique_id: unique_id.clone(),
-                path,
-                size,
-            },
-        );
-        FileRef {
-            file_id,
-            file_unique_id: unique_id,
-            size,
-        }
+        s.files.insert(file_id.clone(), StoredFile { bytes, unique_id: unique_id.clone(), path, size });
+        FileRef { file_id, file_unique_id: unique_id, size }
     }
 
     fn message(&self, from: Sender, body: Value) -> Value {
@@ -334,11 +302,7 @@ impl FakeTelegram {
 
     /// The next call of `method` (to `chat_id`, if given) gets `fault`.
     pub fn inject(&self, method: &str, chat_id: Option<i64>, fault: Fault) {
-        self.shared.lock().faults.push_back(Injected {
-            method: method.to_owned(),
-            chat_id,
-            fault,
-        });
+        self.shared.lock().faults.push_back(Injected { method: method.to_owned(), chat_id, fault });
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -346,18 +310,12 @@ impl FakeTelegram {
     }
 
     pub fn calls_of(&self, method: &str) -> Vec<Call> {
-        self.calls()
-            .into_iter()
-            .filter(|c| c.method == method)
-            .collect()
+        self.calls().into_iter().filter(|c| c.method == method).collect()
     }
 
     /// Successful sendMessage / sendPhoto calls.
     pub fn delivered(&self) -> Vec<Call> {
-        self.calls()
-            .into_iter()
-            .filter(Call::is_delivered_message)
-            .collect()
+        self.calls().into_iter().filter(Call::is_delivered_message).collect()
     }
 
     pub fn webhook(&self) -> Option<WebhookInfo> {
@@ -368,18 +326,11 @@ impl FakeTelegram {
     pub fn unconfirmed(&self) -> usize {
         let s = self.shared.lock();
         let c = s.confirmed;
-        s.updates
-            .iter()
-            .filter(|u| u["update_id"].as_i64().unwrap_or(0) >= c)
-            .count()
+        s.updates.iter().filter(|u| u["update_id"].as_i64().unwrap_or(0) >= c).count()
     }
 
     /// Polls `cond` every 50 ms until it holds or `timeout` passes.
-    pub async fn wait_until(
-        &self,
-        timeout: Duration,
-        mut cond: impl FnMut(&[Call]) -> bool,
-    ) -> bool {
+    pub async fn wait_until(&self, timeout: Duration, mut cond: impl FnMut(&[Call]) -> bool) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
             if cond(&self.calls()) {
@@ -425,10 +376,7 @@ fn api_error(code: u16, description: &str, retry_after: Option<u64>) -> (StatusC
     if let Some(r) = retry_after {
         body["parameters"] = json!({ "retry_after": r });
     }
-    (
-        StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        body,
-    )
+    (StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), body)
 }
 
 fn ok(result: Value) -> (StatusCode, Value) {
@@ -445,12 +393,7 @@ async fn params(req: Request) -> (Map<String, Value>, Option<PhotoArg>) {
             }
         }
     }
-    let ctype = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let ctype = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let mut photo = None;
     if ctype.starts_with("multipart/form-data") {
         if let Ok(mut mp) = Multipart::from_request(req, &()).await {
@@ -461,17 +404,12 @@ async fn params(req: Request) -> (Map<String, Value>, Option<PhotoArg>) {
                 if is_file && name == "photo" {
                     photo = Some(PhotoArg::Upload(data.to_vec()));
                 } else {
-                    map.insert(
-                        name,
-                        Value::String(String::from_utf8_lossy(&data).into_owned()),
-                    );
+                    map.insert(name, Value::String(String::from_utf8_lossy(&data).into_owned()));
                 }
             }
         }
     } else {
-        let body = axum::body::to_bytes(req.into_body(), 64 * 1024 * 1024)
-            .await
-            .unwrap_or_default();
+        let body = axum::body::to_bytes(req.into_body(), 64 * 1024 * 1024).await.unwrap_or_default();
         if ctype.starts_with("application/json") {
             if let Ok(Value::Object(m)) = serde_json::from_slice(&body) {
                 map.extend(m);
@@ -498,11 +436,7 @@ fn int(map: &Map<String, Value>, key: &str) -> Option<i64> {
     }
 }
 
-async fn method(
-    State(s): State<Arc<Shared>>,
-    Path((bot, method)): Path<(String, String)>,
-    req: Request,
-) -> Response {
+async fn method(State(s): State<Arc<Shared>>, Path((bot, method)): Path<(String, String)>, req: Request) -> Response {
     let at = s.started.elapsed();
     let (params, photo) = params(req).await;
     let authorised = bot.strip_prefix("bot") == Some(s.token.as_str());
@@ -511,19 +445,14 @@ async fn method(
     // An injected fault for this call?
     let fault = {
         let mut inner = s.lock();
-        let pos = inner
-            .faults
-            .iter()
-            .position(|f| f.method == method && (f.chat_id.is_none() || f.chat_id == chat_id));
+        let pos = inner.faults.iter().position(|f| f.method == method && (f.chat_id.is_none() || f.chat_id == chat_id));
         pos.and_then(|p| inner.faults.remove(p)).map(|f| f.fault)
     };
     let (status, body) = match (authorised, fault) {
         (false, _) => api_error(401, "Unauthorized", None),
-        (true, Some(Fault::TooManyRequests { retry_after })) => api_error(
-            429,
-            &format!("Too Many Requests: retry after {retry_after}"),
-            Some(retry_after),
-        ),
+        (true, Some(Fault::TooManyRequests { retry_after })) => {
+            api_error(429, &format!("Too Many Requests: retry after {retry_after}"), Some(retry_after))
+        }
         (true, Some(Fault::ServerError)) => api_error(500, "Internal Server Error", None),
         (true, Some(Fault::Delay(d))) => {
             tokio::time::sleep(d).await;
@@ -544,17 +473,10 @@ async fn method(
     (status, Json(body)).into_response()
 }
 
-async fn answer(
-    s: &Shared,
-    method: &str,
-    p: &Map<String, Value>,
-    photo: Option<&PhotoArg>,
-) -> (StatusCode, Value) {
+async fn answer(s: &Shared, method: &str, p: &Map<String, Value>, photo: Option<&PhotoArg>) -> (StatusCode, Value) {
     match method {
-        "getMe" => ok(
-            json!({"id": BOT_ID, "is_bot": true, "first_name": "Lookalike",
-                             "username": BOT_USERNAME}),
-        ),
+        "getMe" => ok(json!({"id": BOT_ID, "is_bot": true, "first_name": "Lookalike",
+                             "username": BOT_USERNAME})),
         "getUpdates" => get_updates(s, p).await,
         "getFile" => {
             let id = p.get("file_id").and_then(Value::as_str).unwrap_or_default();
@@ -579,21 +501,14 @@ async fn answer(
         "sendPhoto" => send_photo(s, p, photo),
         "sendChatAction" => ok(json!(true)),
         "setWebhook" => {
-            let url = p
-                .get("url")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned();
+            let url = p.get("url").and_then(Value::as_str).unwrap_or_default().to_owned();
             let mut inner = s.lock();
             inner.webhook = if url.is_empty() {
                 None
             } else {
                 Some(WebhookInfo {
                     url,
-                    secret_token: p
-                        .get("secret_token")
-                        .and_then(Value::as_str)
-                        .map(str::to_owned),
+                    secret_token: p.get("secret_token").and_then(Value::as_str).map(str::to_owned),
                     allowed_updates: p.get("allowed_updates").cloned(),
                     max_connections: int(p, "max_connections"),
                 })
@@ -605,12 +520,7 @@ async fn answer(
             ok(json!(true))
         }
         "getWebhookInfo" => {
-            let url = s
-                .lock()
-                .webhook
-                .as_ref()
-                .map(|w| w.url.clone())
-                .unwrap_or_default();
+            let url = s.lock().webhook.as_ref().map(|w| w.url.clone()).unwrap_or_default();
             ok(json!({"url": url, "pending_update_count": 0}))
         }
         _ => api_error(404, "Not Found", None),
@@ -631,11 +541,7 @@ fn send_photo(s: &Shared, p: &Map<String, Value>, photo: Option<&PhotoArg>) -> (
         None => return api_error(400, "Bad Request: there is no photo in the request", None),
         Some(PhotoArg::FileId(id)) => {
             if !s.lock().files.contains_key(id) {
-                return api_error(
-                    400,
-                    "Bad Request: wrong file identifier/HTTP URL specified",
-                    None,
-                );
+                return api_error(400, "Bad Request: wrong file identifier/HTTP URL specified", None);
             }
             id.clone()
         }
@@ -692,13 +598,7 @@ async fn get_updates(s: &Shared, p: &Map<String, Value>) -> (StatusCode, Value) 
         let batch: Vec<Value> = {
             let inner = s.lock();
             let c = inner.confirmed;
-            inner
-                .updates
-                .iter()
-                .filter(|u| u["update_id"].as_i64().unwrap_or(0) >= c)
-                .take(limit)
-                .cloned()
-                .collect()
+            inner.updates.iter().filter(|u| u["update_id"].as_i64().unwrap_or(0) >= c).take(limit).cloned().collect()
         };
         let now = Instant::now();
         if !batch.is_empty() || now >= deadline {
@@ -708,19 +608,12 @@ async fn get_updates(s: &Shared, p: &Map<String, Value>) -> (StatusCode, Value) 
     }
 }
 
-async fn download(
-    State(s): State<Arc<Shared>>,
-    Path((bot, path)): Path<(String, String)>,
-) -> Response {
+async fn download(State(s): State<Arc<Shared>>, Path((bot, path)): Path<(String, String)>) -> Response {
     let at = s.started.elapsed();
     let authorised = bot.strip_prefix("bot") == Some(s.token.as_str());
     let file = {
         let inner = s.lock();
-        inner
-            .paths
-            .get(&path)
-            .and_then(|id| inner.files.get(id))
-            .map(|f| f.bytes.clone())
+        inner.paths.get(&path).and_then(|id| inner.files.get(id)).map(|f| f.bytes.clone())
     };
     let (status, body) = match (authorised, file) {
         (false, _) => (StatusCode::UNAUTHORIZED, Bytes::new()),

@@ -35,9 +35,7 @@ pub async fn serial() -> MutexGuard<'static, ()> {
 
 /// `$LOOKALIKE_FACES` or `<repo>/../shared/faces`.
 pub fn faces_dir() -> PathBuf {
-    std::env::var("LOOKALIKE_FACES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| repo_root().join("../shared/faces"))
+    std::env::var("LOOKALIKE_FACES").map(PathBuf::from).unwrap_or_else(|_| repo_root().join("../shared/faces"))
 }
 
 pub fn face(rel: &str) -> PathBuf {
@@ -45,9 +43,7 @@ pub fn face(rel: &str) -> PathBuf {
 }
 
 pub fn models_dir() -> PathBuf {
-    std::env::var("LOOKALIKE_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| repo_root().join("assets/models"))
+    std::env::var("LOOKALIKE_MODELS").map(PathBuf::from).unwrap_or_else(|_| repo_root().join("assets/models"))
 }
 
 fn scratch_dir() -> PathBuf {
@@ -96,10 +92,7 @@ async fn build_gallery() -> anyhow::Result<PathBuf> {
     if !status.success() {
         bail!("matcher gallery build failed: {status}");
     }
-    eprintln!(
-        "e2e: gallery built in {:.1}s",
-        started.elapsed().as_secs_f64()
-    );
+    eprintln!("e2e: gallery built in {:.1}s", started.elapsed().as_secs_f64());
     Ok(out)
 }
 
@@ -121,15 +114,7 @@ impl Matcher {
         let mut cmd = Command::new(binary("matcher")?);
         cmd.env("LOOKALIKE_MODELS", models_dir())
             .env("RUST_LOG", "info")
-            .args([
-                "serve",
-                "--log-format",
-                "text",
-                "--workers",
-                "2",
-                "--queue",
-                "1024",
-            ])
+            .args(["serve", "--log-format", "text", "--workers", "2", "--queue", "1024"])
             .arg("--gallery")
             .arg(&gallery)
             .arg("--listen")
@@ -178,11 +163,7 @@ pub struct GatewayOptions {
 
 impl Default for GatewayOptions {
     fn default() -> Self {
-        Self {
-            args: Vec::new(),
-            logs: Logs::default(),
-            ready_log: "polling for updates",
-        }
+        Self { args: Vec::new(), logs: Logs::default(), ready_log: "polling for updates" }
     }
 }
 
@@ -195,32 +176,20 @@ impl GatewayOptions {
 }
 
 impl Gateway {
-    pub async fn start(
-        tg: &FakeTelegram,
-        matcher_url: &str,
-        opts: GatewayOptions,
-    ) -> anyhow::Result<Self> {
+    pub async fn start(tg: &FakeTelegram, matcher_url: &str, opts: GatewayOptions) -> anyhow::Result<Self> {
         let metrics_port = free_port();
         let mut cmd = Command::new(binary("tg-gateway")?);
         cmd.env("TELEGRAM_BOT_TOKEN", TOKEN)
             .env("TELEGRAM_API_URL", tg.url())
             .env("LOOKALIKE_MATCHER_URL", matcher_url)
-            .env(
-                "GATEWAY_METRICS_LISTEN",
-                format!("127.0.0.1:{metrics_port}"),
-            )
+            .env("GATEWAY_METRICS_LISTEN", format!("127.0.0.1:{metrics_port}"))
             .env("GATEWAY_POLL_TIMEOUT_SECS", "10")
             // Debug level for our own crate: the token must not leak there either.
             .env("RUST_LOG", "info,tg_gateway=debug")
             .args(&opts.args);
         let mut process = Process::spawn("gateway", cmd, opts.logs.clone())?;
-        process
-            .wait_for_log(opts.ready_log, Duration::from_secs(60))
-            .await?;
-        Ok(Self {
-            process,
-            metrics_port,
-        })
+        process.wait_for_log(opts.ready_log, Duration::from_secs(60)).await?;
+        Ok(Self { process, metrics_port })
     }
 
     /// Fails if the token's secret part appears anywhere in the gateway's output.
@@ -240,31 +209,20 @@ impl Gateway {
     }
 
     pub async fn metrics(&self) -> anyhow::Result<String> {
-        Ok(
-            reqwest::get(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
-                .await?
-                .text()
-                .await?,
-        )
+        Ok(reqwest::get(format!("http://127.0.0.1:{}/metrics", self.metrics_port)).await?.text().await?)
     }
 }
 
 pub fn assert_no_token(logs: &Logs) {
     let text = logs.text();
     assert!(!text.is_empty(), "no gateway output captured");
-    assert!(
-        !text.contains(TOKEN_SECRET_PART),
-        "the bot token appears in the gateway logs"
-    );
+    assert!(!text.contains(TOKEN_SECRET_PART), "the bot token appears in the gateway logs");
 }
 
 /// The numeric value of `name=123` in a text log line.
 pub fn field(line: &str, name: &str) -> Option<u64> {
     let start = line.find(&format!("{name}="))? + name.len() + 1;
-    let digits: String = line[start..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
+    let digits: String = line[start..].chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok()
 }
 
@@ -282,20 +240,13 @@ pub fn jpeg_variant(img: &DynamicImage, long_side: u32) -> anyhow::Result<(Vec<u
     };
     let mut out = Vec::new();
     let rgb = DynamicImage::ImageRgb8(scaled.to_rgb8());
-    rgb.write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(
-        &mut Cursor::new(&mut out),
-        87,
-    ))?;
+    rgb.write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(&mut Cursor::new(&mut out), 87))?;
     Ok((out, scaled.width(), scaled.height()))
 }
 
 /// Registers Telegram-style variants of a photo (longer side 90, 320, 800, 1280 as far as
 /// the original allows), smallest first.
-pub fn photo_sizes(
-    tg: &FakeTelegram,
-    path: &Path,
-    sides: &[u32],
-) -> anyhow::Result<Vec<(FileRef, u32, u32)>> {
+pub fn photo_sizes(tg: &FakeTelegram, path: &Path, sides: &[u32]) -> anyhow::Result<Vec<(FileRef, u32, u32)>> {
     let img = load_image(path)?;
     let mut out = Vec::new();
     for &side in sides {

@@ -12,10 +12,7 @@ use tokio::process::{Child, Command};
 
 /// The workspace root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
 }
 
 /// Where `cargo build --workspace --bins` put the binaries: next to this test executable
@@ -46,20 +43,14 @@ pub fn bin_dir() -> PathBuf {
 pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     let p = bin_dir().join(name);
     if !p.exists() {
-        bail!(
-            "{} not found: run `cargo build --workspace --bins` before the e2e tests",
-            p.display()
-        );
+        bail!("{} not found: run `cargo build --workspace --bins` before the e2e tests", p.display());
     }
     Ok(p)
 }
 
 /// A free loopback port (bound then released; fine for tests on one machine).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
 }
 
 /// Captured stdout + stderr lines.
@@ -96,10 +87,7 @@ pub struct Process {
 
 impl Process {
     pub fn spawn(name: &str, mut cmd: Command, logs: Logs) -> anyhow::Result<Self> {
-        cmd.stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null()).kill_on_drop(true);
         let mut child = cmd.spawn().with_context(|| format!("starting {name}"))?;
         let echo = std::env::var_os("E2E_ECHO_LOGS").is_some();
         if let Some(out) = child.stdout.take() {
@@ -108,11 +96,7 @@ impl Process {
         if let Some(err) = child.stderr.take() {
             pump(name, BufReader::new(err), logs.clone(), echo);
         }
-        Ok(Self {
-            name: name.to_owned(),
-            child,
-            logs,
-        })
+        Ok(Self { name: name.to_owned(), child, logs })
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -121,9 +105,7 @@ impl Process {
 
     fn signal(&self, sig: &str) {
         if let Some(pid) = self.pid() {
-            let _ = std::process::Command::new("kill")
-                .args([sig, &pid.to_string()])
-                .status();
+            let _ = std::process::Command::new("kill").args([sig, &pid.to_string()]).status();
         }
     }
 
@@ -156,19 +138,11 @@ impl Process {
                 return Ok(());
             }
             if let Some(status) = self.try_exit() {
-                bail!(
-                    "{} exited ({status}) before logging {needle:?}:\n{}",
-                    self.name,
-                    self.logs.text()
-                );
+                bail!("{} exited ({status}) before logging {needle:?}:\n{}", self.name, self.logs.text());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        bail!(
-            "{} did not log {needle:?} within {timeout:?}:\n{}",
-            self.name,
-            self.logs.text()
-        )
+        bail!("{} did not log {needle:?} within {timeout:?}:\n{}", self.name, self.logs.text())
     }
 }
 

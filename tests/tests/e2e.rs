@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use lookalike_e2e::fake_telegram::{Call, FakeTelegram, Fault, PhotoArg, Sender};
 use lookalike_e2e::fixtures::{
-    assert_no_token, face, max_in_window, photo_sizes, serial, Gateway, GatewayOptions, Matcher,
-    KIT_QUERY, OBAMA_QUERY, TOKEN,
+    assert_no_token, face, max_in_window, photo_sizes, serial, Gateway, GatewayOptions, Matcher, KIT_QUERY,
+    OBAMA_QUERY, TOKEN,
 };
 use lookalike_e2e::procs::{binary, free_port, Logs, Process};
 use serde_json::Value;
@@ -22,29 +22,16 @@ use serde_json::Value;
 const REPLY_TIMEOUT: Duration = Duration::from_secs(180);
 
 fn to_chat(calls: &[Call], chat: i64) -> Vec<Call> {
-    calls
-        .iter()
-        .filter(|c| c.chat_id() == Some(chat))
-        .cloned()
-        .collect()
+    calls.iter().filter(|c| c.chat_id() == Some(chat)).cloned().collect()
 }
 
 fn delivered_to(calls: &[Call], chat: i64) -> Vec<Call> {
-    to_chat(calls, chat)
-        .into_iter()
-        .filter(Call::is_delivered_message)
-        .collect()
+    to_chat(calls, chat).into_iter().filter(Call::is_delivered_message).collect()
 }
 
 async fn reply_to(tg: &FakeTelegram, chat: i64) -> Call {
-    let ok = tg
-        .wait_until(REPLY_TIMEOUT, |c| !delivered_to(c, chat).is_empty())
-        .await;
-    assert!(
-        ok,
-        "no answer to chat {chat}; call log:\n{}",
-        tg.format_log()
-    );
+    let ok = tg.wait_until(REPLY_TIMEOUT, |c| !delivered_to(c, chat).is_empty()).await;
+    assert!(ok, "no answer to chat {chat}; call log:\n{}", tg.format_log());
     delivered_to(&tg.calls(), chat).remove(0)
 }
 
@@ -66,7 +53,7 @@ fn sorted_stats(mut v: Vec<u64>) -> (u64, u64, u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn photo_and_document_get_name_similarity_link_and_thumbnail() -> anyhow::Result<()> {
     let _serial = serial().await;
-    let tg = FakeTelegram::start(TOKEN).await;
+    let tg = FakeTelegram::start(TOKEN).await?;
     let matcher = Matcher::start(None).await?;
     let gw = Gateway::start(&tg, &matcher.url(), GatewayOptions::default()).await?;
 
@@ -77,16 +64,10 @@ async fn photo_and_document_get_name_similarity_link_and_thumbnail() -> anyhow::
     let reply = reply_to(&tg, 1001).await;
     assert_eq!(reply.method, "sendPhoto", "{}", tg.format_log());
     let caption = reply.text();
-    assert!(
-        caption.starts_with("You look like <b>Barack Obama</b> — "),
-        "{caption}"
-    );
+    assert!(caption.starts_with("You look like <b>Barack Obama</b> — "), "{caption}");
     let pct = percent(&caption).expect("a similarity percentage");
     assert!((1..=100).contains(&pct), "{caption}");
-    assert!(
-        caption.contains("https://en.wikipedia.org/wiki/Barack_Obama"),
-        "{caption}"
-    );
+    assert!(caption.contains("https://en.wikipedia.org/wiki/Barack_Obama"), "{caption}");
     assert_eq!(reply.str_param("parse_mode").as_deref(), Some("HTML"));
     match &reply.photo {
         Some(PhotoArg::Upload(jpeg)) => {
@@ -96,14 +77,9 @@ async fn photo_and_document_get_name_similarity_link_and_thumbnail() -> anyhow::
     }
     let get_files = tg.calls_of("getFile");
     assert_eq!(get_files.len(), 1);
-    assert_eq!(
-        get_files[0].str_param("file_id").as_deref(),
-        Some(expected_file.as_str())
-    );
+    assert_eq!(get_files[0].str_param("file_id").as_deref(), Some(expected_file.as_str()));
     let actions = to_chat(&tg.calls_of("sendChatAction"), 1001);
-    assert!(actions
-        .iter()
-        .any(|c| c.str_param("action").as_deref() == Some("upload_photo")));
+    assert!(actions.iter().any(|c| c.str_param("action").as_deref() == Some("upload_photo")));
 
     // The same celebrity again, for a Russian speaker: the thumbnail's file_id is reused.
     let uploaded_id = reply.response["result"]["photo"]
@@ -115,55 +91,29 @@ async fn photo_and_document_get_name_similarity_link_and_thumbnail() -> anyhow::
     tg.push(tg.photo_message(Sender::private(1002).lang("ru"), &sizes));
     let reply = reply_to(&tg, 1002).await;
     assert_eq!(reply.photo, Some(PhotoArg::FileId(uploaded_id)));
-    assert!(
-        reply
-            .text()
-            .starts_with("Вы похожи на <b>Barack Obama</b> — "),
-        "{}",
-        reply.text()
-    );
+    assert!(reply.text().starts_with("Вы похожи на <b>Barack Obama</b> — "), "{}", reply.text());
 
     // An image sent as a file (document), JPEG by mime type.
     let kit = tg.add_file(std::fs::read(face(KIT_QUERY))?, None);
     tg.push(tg.document_message(Sender::private(1003), &kit, "image/jpeg", "kit.jpg"));
     let reply = reply_to(&tg, 1003).await;
-    assert!(
-        reply
-            .text()
-            .starts_with("You look like <b>Kit Harington</b>"),
-        "{}",
-        reply.text()
-    );
-    assert!(reply
-        .text()
-        .contains("https://en.wikipedia.org/wiki/Kit_Harington"));
+    assert!(reply.text().starts_with("You look like <b>Kit Harington</b>"), "{}", reply.text());
+    assert!(reply.text().contains("https://en.wikipedia.org/wiki/Kit_Harington"));
 
     // /start and /help, by language.
     tg.push(tg.text_message(Sender::private(1004).lang("ru"), "/start"));
     assert!(reply_to(&tg, 1004).await.text().contains("Пришлите селфи"));
     tg.push(tg.text_message(Sender::private(1005), "/help"));
-    assert!(reply_to(&tg, 1005)
-        .await
-        .text()
-        .contains("Send me a selfie"));
+    assert!(reply_to(&tg, 1005).await.text().contains("Send me a selfie"));
 
     let metrics = gw.metrics().await?;
-    assert!(
-        metrics.contains("tg_gateway_updates_total{outcome=\"match\"} 3"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("tg_gateway_thumbnail_cache_total{result=\"hit\"}"),
-        "{metrics}"
-    );
+    assert!(metrics.contains("tg_gateway_updates_total{outcome=\"match\"} 3"), "{metrics}");
+    assert!(metrics.contains("tg_gateway_thumbnail_cache_total{result=\"hit\"}"), "{metrics}");
     gw.assert_no_token();
 
     // The report: one full exchange (the first photo).
     let lines = gw.process.logs.lines();
-    let end = lines
-        .iter()
-        .position(|l| l.contains("update handled"))
-        .map_or(lines.len(), |i| i + 1);
+    let end = lines.iter().position(|l| l.contains("update handled")).map_or(lines.len(), |i| i + 1);
     let first = &lines[..end];
     eprintln!("=== fake Telegram call log ===\n{}", tg.format_log());
     eprintln!("=== gateway log ===\n{}", first.join("\n"));
@@ -175,7 +125,7 @@ async fn photo_and_document_get_name_similarity_link_and_thumbnail() -> anyhow::
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_face_group_photo_non_image_oversized_and_broken_files() -> anyhow::Result<()> {
     let _serial = serial().await;
-    let tg = FakeTelegram::start(TOKEN).await;
+    let tg = FakeTelegram::start(TOKEN).await?;
     let matcher = Matcher::start(None).await?;
     let gw = Gateway::start(&tg, &matcher.url(), GatewayOptions::default()).await?;
 
@@ -193,11 +143,7 @@ async fn no_face_group_photo_non_image_oversized_and_broken_files() -> anyhow::R
 
     let no_face = reply_to(&tg, 2001).await;
     assert_eq!(no_face.method, "sendMessage");
-    assert!(
-        no_face.text().contains("could not find a face"),
-        "{}",
-        no_face.text()
-    );
+    assert!(no_face.text().contains("could not find a face"), "{}", no_face.text());
     assert!(no_face.text().contains("face the camera"));
 
     let group_reply = reply_to(&tg, 2002).await;
@@ -205,26 +151,15 @@ async fn no_face_group_photo_non_image_oversized_and_broken_files() -> anyhow::R
     assert!(caption.contains("faces, left to right:"), "{caption}");
     let lines = caption.lines().filter(|l| l.contains("<a href=")).count();
     assert!(lines >= 2, "one line per face expected: {caption}");
-    assert!(
-        caption.contains("1. <a href=") && caption.contains("2. <a href="),
-        "{caption}"
-    );
+    assert!(caption.contains("1. <a href=") && caption.contains("2. <a href="), "{caption}");
 
-    assert!(reply_to(&tg, 2003)
-        .await
-        .text()
-        .contains("I can only read photos"));
+    assert!(reply_to(&tg, 2003).await.text().contains("I can only read photos"));
     assert!(reply_to(&tg, 2004).await.text().contains("too big"));
     assert!(
-        !tg.calls_of("getFile")
-            .iter()
-            .any(|c| c.str_param("file_id").as_deref() == Some(huge.file_id.as_str())),
+        !tg.calls_of("getFile").iter().any(|c| c.str_param("file_id").as_deref() == Some(huge.file_id.as_str())),
         "an over-limit file was fetched"
     );
-    assert!(reply_to(&tg, 2005)
-        .await
-        .text()
-        .contains("could not read this image"));
+    assert!(reply_to(&tg, 2005).await.text().contains("could not read this image"));
     assert!(reply_to(&tg, 2006).await.text().contains("Send me a photo"));
     for chat in 2001..=2006 {
         assert_eq!(delivered_to(&tg.calls(), chat).len(), 1, "chat {chat}");
@@ -236,7 +171,7 @@ async fn no_face_group_photo_non_image_oversized_and_broken_files() -> anyhow::R
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn burst_of_300_chats_respects_flood_limits_and_answers_each_once() -> anyhow::Result<()> {
     let _serial = serial().await;
-    let tg = FakeTelegram::start(TOKEN).await;
+    let tg = FakeTelegram::start(TOKEN).await?;
     let matcher = Matcher::start(None).await?;
     // The matcher answers ~10 photos/s on 2 shared cores, below Telegram's 30/s: to have
     // the send budget (not the matcher) set the pace, the bot's budget is 10/s shared by 2
@@ -256,12 +191,7 @@ async fn burst_of_300_chats_respects_flood_limits_and_answers_each_once() -> any
     // A few different photos (800 px is what the gateway picks), reused across chats
     // the way Telegram reuses file ids of forwarded photos.
     let mut photos = Vec::new();
-    for rel in [
-        OBAMA_QUERY,
-        KIT_QUERY,
-        "tg1280/Joe_Biden/1.jpg",
-        "tg1280/Rose_Leslie/1.jpg",
-    ] {
+    for rel in [OBAMA_QUERY, KIT_QUERY, "tg1280/Joe_Biden/1.jpg", "tg1280/Rose_Leslie/1.jpg"] {
         photos.push(photo_sizes(&tg, &face(rel), &[320, 800])?);
     }
     let chats: Vec<i64> = (0..300).map(|i| 10_000 + i).collect();
@@ -277,21 +207,14 @@ async fn burst_of_300_chats_respects_flood_limits_and_answers_each_once() -> any
             answered.len() >= chats.len()
         })
         .await;
-    assert!(
-        done,
-        "not every chat was answered; {} deliveries",
-        tg.delivered().len()
-    );
+    assert!(done, "not every chat was answered; {} deliveries", tg.delivered().len());
     // Time for any duplicate to show up.
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     let calls = tg.calls();
     let mut per_chat: HashMap<i64, Vec<f64>> = HashMap::new();
     for c in calls.iter().filter(|c| c.is_delivered_message()) {
-        per_chat
-            .entry(c.chat_id().unwrap())
-            .or_default()
-            .push(c.at.as_secs_f64());
+        per_chat.entry(c.chat_id().unwrap()).or_default().push(c.at.as_secs_f64());
     }
     for chat in &chats {
         let n = per_chat.get(chat).map_or(0, Vec::len);
@@ -302,15 +225,10 @@ async fn burst_of_300_chats_respects_flood_limits_and_answers_each_once() -> any
         .filter(|c| c.method == "sendMessage" || c.method == "sendPhoto")
         .map(|c| c.at.as_secs_f64())
         .collect();
-    let all_sends: Vec<f64> = calls
-        .iter()
-        .filter(|c| c.is_send())
-        .map(|c| c.at.as_secs_f64())
-        .collect();
+    let all_sends: Vec<f64> = calls.iter().filter(|c| c.is_send()).map(|c| c.at.as_secs_f64()).collect();
     let max_msgs = max_in_window(&messages, 1.0);
     let max_sends = max_in_window(&all_sends, 1.0);
-    let span = messages.iter().cloned().fold(f64::MIN, f64::max)
-        - messages.iter().cloned().fold(f64::MAX, f64::min);
+    let span = messages.iter().cloned().fold(f64::MIN, f64::max) - messages.iter().cloned().fold(f64::MAX, f64::min);
     let (p50, p95, max) = sorted_stats(gw.overheads_us());
     let photos_sent = calls.iter().filter(|c| c.method == "sendPhoto").count();
     eprintln!(
@@ -328,42 +246,22 @@ async fn burst_of_300_chats_respects_flood_limits_and_answers_each_once() -> any
     );
     // GCRA spacing allows `rate` per second; +1 for a send landing exactly on a window edge
     // after loopback/scheduler jitter.
-    assert!(
-        max_msgs <= rate as usize + 1,
-        "message rate exceeded: {max_msgs} in 1 s"
-    );
-    assert!(
-        max_sends <= rate as usize + 1,
-        "send rate exceeded: {max_sends} in 1 s"
-    );
+    assert!(max_msgs <= rate as usize + 1, "message rate exceeded: {max_msgs} in 1 s");
+    assert!(max_sends <= rate as usize + 1, "send rate exceeded: {max_sends} in 1 s");
     gw.assert_no_token();
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn telegram_429_is_retried_after_retry_after_and_5xx_and_slow_answers_survive(
-) -> anyhow::Result<()> {
+async fn telegram_429_is_retried_after_retry_after_and_5xx_and_slow_answers_survive() -> anyhow::Result<()> {
     let _serial = serial().await;
-    let tg = FakeTelegram::start(TOKEN).await;
+    let tg = FakeTelegram::start(TOKEN).await?;
     // No matcher needed: text commands only.
-    let gw = Gateway::start(
-        &tg,
-        &format!("http://127.0.0.1:{}", free_port()),
-        GatewayOptions::default(),
-    )
-    .await?;
+    let gw = Gateway::start(&tg, &format!("http://127.0.0.1:{}", free_port()), GatewayOptions::default()).await?;
 
-    tg.inject(
-        "sendMessage",
-        Some(3001),
-        Fault::TooManyRequests { retry_after: 3 },
-    );
+    tg.inject("sendMessage", Some(3001), Fault::TooManyRequests { retry_after: 3 });
     tg.inject("sendMessage", Some(3002), Fault::ServerError);
-    tg.inject(
-        "sendMessage",
-        Some(3003),
-        Fault::Delay(Duration::from_secs(3)),
-    );
+    tg.inject("sendMessage", Some(3003), Fault::Delay(Duration::from_secs(3)));
     for chat in [3001, 3002, 3003] {
         tg.push(tg.text_message(Sender::private(chat), "/help"));
     }
@@ -373,10 +271,7 @@ async fn telegram_429_is_retried_after_retry_after_and_5xx_and_slow_answers_surv
     }
     let ok = tg
         .wait_until(REPLY_TIMEOUT, |c| {
-            [3001, 3002, 3003]
-                .iter()
-                .all(|chat| !delivered_to(c, *chat).is_empty())
-                && delivered_to(c, 3004).len() == 4
+            [3001, 3002, 3003].iter().all(|chat| !delivered_to(c, *chat).is_empty()) && delivered_to(c, 3004).len() == 4
         })
         .await;
     assert!(ok, "{}", tg.format_log());
@@ -389,32 +284,18 @@ async fn telegram_429_is_retried_after_retry_after_and_5xx_and_slow_answers_surv
     assert_eq!(sends[0].status, 429);
     assert_eq!(sends[1].status, 200);
     let gap = (sends[1].at - sends[0].answered_at).as_secs_f64();
-    assert!(
-        gap >= 3.0,
-        "retried {gap:.3}s after the 429, before retry_after=3"
-    );
+    assert!(gap >= 3.0, "retried {gap:.3}s after the 429, before retry_after=3");
     eprintln!("429 retry_after=3: retried {gap:.3}s after the 429 answer");
 
     let failed = to_chat(&calls, 3002);
     assert_eq!(failed.iter().filter(|c| c.status == 500).count(), 1);
     assert_eq!(delivered_to(&calls, 3002).len(), 1);
-    assert_eq!(
-        delivered_to(&calls, 3003).len(),
-        1,
-        "a slow answer must not be sent twice"
-    );
+    assert_eq!(delivered_to(&calls, 3003).len(), 1, "a slow answer must not be sent twice");
 
-    let same_chat: Vec<f64> = delivered_to(&calls, 3004)
-        .iter()
-        .map(|c| c.at.as_secs_f64())
-        .collect();
+    let same_chat: Vec<f64> = delivered_to(&calls, 3004).iter().map(|c| c.at.as_secs_f64()).collect();
     for w in same_chat.windows(2) {
         // 1 s minus a little loopback/scheduler jitter on the fake server's side.
-        assert!(
-            w[1] - w[0] >= 0.95,
-            "two answers to one chat {:.3}s apart",
-            w[1] - w[0]
-        );
+        assert!(w[1] - w[0] >= 0.95, "two answers to one chat {:.3}s apart", w[1] - w[0]);
     }
     gw.assert_no_token();
     Ok(())
@@ -423,27 +304,21 @@ async fn telegram_429_is_retried_after_retry_after_and_5xx_and_slow_answers_surv
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_mode_answers_correct_updates_and_refuses_forged_ones() -> anyhow::Result<()> {
     let _serial = serial().await;
-    let tg = FakeTelegram::start(TOKEN).await;
+    let tg = FakeTelegram::start(TOKEN).await?;
     let matcher = Matcher::start(None).await?;
     let port = free_port();
     let secret = "e2e_webhook-SECRET_42";
     let gw = Gateway::start(
         &tg,
         &matcher.url(),
-        GatewayOptions {
-            ready_log: "webhook server listening",
-            ..Default::default()
-        }
-        .arg("--mode", "webhook")
-        .arg("--webhook-listen", format!("127.0.0.1:{port}"))
-        .arg("--webhook-url", "https://bot.example.test/telegram/webhook")
-        .arg("--webhook-secret", secret),
+        GatewayOptions { ready_log: "webhook server listening", ..Default::default() }
+            .arg("--mode", "webhook")
+            .arg("--webhook-listen", format!("127.0.0.1:{port}"))
+            .arg("--webhook-url", "https://bot.example.test/telegram/webhook")
+            .arg("--webhook-secret", secret),
     )
     .await?;
-    assert!(
-        tg.wait_until(Duration::from_secs(30), |_| tg.webhook().is_some())
-            .await
-    );
+    assert!(tg.wait_until(Duration::from_secs(30), |_| tg.webhook().is_some()).await);
     let hook = tg.webhook().unwrap();
     assert_eq!(hook.url, "https://bot.example.test/telegram/webhook");
     assert_eq!(hook.secret_token.as_deref(), Some(secret));
@@ -461,10 +336,7 @@ async fn webhook_mode_answers_correct_updates_and_refuses_forged_ones() -> anyho
     };
 
     let forged = tg.make_update(tg.text_message(Sender::private(4001), "/start"));
-    assert_eq!(
-        post(forged.clone(), Some("wrong-secret")).await?.status(),
-        401
-    );
+    assert_eq!(post(forged.clone(), Some("wrong-secret")).await?.status(), 401);
     assert_eq!(post(forged, None).await?.status(), 401);
 
     let good = tg.make_update(tg.text_message(Sender::private(4002), "/start"));
@@ -484,15 +356,9 @@ async fn webhook_mode_answers_correct_updates_and_refuses_forged_ones() -> anyho
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     let calls = tg.calls();
-    assert!(
-        to_chat(&calls, 4001).is_empty(),
-        "a forged update was processed"
-    );
+    assert!(to_chat(&calls, 4001).is_empty(), "a forged update was processed");
     assert_eq!(delivered_to(&calls, 4002).len(), 1);
-    assert!(
-        tg.calls_of("getUpdates").is_empty(),
-        "webhook mode must not poll"
-    );
+    assert!(tg.calls_of("getUpdates").is_empty(), "webhook mode must not poll");
     gw.assert_no_token();
     Ok(())
 }
@@ -500,7 +366,7 @@ async fn webhook_mode_answers_correct_updates_and_refuses_forged_ones() -> anyho
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn matcher_down_gets_a_busy_answer_and_recovers() -> anyhow::Result<()> {
     let _serial = serial().await;
-    let tg = FakeTelegram::start(TOKEN).await;
+    let tg = FakeTelegram::start(TOKEN).await?;
     let mut matcher = Matcher::start(None).await?;
     let port = matcher.port;
     let gw = Gateway::start(&tg, &matcher.url(), GatewayOptions::default()).await?;
@@ -513,11 +379,7 @@ async fn matcher_down_gets_a_busy_answer_and_recovers() -> anyhow::Result<()> {
     tg.push(tg.photo_message(Sender::private(5002), &sizes));
     let busy = reply_to(&tg, 5002).await;
     assert_eq!(busy.method, "sendMessage");
-    assert!(
-        busy.text().contains("try again in a minute"),
-        "{}",
-        busy.text()
-    );
+    assert!(busy.text().contains("try again in a minute"), "{}", busy.text());
 
     let _matcher = Matcher::start(Some(port)).await?;
     tg.push(tg.photo_message(Sender::private(5003), &sizes));
@@ -531,16 +393,12 @@ async fn matcher_down_gets_a_busy_answer_and_recovers() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_restart_mid_burst_loses_nothing_and_repeats_nothing() -> anyhow::Result<()> {
     let _serial = serial().await;
-    let tg = FakeTelegram::start(TOKEN).await;
+    let tg = FakeTelegram::start(TOKEN).await?;
     let matcher = Matcher::start(None).await?;
     let dir = tempfile::tempdir()?;
     let state = dir.path().join("gateway-state.json");
     // Few slots, so most of the burst is still queued when the restart comes.
-    let opts = || {
-        GatewayOptions::default()
-            .arg("--state-file", state.display())
-            .arg("--max-in-flight", 4)
-    };
+    let opts = || GatewayOptions::default().arg("--state-file", state.display()).arg("--max-in-flight", 4);
     let sizes = photo_sizes(&tg, &face(OBAMA_QUERY), &[320, 800])?;
 
     // Graceful restart (SIGTERM): in-flight work finishes, nothing lost, nothing repeated.
@@ -549,44 +407,24 @@ async fn gateway_restart_mid_burst_loses_nothing_and_repeats_nothing() -> anyhow
     for chat in &chats {
         tg.push(tg.photo_message(Sender::private(*chat), &sizes));
     }
-    assert!(
-        tg.wait_until(REPLY_TIMEOUT, |c| c
-            .iter()
-            .filter(|c| c.is_delivered_message())
-            .count()
-            >= 8)
-            .await
-    );
+    assert!(tg.wait_until(REPLY_TIMEOUT, |c| c.iter().filter(|c| c.is_delivered_message()).count() >= 8).await);
     let status = gw.process.terminate(Duration::from_secs(90)).await;
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "graceful exit expected: {status:?}"
-    );
+    assert!(status.is_some_and(|s| s.success()), "graceful exit expected: {status:?}");
     let before = tg.delivered().len();
     assert!(before < chats.len(), "the restart should happen mid-burst");
     assert!(gw.process.logs.contains("finishing updates in progress"));
     gw.assert_no_token();
 
     let gw2 = Gateway::start(&tg, &matcher.url(), opts()).await?;
-    let all = tg
-        .wait_until(Duration::from_secs(300), |c| {
-            chats.iter().all(|chat| !delivered_to(c, *chat).is_empty())
-        })
-        .await;
+    let all =
+        tg.wait_until(Duration::from_secs(300), |c| chats.iter().all(|chat| !delivered_to(c, *chat).is_empty())).await;
     assert!(all, "updates lost across the restart:\n{}", tg.format_log());
     tokio::time::sleep(Duration::from_secs(3)).await;
     let calls = tg.calls();
     for chat in &chats {
-        assert_eq!(
-            delivered_to(&calls, *chat).len(),
-            1,
-            "chat {chat} answered twice"
-        );
+        assert_eq!(delivered_to(&calls, *chat).len(), 1, "chat {chat} answered twice");
     }
-    eprintln!(
-        "restart: {before} of {} answered before SIGTERM, the rest after",
-        chats.len()
-    );
+    eprintln!("restart: {before} of {} answered before SIGTERM, the rest after", chats.len());
 
     // Crash (SIGKILL) mid-burst: at-least-once, nothing lost.
     let mut gw2 = gw2;
@@ -595,34 +433,17 @@ async fn gateway_restart_mid_burst_loses_nothing_and_repeats_nothing() -> anyhow
         tg.push(tg.photo_message(Sender::private(*chat), &sizes));
     }
     let target = tg.delivered().len() + 3;
-    assert!(
-        tg.wait_until(REPLY_TIMEOUT, |c| c
-            .iter()
-            .filter(|c| c.is_delivered_message())
-            .count()
-            >= target)
-            .await
-    );
+    assert!(tg.wait_until(REPLY_TIMEOUT, |c| c.iter().filter(|c| c.is_delivered_message()).count() >= target).await);
     gw2.process.kill().await;
     gw2.assert_no_token();
     let _gw3 = Gateway::start(&tg, &matcher.url(), opts()).await?;
     let all = tg
-        .wait_until(Duration::from_secs(300), |c| {
-            crash_chats
-                .iter()
-                .all(|chat| !delivered_to(c, *chat).is_empty())
-        })
+        .wait_until(Duration::from_secs(300), |c| crash_chats.iter().all(|chat| !delivered_to(c, *chat).is_empty()))
         .await;
     assert!(all, "updates lost across a crash:\n{}", tg.format_log());
     let calls = tg.calls();
-    let repeated = crash_chats
-        .iter()
-        .filter(|c| delivered_to(&calls, **c).len() > 1)
-        .count();
-    eprintln!(
-        "crash: all {} answered; {repeated} answered twice (in flight at SIGKILL)",
-        crash_chats.len()
-    );
+    let repeated = crash_chats.iter().filter(|c| delivered_to(&calls, **c).len() > 1).count();
+    eprintln!("crash: all {} answered; {repeated} answered twice (in flight at SIGKILL)", crash_chats.len());
     Ok(())
 }
 
@@ -635,14 +456,10 @@ async fn the_token_never_reaches_the_logs() -> anyhow::Result<()> {
     let mut cmd = tokio::process::Command::new(binary("tg-gateway")?);
     cmd.env("TELEGRAM_BOT_TOKEN", TOKEN)
         .env("TELEGRAM_API_URL", &closed)
-        .env(
-            "GATEWAY_METRICS_LISTEN",
-            format!("127.0.0.1:{}", free_port()),
-        )
+        .env("GATEWAY_METRICS_LISTEN", format!("127.0.0.1:{}", free_port()))
         .env("RUST_LOG", "debug");
     let mut p = Process::spawn("gateway", cmd, logs.clone())?;
-    p.wait_for_log("Bot API call failed", Duration::from_secs(30))
-        .await?;
+    p.wait_for_log("Bot API call failed", Duration::from_secs(30)).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     p.terminate(Duration::from_secs(10)).await;
     assert_no_token(&logs);
@@ -650,14 +467,8 @@ async fn the_token_never_reaches_the_logs() -> anyhow::Result<()> {
     // A malformed token is refused without being printed.
     let logs = Logs::default();
     let mut cmd = tokio::process::Command::new(binary("tg-gateway")?);
-    cmd.env(
-        "TELEGRAM_BOT_TOKEN",
-        "not a token AAHe2e-SECRET_token_value_0123456789",
-    )
-    .env(
-        "GATEWAY_METRICS_LISTEN",
-        format!("127.0.0.1:{}", free_port()),
-    );
+    cmd.env("TELEGRAM_BOT_TOKEN", "not a token AAHe2e-SECRET_token_value_0123456789")
+        .env("GATEWAY_METRICS_LISTEN", format!("127.0.0.1:{}", free_port()));
     let mut p = Process::spawn("gateway", cmd, logs.clone())?;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let status = loop {

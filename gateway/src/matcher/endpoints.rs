@@ -38,10 +38,7 @@ impl Target {
             if host.is_empty() {
                 return Err(bad("empty host"));
             }
-            return Ok(Self::Dns {
-                host: host.trim_matches(['[', ']']).to_owned(),
-                port,
-            });
+            return Ok(Self::Dns { host: host.trim_matches(['[', ']']).to_owned(), port });
         }
         let mut urls = Vec::new();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -110,8 +107,7 @@ impl Backends {
     /// that stay.
     pub fn set(&self, urls: &[String]) -> Result<(), MatcherError> {
         let current = self.list.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let mut existing: HashMap<&str, &Backend> =
-            current.iter().map(|b| (b.url.as_str(), b)).collect();
+        let mut existing: HashMap<&str, &Backend> = current.iter().map(|b| (b.url.as_str(), b)).collect();
         let mut next = Vec::with_capacity(urls.len());
         for url in urls {
             match existing.remove(url.as_str()) {
@@ -132,10 +128,8 @@ impl Backends {
 
 /// Resolves `host:port` to sorted `http://ip:port` URLs.
 async fn resolve(host: &str, port: u16) -> std::io::Result<Vec<String>> {
-    let mut urls: Vec<String> = tokio::net::lookup_host((host, port))
-        .await?
-        .map(|addr| format!("http://{addr}"))
-        .collect();
+    let mut urls: Vec<String> =
+        tokio::net::lookup_host((host, port)).await?.map(|addr| format!("http://{addr}")).collect();
     urls.sort();
     urls.dedup();
     Ok(urls)
@@ -178,10 +172,7 @@ async fn refresh_once(backends: &Backends, host: &str, port: u16) {
                 }
             }
         }
-        Ok(_) => tracing::warn!(
-            host,
-            "matcher DNS name resolved to no address; keeping the old set"
-        ),
+        Ok(_) => tracing::warn!(host, "matcher DNS name resolved to no address; keeping the old set"),
         Err(e) => {
             tracing::warn!(host, error = %e, "matcher DNS lookup failed; keeping the old set")
         }
@@ -196,10 +187,7 @@ mod tests {
     fn parses_targets() {
         assert_eq!(
             Target::parse("dns:///matcher.lookalike.svc:50051").unwrap(),
-            Target::Dns {
-                host: "matcher.lookalike.svc".into(),
-                port: 50051
-            }
+            Target::Dns { host: "matcher.lookalike.svc".into(), port: 50051 }
         );
         assert_eq!(
             Target::parse("http://a:1, b:2,").unwrap(),
@@ -214,8 +202,7 @@ mod tests {
     async fn round_robin_and_reuse() {
         let b = Backends::new();
         assert!(b.pick().is_none());
-        b.set(&["http://127.0.0.1:1".into(), "http://127.0.0.1:2".into()])
-            .unwrap();
+        b.set(&["http://127.0.0.1:1".into(), "http://127.0.0.1:2".into()]).unwrap();
         let picks: Vec<String> = (0..4).map(|_| b.pick().unwrap().url).collect();
         assert_eq!(picks[0], picks[2]);
         assert_ne!(picks[0], picks[1]);
@@ -226,13 +213,7 @@ mod tests {
     #[tokio::test]
     async fn dns_target_resolves_localhost() {
         let t = Target::parse("dns:///localhost:50051").unwrap();
-        let b = start(&t, Duration::from_secs(60), CancellationToken::new())
-            .await
-            .unwrap();
-        assert!(
-            b.urls().iter().any(|u| u.contains("127.0.0.1:50051")),
-            "{:?}",
-            b.urls()
-        );
+        let b = start(&t, Duration::from_secs(60), CancellationToken::new()).await.unwrap();
+        assert!(b.urls().iter().any(|u| u.contains("127.0.0.1:50051")), "{:?}", b.urls());
     }
 }

@@ -9,9 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lookalike_proto::v1::matcher_client::MatcherClient;
-use lookalike_proto::v1::{
-    match_request, FaceSelection, GetIdentityRequest, Identity, MatchRequest, MatchResponse,
-};
+use lookalike_proto::v1::{match_request, FaceSelection, GetIdentityRequest, Identity, MatchRequest, MatchResponse};
 use tokio::time::Instant;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
@@ -40,10 +38,9 @@ impl From<Status> for MatcherError {
         let message = s.message().to_owned();
         match s.code() {
             Code::InvalidArgument => Self::InvalidImage(message),
-            code @ (Code::Unavailable
-            | Code::ResourceExhausted
-            | Code::DeadlineExceeded
-            | Code::Cancelled) => Self::Busy { code, message },
+            code @ (Code::Unavailable | Code::ResourceExhausted | Code::DeadlineExceeded | Code::Cancelled) => {
+                Self::Busy { code, message }
+            }
             code => Self::Other { code, message },
         }
     }
@@ -89,24 +86,12 @@ impl Matcher {
             max_faces,
             ..Default::default()
         };
-        self.call(
-            "Match",
-            trace,
-            req,
-            |mut c, r| async move { c.r#match(r).await },
-        )
-        .await
+        self.call("Match", trace, req, |mut c, r| async move { c.r#match(r).await }).await
     }
 
     pub async fn identity(&self, id: u32, trace: &TraceContext) -> Result<Identity, MatcherError> {
-        let req = GetIdentityRequest {
-            identity_id: id,
-            omit_thumbnail: false,
-        };
-        self.call("GetIdentity", trace, req, |mut c, r| async move {
-            c.get_identity(r).await
-        })
-        .await
+        let req = GetIdentityRequest { identity_id: id, omit_thumbnail: false };
+        self.call("GetIdentity", trace, req, |mut c, r| async move { c.get_identity(r).await }).await
     }
 
     async fn call<Req, Resp, F, Fut>(
@@ -126,10 +111,7 @@ impl Matcher {
             let span = trace.child();
             let started = Instant::now();
             let (endpoint, result) = match self.backends.pick() {
-                None => (
-                    String::new(),
-                    Err(Status::unavailable("no matcher replica is known")),
-                ),
+                None => (String::new(), Err(Status::unavailable("no matcher replica is known"))),
                 Some(backend) => {
                     let mut request = tonic::Request::new(req.clone());
                     request.set_timeout(self.policy.timeout);

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use lookalike_proto::v1::matcher_server::{Matcher as MatcherApi, MatcherServer};
 use lookalike_proto::v1::{
-    EmbedRequest, EmbedResponse, GalleryInfo, GetGalleryInfoRequest, GetIdentityRequest, Identity,
-    MatchRequest, MatchResponse, MatchResult,
+    EmbedRequest, EmbedResponse, GalleryInfo, GetGalleryInfoRequest, GetIdentityRequest, Identity, MatchRequest,
+    MatchResponse, MatchResult,
 };
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::Stream;
@@ -28,13 +28,7 @@ struct Fake {
 
 impl Fake {
     fn new(name: &'static str, fail_first: u32, fail_code: Code) -> Arc<Self> {
-        Arc::new(Self {
-            name,
-            fail_first,
-            fail_code,
-            calls: AtomicU32::new(0),
-            traceparents: Mutex::new(Vec::new()),
-        })
+        Arc::new(Self { name, fail_first, fail_code, calls: AtomicU32::new(0), traceparents: Mutex::new(Vec::new()) })
     }
 }
 
@@ -42,19 +36,13 @@ impl Fake {
 impl MatcherApi for Svc {
     async fn r#match(&self, r: Request<MatchRequest>) -> Result<Response<MatchResponse>, Status> {
         if let Some(tp) = r.metadata().get("traceparent") {
-            self.traceparents
-                .lock()
-                .unwrap()
-                .push(tp.to_str().unwrap().to_owned());
+            self.traceparents.lock().unwrap().push(tp.to_str().unwrap().to_owned());
         }
         let n = self.calls.fetch_add(1, Ordering::SeqCst);
         if n < self.fail_first {
             return Err(Status::new(self.fail_code, "fake failure"));
         }
-        Ok(Response::new(MatchResponse {
-            gallery_version: self.name.to_owned(),
-            ..Default::default()
-        }))
+        Ok(Response::new(MatchResponse { gallery_version: self.name.to_owned(), ..Default::default() }))
     }
 
     type MatchStreamStream = Pin<Box<dyn Stream<Item = Result<MatchResult, Status>> + Send>>;
@@ -70,10 +58,7 @@ impl MatcherApi for Svc {
         Err(Status::unimplemented("fake"))
     }
 
-    async fn get_identity(
-        &self,
-        r: Request<GetIdentityRequest>,
-    ) -> Result<Response<Identity>, Status> {
+    async fn get_identity(&self, r: Request<GetIdentityRequest>) -> Result<Response<Identity>, Status> {
         Ok(Response::new(Identity {
             identity_id: r.get_ref().identity_id,
             name: "Fake Person".into(),
@@ -81,10 +66,7 @@ impl MatcherApi for Svc {
         }))
     }
 
-    async fn get_gallery_info(
-        &self,
-        _r: Request<GetGalleryInfoRequest>,
-    ) -> Result<Response<GalleryInfo>, Status> {
+    async fn get_gallery_info(&self, _r: Request<GetGalleryInfoRequest>) -> Result<Response<GalleryInfo>, Status> {
         Err(Status::unimplemented("fake"))
     }
 }
@@ -113,14 +95,7 @@ async fn serve(fake: Arc<Fake>) -> SocketAddr {
 fn matcher(urls: &[String], retries: u32) -> Matcher {
     let b = Arc::new(Backends::new());
     b.set(urls).unwrap();
-    Matcher::new(
-        b,
-        RetryPolicy {
-            timeout: Duration::from_secs(5),
-            retries,
-            backoff_base: Duration::from_millis(10),
-        },
-    )
+    Matcher::new(b, RetryPolicy { timeout: Duration::from_secs(5), retries, backoff_base: Duration::from_millis(10) })
 }
 
 #[tokio::test]
@@ -146,10 +121,7 @@ async fn gives_up_as_busy_after_the_retries() {
     let fake = Fake::new("a", 100, Code::Unavailable);
     let addr = serve(fake.clone()).await;
     let m = matcher(&[format!("http://{addr}")], 2);
-    let err = m
-        .match_photo(vec![1], 5, &TraceContext::new_root())
-        .await
-        .unwrap_err();
+    let err = m.match_photo(vec![1], 5, &TraceContext::new_root()).await.unwrap_err();
     assert!(matches!(err, MatcherError::Busy { .. }), "{err}");
     assert_eq!(fake.calls.load(Ordering::SeqCst), 3);
 }
@@ -159,10 +131,7 @@ async fn invalid_argument_is_not_retried() {
     let fake = Fake::new("a", 100, Code::InvalidArgument);
     let addr = serve(fake.clone()).await;
     let m = matcher(&[format!("http://{addr}")], 3);
-    let err = m
-        .match_photo(vec![1], 5, &TraceContext::new_root())
-        .await
-        .unwrap_err();
+    let err = m.match_photo(vec![1], 5, &TraceContext::new_root()).await.unwrap_err();
     assert!(matches!(err, MatcherError::InvalidImage(_)), "{err}");
     assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
 }
@@ -173,23 +142,11 @@ async fn calls_are_spread_and_a_dead_replica_is_skipped() {
     let b = Fake::new("b", 0, Code::Ok);
     let (aa, ba) = (serve(a.clone()).await, serve(b.clone()).await);
     // Nothing listens on port 9: every call there is UNAVAILABLE and retried elsewhere.
-    let m = matcher(
-        &[
-            format!("http://{aa}"),
-            format!("http://{ba}"),
-            "http://127.0.0.1:9".to_owned(),
-        ],
-        3,
-    );
+    let m = matcher(&[format!("http://{aa}"), format!("http://{ba}"), "http://127.0.0.1:9".to_owned()], 3);
     for _ in 0..30 {
-        m.match_photo(vec![1], 5, &TraceContext::new_root())
-            .await
-            .unwrap();
+        m.match_photo(vec![1], 5, &TraceContext::new_root()).await.unwrap();
     }
-    let (na, nb) = (
-        a.calls.load(Ordering::SeqCst),
-        b.calls.load(Ordering::SeqCst),
-    );
+    let (na, nb) = (a.calls.load(Ordering::SeqCst), b.calls.load(Ordering::SeqCst));
     assert_eq!(na + nb, 30);
     assert!(na >= 10 && nb >= 10, "a={na} b={nb}");
 }

@@ -41,10 +41,7 @@ pub enum OutgoingBody {
     /// HTML text.
     Text { html: String },
     /// Photo with an HTML caption.
-    Photo {
-        photo: PhotoSource,
-        caption_html: String,
-    },
+    Photo { photo: PhotoSource, caption_html: String },
 }
 
 impl OutgoingMessage {
@@ -66,10 +63,7 @@ pub struct BotApi {
 
 impl std::fmt::Debug for BotApi {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BotApi")
-            .field("base", &self.base)
-            .field("token", &self.token)
-            .finish()
+        f.debug_struct("BotApi").field("base", &self.base).field("token", &self.token).finish()
     }
 }
 
@@ -85,12 +79,7 @@ impl BotApi {
             .pool_idle_timeout(Duration::from_secs(60))
             .build()
             .map_err(|e| TelegramError::transport("client", e))?;
-        Ok(Self {
-            http,
-            base: base.trim_end_matches('/').to_owned(),
-            token,
-            timeout,
-        })
+        Ok(Self { http, base: base.trim_end_matches('/').to_owned(), token, timeout })
     }
 
     async fn call<R: DeserializeOwned>(
@@ -122,22 +111,14 @@ impl BotApi {
             Body::Json(v) => self.http.post(url).json(&v),
             Body::Multipart(form) => self.http.post(url).multipart(form),
         };
-        let response = request
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(|e| TelegramError::transport(method, e))?;
+        let response = request.timeout(timeout).send().await.map_err(|e| TelegramError::transport(method, e))?;
         let status = response.status().as_u16();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| TelegramError::transport(method, e))?;
-        let parsed: ApiResponse<R> =
-            serde_json::from_slice(&bytes).map_err(|e| TelegramError::Decode {
-                method,
-                status,
-                message: e.to_string(),
-            })?;
+        let bytes = response.bytes().await.map_err(|e| TelegramError::transport(method, e))?;
+        let parsed: ApiResponse<R> = serde_json::from_slice(&bytes).map_err(|e| TelegramError::Decode {
+            method,
+            status,
+            message: e.to_string(),
+        })?;
         if parsed.ok {
             return parsed.result.ok_or(TelegramError::Decode {
                 method,
@@ -155,8 +136,7 @@ impl BotApi {
     }
 
     pub async fn get_me(&self) -> Result<Me, TelegramError> {
-        self.call("getMe", Body::Json(json!({})), self.timeout)
-            .await
+        self.call("getMe", Body::Json(json!({})), self.timeout).await
     }
 
     /// Long poll. Telegram confirms every update below `offset` when this is called.
@@ -178,31 +158,19 @@ impl BotApi {
         }
         // The HTTP timeout must outlast the long poll itself.
         let http_timeout = poll_timeout + Duration::from_secs(15);
-        let raw: Vec<Value> = self
-            .call("getUpdates", Body::Json(params), http_timeout)
-            .await?;
+        let raw: Vec<Value> = self.call("getUpdates", Body::Json(params), http_timeout).await?;
         Ok(raw.into_iter().filter_map(parse_update_leniently).collect())
     }
 
     pub async fn get_file(&self, file_id: &str) -> Result<File, TelegramError> {
-        self.call(
-            "getFile",
-            Body::Json(json!({ "file_id": file_id })),
-            self.timeout,
-        )
-        .await
+        self.call("getFile", Body::Json(json!({ "file_id": file_id })), self.timeout).await
     }
 
     /// Downloads a file found with getFile, refusing to read more than `limit` bytes.
     pub async fn download(&self, file_path: &str, limit: u64) -> Result<Bytes, TelegramError> {
         const METHOD: &str = "downloadFile";
         let started = Instant::now();
-        let url = format!(
-            "{}/file/bot{}/{}",
-            self.base,
-            self.token.expose(),
-            file_path
-        );
+        let url = format!("{}/file/bot{}/{}", self.base, self.token.expose(), file_path);
         let result = async {
             let response = self
                 .http
@@ -243,9 +211,7 @@ impl BotApi {
     }
 
     pub async fn send(&self, msg: &OutgoingMessage) -> Result<SentMessage, TelegramError> {
-        let reply = msg
-            .reply_to
-            .map(|id| json!({ "message_id": id, "allow_sending_without_reply": true }).to_string());
+        let reply = msg.reply_to.map(|id| json!({ "message_id": id, "allow_sending_without_reply": true }).to_string());
         match &msg.body {
             OutgoingBody::Text { html } => {
                 let mut params = json!({
@@ -255,16 +221,11 @@ impl BotApi {
                     "link_preview_options": { "is_disabled": true },
                 });
                 if let Some(id) = msg.reply_to {
-                    params["reply_parameters"] =
-                        json!({ "message_id": id, "allow_sending_without_reply": true });
+                    params["reply_parameters"] = json!({ "message_id": id, "allow_sending_without_reply": true });
                 }
-                self.call("sendMessage", Body::Json(params), self.timeout)
-                    .await
+                self.call("sendMessage", Body::Json(params), self.timeout).await
             }
-            OutgoingBody::Photo {
-                photo: PhotoSource::FileId(file_id),
-                caption_html,
-            } => {
+            OutgoingBody::Photo { photo: PhotoSource::FileId(file_id), caption_html } => {
                 let mut params = json!({
                     "chat_id": msg.chat_id,
                     "photo": file_id,
@@ -272,16 +233,11 @@ impl BotApi {
                     "parse_mode": "HTML",
                 });
                 if let Some(id) = msg.reply_to {
-                    params["reply_parameters"] =
-                        json!({ "message_id": id, "allow_sending_without_reply": true });
+                    params["reply_parameters"] = json!({ "message_id": id, "allow_sending_without_reply": true });
                 }
-                self.call("sendPhoto", Body::Json(params), self.timeout)
-                    .await
+                self.call("sendPhoto", Body::Json(params), self.timeout).await
             }
-            OutgoingBody::Photo {
-                photo: PhotoSource::Upload { bytes, file_name },
-                caption_html,
-            } => {
+            OutgoingBody::Photo { photo: PhotoSource::Upload { bytes, file_name }, caption_html } => {
                 // A multipart form cannot be replayed, so it is built per attempt; the
                 // bytes themselves are shared, not copied.
                 let part = Part::stream(reqwest::Body::from(bytes.clone()))
@@ -296,31 +252,16 @@ impl BotApi {
                 if let Some(reply) = reply {
                     form = form.text("reply_parameters", reply);
                 }
-                self.call("sendPhoto", Body::Multipart(form), self.timeout)
-                    .await
+                self.call("sendPhoto", Body::Multipart(form), self.timeout).await
             }
         }
     }
 
-    pub async fn send_chat_action(
-        &self,
-        chat_id: i64,
-        action: &str,
-    ) -> Result<bool, TelegramError> {
-        self.call(
-            "sendChatAction",
-            Body::Json(json!({ "chat_id": chat_id, "action": action })),
-            self.timeout,
-        )
-        .await
+    pub async fn send_chat_action(&self, chat_id: i64, action: &str) -> Result<bool, TelegramError> {
+        self.call("sendChatAction", Body::Json(json!({ "chat_id": chat_id, "action": action })), self.timeout).await
     }
 
-    pub async fn set_webhook(
-        &self,
-        url: &str,
-        secret: &str,
-        max_connections: u32,
-    ) -> Result<bool, TelegramError> {
+    pub async fn set_webhook(&self, url: &str, secret: &str, max_connections: u32) -> Result<bool, TelegramError> {
         let params = json!({
             "url": url,
             "secret_token": secret,
@@ -328,18 +269,12 @@ impl BotApi {
             "max_connections": max_connections,
             "drop_pending_updates": false,
         });
-        self.call("setWebhook", Body::Json(params), self.timeout)
-            .await
+        self.call("setWebhook", Body::Json(params), self.timeout).await
     }
 
     /// Polling mode starts with this: getUpdates is refused while a webhook is set.
     pub async fn delete_webhook(&self) -> Result<bool, TelegramError> {
-        self.call(
-            "deleteWebhook",
-            Body::Json(json!({ "drop_pending_updates": false })),
-            self.timeout,
-        )
-        .await
+        self.call("deleteWebhook", Body::Json(json!({ "drop_pending_updates": false })), self.timeout).await
     }
 }
 
@@ -349,10 +284,7 @@ fn parse_update_leniently(raw: Value) -> Option<Update> {
         Ok(u) => Some(u),
         Err(e) => {
             tracing::warn!(update_id, error = %e, "update does not parse; skipping it");
-            Some(Update {
-                update_id,
-                message: None,
-            })
+            Some(Update { update_id, message: None })
         }
     }
 }
@@ -363,8 +295,7 @@ mod tests {
 
     #[test]
     fn odd_updates_are_kept_by_id_only() {
-        let u =
-            parse_update_leniently(json!({"update_id": 7, "message": {"weird": true}})).unwrap();
+        let u = parse_update_leniently(json!({"update_id": 7, "message": {"weird": true}})).unwrap();
         assert_eq!(u.update_id, 7);
         assert!(u.message.is_none());
         assert!(parse_update_leniently(json!({"no_id": 1})).is_none());

@@ -6,26 +6,13 @@ use std::time::Duration;
 pub enum TelegramError {
     /// Telegram answered `ok: false`.
     #[error("{method}: Bot API error {code}: {description}")]
-    Api {
-        method: &'static str,
-        code: i64,
-        description: String,
-        retry_after: Option<Duration>,
-    },
+    Api { method: &'static str, code: i64, description: String, retry_after: Option<Duration> },
     /// Connection, TLS or timeout problem; the request may or may not have arrived.
     #[error("{method}: transport error: {message}")]
-    Transport {
-        method: &'static str,
-        message: String,
-        timeout: bool,
-    },
+    Transport { method: &'static str, message: String, timeout: bool },
     /// A non-JSON or unexpected answer (e.g. a proxy's HTML error page).
     #[error("{method}: unexpected response (HTTP {status}): {message}")]
-    Decode {
-        method: &'static str,
-        status: u16,
-        message: String,
-    },
+    Decode { method: &'static str, status: u16, message: String },
     /// A file bigger than the configured limit.
     #[error("file of {size} bytes is over the {limit}-byte limit")]
     FileTooLarge { size: u64, limit: u64 },
@@ -48,21 +35,13 @@ impl TelegramError {
             message.push_str(&s.to_string());
             source = s.source();
         }
-        Self::Transport {
-            method,
-            message,
-            timeout,
-        }
+        Self::Transport { method, message, timeout }
     }
 
     /// Telegram's flood-control answer: wait this long, then send again.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::Api {
-                code: 429,
-                retry_after,
-                ..
-            } => Some(retry_after.unwrap_or(Duration::from_secs(1))),
+            Self::Api { code: 429, retry_after, .. } => Some(retry_after.unwrap_or(Duration::from_secs(1))),
             _ => None,
         }
     }
@@ -80,11 +59,7 @@ impl TelegramError {
     /// A rejected `file_id` (e.g. a cached thumbnail id that expired).
     pub fn is_bad_file_id(&self) -> bool {
         match self {
-            Self::Api {
-                code: 400,
-                description,
-                ..
-            } => {
+            Self::Api { code: 400, description, .. } => {
                 let d = description.to_ascii_lowercase();
                 d.contains("file") || d.contains("photo")
             }
