@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# lookalike's benchmark suite (issue 6): one command for every benchmark, side by side with
+# the reference peer (shared/peers/seed_pipeline.py) on the same photos in the same run.
+# Prints a table and writes docs/BENCHMARKS.md and docs/benchmarks.png.
+#
+#   scripts/bench.sh                  full run (~40 min on 2 cores; LFW embeddings are cached)
+#   scripts/bench.sh --quick          small inputs, a few minutes (a smoke test of every section)
+#   scripts/bench.sh --sections throughput,grpc   only these sections (+ the report)
+#   scripts/bench.sh --fresh          ignore cached LFW embeddings
+#   scripts/bench.sh --no-docs        print the table only (do not touch docs/)
+#
+# Sections: embed accuracy throughput grpc stages search gbuild (embed feeds accuracy,
+# search and the 12k gallery, so it always runs; from the cache when it can).
+# Environment: LOOKALIKE_FACES (default <repo>/../shared/faces), LOOKALIKE_MODELS (default
+# <repo>/assets/models), PEER_PYTHON (default: the venv of shared/peers/setup.sh, built if
+# missing), CARGO_TARGET_DIR (default <repo>/target), LOOKALIKE_BENCH_CACHE (default
+# ~/.cache/lookalike-bench), BENCH_REPS (throughput repetitions, default 3).
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+quick=0 fresh=0 docs=1 sections="embed,accuracy,throughput,grpc,stages,search,gbuild"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) quick=1 ;;
+    --fresh) fresh=1 ;;
+    --no-docs) docs=0 ;;
+    --sections) sections="embed,$2"; shift ;;
+    --sections=*) sections="embed,${1#*=}" ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    *) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+want() { [[ ",$sections," == *",$1,"* ]]; }
+
+faces=${LOOKALIKE_FACES:-$repo/../shared/faces}
+faces=$(cd "$faces" && pwd)
+export LOOKALIKE_MODELS=${LOOKALIKE_MODELS:-$repo/assets/models}
+peer_script=${PEER_SCRIPT:-$repo/../shared/peers/seed_pipeline.py}
+peer_script=$(cd "$(dirname "$peer_script")" && pwd)/$(basename "$peer_script")
+export PEER_SCRIPT=$peer_script
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target}
+cache=${LOOKALIKE_BENCH_CACHE:-$HOME/.cache/lookalike-bench}
+reps=${BENCH_REPS:-3}
+export OPENBLAS_NUM_THREADS=1   # as .cargo/config.toml sets for lookalike; the peer's dlib too
+mode=$([ $quick = 1 ] && echo quick || echo full)
+out="$CARGO_TARGET_DIR/bench/$mode"
+rm -rf "$out"; mkdir -p "$out" "$cache"
+started=$(date +%s)
+log() { printf '[bench %4ds] %s\n' $(( $(date +%s) - started )) "$*" >&2; }
+
+# --- tools -------------------------------------------------------------------------------
+peer_py=${PEER_PYTHON:-$HOME/.cache/lookalike-peer/venv/bin/python}
+if [ ! -x "$peer_py" ]; then
+  log "building the peer's venv (shared/peers/setup.sh)"
+  peer_py=$("$(dirname "$peer_script")/setup.sh")
+fi
+venv="$cache/venv"
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import matplotlib, numpy' 2>/dev/null; then
+  log "creating $venv (matplotlib, numpy) for the report"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q matplotlib numpy
+fi
+log "building (release): matcher, lookalike-bench"
+(cd "$repo" && cargo build --release -q -p lookalike-matcher -p lookalike-bench)
+bench="$CARGO_TARGET_DIR/release/lookalike-bench"
+matcher="$CARGO_TARGET_DIR/release/matcher"
+peer() { "$peer_py" "$repo/scripts/bench/peer.py" "$@"; }
+
+# --- inputs ------------------------------------------------------------------------------
+lfw="$faces/lfw-dev" tg="$faces/tg1280" hires="$faces/hires"
+if [ $quick = 1 ]; then
+  people_arg="--people 300"; tag=q300
+  search_sizes=12000,100000; nmslib_efc=200; grpc_secs=3; grpc_conc=1,4,16; passes=1; reps=1
+  gbuild_photos="$faces/named/face_recognition"; stage_reps=1
+else
+  people_arg=""; tag=all
+  search_sizes=12000,100000,1000000; nmslib_efc=2000; grpc_secs=15; grpc_conc=1,2,4,8,16; passes=2
+  gbuild_photos="$tg"; stage_reps=3
+fi
+tg_photos=$(find "$tg" -type f \( -name '*.jpg' -o -name '*.png' \) | sort)
+
+# Cache keys: the engine's source and models (lookalike), the peer's script and dlib (peer).
+engine_key=$( (cd "$repo" && find services/engine -type f -not -path '*/tests/*' | sort | xargs sha256sum; ls -l "$LOOKALIKE_MODELS") | sha256sum | cut -c1-12)
+peer_key=$( (cat "$peer_script"; "$peer_py" -c 'import dlib, sys; print(dlib.__version__, sys.version)') | sha256sum | cut -c1-12)
+[ $fresh = 1 ] && rm -f "$cache"/lk-*"$tag"* "$cache"/peer-*"$tag"*
+list="$cache/lfw-$tag.tsv"
+
+# --- 1. LFW embeddings (cached) ----------------------------------------------------------
+lk_embed() { # name jitters extra-args...
+  local name=$1 j=$2; shift 2
+  local f="$cache/lk-$engine_key-$tag-$name.f32"
+  if [ ! -s "$f" ]; then
+    log "lookalike: embedding lfw-dev ($name)"
+    "$bench" embed --photos "$lfw" $people_arg --jitters "$j" --workers 2 --out "$f.tmp" --list-out "$list" \
+      --json "$f.json" "$@" >/dev/null
+    mv "$f.tmp" "$f"
+  fi
+  cp "$f.json" "$out/embed_lk_$name.json"
+  echo "$f"
+}
+peer_embed() { # name upsample jitters extra-args...
+  local name=$1 up=$2 j=$3; shift 3
+  local f="$cache/peer-$peer_key-$tag-$name.f32"
+  if [ ! -s "$f" ]; then
+    log "peer: embedding lfw-dev ($name), 2 processes"
+    peer embed --models "$LOOKALIKE_MODELS" --list "$list" --upsample "$up" --jitters "$j" --procs 2 \
+      --out "$f.tmp" --json "$f.json" "$@" >/dev/null
+    mv "$f.tmp" "$f"
+  fi
+  cp "$f.json" "$out/embed_peer_$name.json"
+  echo "$f"
+}
+lk_q0=$(lk_embed q0 0)
+lk_g10=$(lk_embed g10 10 --first-only)
+
+# The 12k gallery (real LFW embeddings, padded with synthetic ones) for serving and matching.
+"$bench" make-gallery --emb "$lk_q0" --list "$list" --size 12000 --out "$out/g12k.lkg" --peer-prefix "$out/g12k" >/dev/null
+peer --peer "$peer_script" npz --rows "$out/g12k.f32" --names "$out/g12k.names" --out "$out/g12k.npz" >/dev/null
+
+if want accuracy; then
+  peer_u0_q0=$(peer_embed u0-q0 0 0)
+  peer_u1_q0=$(peer_embed u1-q0 1 0)
+  peer_u0_g10=$(peer_embed u0-g10 0 10 --first-only)
+  peer_u1_g10=$(peer_embed u1-g10 1 10 --first-only)
+  lk_flip=$(lk_embed flip-q0 0 --flip)
+  acc() { "$bench" accuracy --list "$list" --pairs "$lfw/pairsDevTrain.txt" --label "$1" --gallery "$2" --queries "$3" --json "$out/acc_$1.json" >/dev/null; }
+  acc lk_g0 "$lk_q0" "$lk_q0"
+  acc lk_g10 "$lk_g10" "$lk_q0"
+  acc lk_flip_g0 "$lk_flip" "$lk_flip"
+  acc peer_u0_g0 "$peer_u0_q0" "$peer_u0_q0"
+  acc peer_u0_g10 "$peer_u0_g10" "$peer_u0_q0"
+  acc peer_u1_g0 "$peer_u1_q0" "$peer_u1_q0"
+  acc peer_u1_g10 "$peer_u1_g10" "$peer_u1_q0"
+fi
+
+# --- 2. photos per second on tg1280: engine 1/2 workers vs the peer, interleaved ---------
+if want throughput; then
+  for r in $(seq 1 "$reps"); do
+    log "throughput rep $r/$reps: lookalike"
+    "$bench" throughput --photos "$tg" --gallery "$out/g12k.lkg" --workers 1,2 --passes "$passes" \
+      --json "$out/thr_lk_r$r.json" >/dev/null
+    for up in 1 0; do
+      for p in 1 2; do
+        log "throughput rep $r/$reps: peer --upsample $up, $p process(es)"
+        # shellcheck disable=SC2086
+        "$peer_py" "$peer_script" match --models "$LOOKALIKE_MODELS" --gallery "$out/g12k.npz" \
+          --upsample "$up" --workers "$p" $tg_photos | tail -n 1 > "$out/thr_peer_u${up}_p${p}_r$r.json"
+      done
+    done
+  done
+fi
+
+# --- 3. gRPC server under load (and its memory) -------------------------------------------
+if want grpc; then
+  log "gRPC load: matcher serve with 1 and 2 workers, concurrency $grpc_conc"
+  "$bench" grpc --matcher "$matcher" --gallery "$out/g12k.lkg" --photos "$tg" --workers 1,2 \
+    --concurrency "$grpc_conc" --seconds "$grpc_secs" --passes "$passes" --json "$out/grpc.json" >/dev/null
+fi
+
+# --- 4. per-stage latency at 640 / 1280 / ~4000 px ----------------------------------------
+if want stages; then
+  log "per-stage latency"
+  "$bench" stages --photos "$hires" --gallery "$out/g12k.lkg" --reps "$stage_reps" --json "$out/stages.json" >/dev/null
+fi
+
+# --- 5. search: exact vs HNSW vs the peer's NumPy and nmslib ------------------------------
+if want search; then
+  log "search: lookalike exact and HNSW at $search_sizes"
+  "$bench" search --emb "$lk_q0" --list "$list" --sizes "$search_sizes" --data-dir "$out/search-data" \
+    --json "$out/search_lk.json" >/dev/null
+  log "search: peer NumPy and nmslib"
+  peer search --data-dir "$out/search-data" --sizes "$search_sizes" --efc "$nmslib_efc" --json "$out/search_peer.json" >/dev/null
+  rm -rf "$out/search-data"
+fi
+
+# --- 6. gallery build throughput -----------------------------------------------------------
+if want gbuild; then
+  log "gallery build: lookalike (jitters 10 and 0; 1 and 2 workers)"
+  "$bench" gallery-build --photos "$gbuild_photos" --jitters 10,0 --workers 1,2 --json "$out/gbuild_lk.json" >/dev/null
+  for j in 10 0; do
+    log "gallery build: peer (jitters $j, its default upsample 1, one process)"
+    "$peer_py" "$peer_script" build --models "$LOOKALIKE_MODELS" --photos "$gbuild_photos" --jitters "$j" \
+      --out "$out/gbuild_peer_j$j.npz" 2>/dev/null | tail -n 1 > "$out/gbuild_peer_j$j.json"
+  done
+fi
+
+# --- report -------------------------------------------------------------------------------
+log "report"
+rargs=(--results "$out" --mode "$mode" --repo "$repo" --peer-python "$peer_py" --seconds $(( $(date +%s) - started )))
+[ $docs = 1 ] && rargs+=(--md "$repo/docs/BENCHMARKS.md" --plot "$repo/docs/benchmarks.png")
+"$venv/bin/python" "$repo/scripts/bench/report.py" "${rargs[@]}"
+log "done; raw results in $out"

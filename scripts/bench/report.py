@@ -1,0 +1,457 @@
+#!/usr/bin/env python3
+"""Turns the JSON results of scripts/bench.sh into a table (stdout), docs/BENCHMARKS.md and
+docs/benchmarks.png. Every comparison is a ratio of two measurements made in the same run."""
+import argparse
+import datetime
+import glob
+import json
+import os
+import platform
+import statistics
+import subprocess
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+        return json.loads(text) if text else None
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def med(v):
+    v = [x for x in v if x is not None]
+    return statistics.median(v) if v else None
+
+
+def f(x, nd=2, unit=""):
+    if x is None:
+        return "n/a"
+    if isinstance(x, float):
+        return f"{x:,.{nd}f}{unit}"
+    return f"{x}{unit}"
+
+
+def pct(x, nd=1):
+    return "n/a" if x is None else f"{100 * x:.{nd}f}%"
+
+
+def sh(cmd):
+    try:
+        return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=20).stdout.strip()
+    except Exception:  # noqa: BLE001
+        return ""
+
+
+class Report:
+    def __init__(self, a):
+        self.a = a
+        self.r = a.results
+        self.md = []
+        self.targets = []  # (target, measured, met)
+        self.plot = {}
+
+    def j(self, name):
+        return load(os.path.join(self.r, name))
+
+    def out(self, *lines):
+        self.md.extend(lines)
+
+    def table(self, head, rows):
+        self.out("| " + " | ".join(head) + " |", "|" + "---|" * len(head))
+        for row in rows:
+            self.out("| " + " | ".join(str(c) for c in row) + " |")
+        self.out("")
+
+    def target(self, what, measured, met):
+        self.targets.append((what, measured, "met" if met else ("**missed**" if met is not None else "not measured")))
+
+    # ---- sections ----------------------------------------------------------------------------
+    def throughput(self):
+        reps = sorted(glob.glob(os.path.join(self.r, "thr_lk_r*.json")))
+        if not reps:
+            return
+        rows, ratios = [], {k: [] for k in ("w1_u1", "w1_u0", "w2_w1", "w2_u1p2", "w2_u0p2")}
+        series = {k: [] for k in ("w1", "w2", "u1p1", "u1p2", "u0p1", "u0p2")}
+        for path in reps:
+            r = path.rsplit("_r", 1)[1].split(".")[0]
+            lk = {x["workers"]: x["photos_per_second"] for x in self.j(os.path.basename(path))["results"]}
+            peer = {}
+            for up in (1, 0):
+                for p in (1, 2):
+                    d = self.j(f"thr_peer_u{up}_p{p}_r{r}.json")
+                    peer[(up, p)] = d.get("images_per_second") if d else None
+            vals = {"w1": lk.get(1), "w2": lk.get(2), "u1p1": peer[(1, 1)], "u1p2": peer[(1, 2)],
+                    "u0p1": peer[(0, 1)], "u0p2": peer[(0, 2)]}
+            for k, v in vals.items():
+                series[k].append(v)
+            div = lambda x, y: x / y if x and y else None  # noqa: E731
+            ratios["w1_u1"].append(div(vals["w1"], vals["u1p1"]))
+            ratios["w1_u0"].append(div(vals["w1"], vals["u0p1"]))
+            ratios["w2_w1"].append(div(vals["w2"], vals["w1"]))
+            ratios["w2_u1p2"].append(div(vals["w2"], vals["u1p2"]))
+            ratios["w2_u0p2"].append(div(vals["w2"], vals["u0p2"]))
+            rows.append([r] + [f(vals[k]) for k in series])
+        m = {k: med(v) for k, v in series.items()}
+        mr = {k: med(v) for k, v in ratios.items()}
+        self.plot["throughput"] = m
+        first = self.j(os.path.basename(reps[0]))
+        self.out("## 1. Photos per second on tg1280", "",
+                 f"{first['photos']} photos (≤1280 px), {first['passes']} pass(es) per repetition, gallery of "
+                 f"{first['gallery_embeddings']} embeddings ({first['index']} search). lookalike: the engine in process "
+                 "(read file, decode, detect, landmarks, embed, top-1 search) on N worker threads. Peer: "
+                 "`seed_pipeline.py match` with N processes (models loaded before its clock starts). "
+                 "Repetitions interleave all six configurations; ratios are per repetition, then the median.", "")
+        self.table(["rep", "lookalike 1 worker", "lookalike 2 workers", "peer up1 ×1", "peer up1 ×2", "peer up0 ×1",
+                    "peer up0 ×2"], rows + [["**median**"] + [f"**{f(m[k])}**" for k in series]])
+        self.table(["ratio (median of per-rep ratios)", "value", "target"], [
+            ["lookalike 1 worker / peer --upsample 1 (1 process)", f(mr["w1_u1"], 1, "x"), "≥ 10x"],
+            ["lookalike 1 worker / peer --upsample 0 (1 process)", f(mr["w1_u0"], 2, "x"), "≥ 2x"],
+            ["lookalike 2 workers / 1 worker", f(mr["w2_w1"], 2, "x"), "≥ 1.7x"],
+            ["lookalike 2 workers / peer --upsample 1 (2 processes)", f(mr["w2_u1p2"], 1, "x"), ""],
+            ["lookalike 2 workers / peer --upsample 0 (2 processes)", f(mr["w2_u0p2"], 2, "x"), ""],
+        ])
+        t = lambda v, lim: None if v is None else v >= lim  # noqa: E731
+        self.target("photos/s 1 worker ≥ 10x peer --upsample 1", f(mr["w1_u1"], 1, "x"), t(mr["w1_u1"], 10))
+        self.target("photos/s 1 worker ≥ 2x peer --upsample 0", f(mr["w1_u0"], 2, "x"), t(mr["w1_u0"], 2))
+        self.target("2 workers ≥ 1.7x 1 worker", f(mr["w2_w1"], 2, "x"), t(mr["w2_w1"], 1.7))
+
+    def grpc(self):
+        g = self.j("grpc.json")
+        if not g:
+            return
+        self.out("## 2. Through the gRPC server", "",
+                 f"`matcher serve` (release build) with the 12k gallery; a Rust load generator "
+                 f"(`lookalike-bench grpc`, one connection, closed loop) sends `Match` calls with the "
+                 f"{g['photos']} tg1280 photos; {g['warmup_seconds']} s warm-up, then {g['seconds_per_level']} s "
+                 f"measured per concurrency level. The server's queue is its default (2 x workers); a refused "
+                 f"client backs off {g['backoff_ms_after_refusal']} ms. The in-process engine ran with the same "
+                 "workers on the same photos in the same run (note: client and server share the 2 cores).", "")
+        rows = []
+        self.plot["grpc"] = {}
+        for s in g["servers"]:
+            w = s["workers"]
+            self.plot["grpc"][w] = s["levels"]
+            for lv in s["levels"]:
+                rows.append([w, lv["concurrency"], f(lv["photos_per_second"]), f(lv["ratio_to_in_process"], 2, "x"),
+                             f(lv["p50_ms"], 0), f(lv["p99_ms"], 0), pct(lv["refused_share"]), lv["errors"]])
+        self.table(["workers", "concurrency", "photos/s", "vs in-process", "p50 ms", "p99 ms", "refused", "errors"], rows)
+        self.table(["workers", "in-process photos/s", "best gRPC photos/s", "gRPC / in-process"], [
+            [s["workers"], f(s["in_process_photos_per_second"]),
+             f(max(lv["photos_per_second"] for lv in s["levels"])),
+             f(max(lv["photos_per_second"] for lv in s["levels"]) / s["in_process_photos_per_second"], 2, "x")]
+            for s in g["servers"]])
+        self.out("### Memory of `matcher serve` (12k gallery)", "")
+        rows = []
+        for s in g["servers"]:
+            a, b = s["memory_after_load"], s["memory_after_load_run"]
+            rows.append([s["workers"], s["gallery_embeddings"], f(a["vm_rss_mb"], 1), f(a["vm_hwm_mb"], 1),
+                         f(b["vm_rss_mb"], 1), f(b["vm_hwm_mb"], 1), b["threads"]])
+        self.table(["workers", "embeddings", "VmRSS after load (MB)", "VmHWM after load", "VmRSS after load run",
+                    "VmHWM after load run", "threads"], rows)
+        two = [s for s in g["servers"] if s["workers"] == 2]
+        if two:
+            peak = max(two[0]["memory_after_load_run"]["vm_hwm_mb"] or 0, two[0]["memory_after_load_run"]["vm_rss_mb"] or 0)
+            self.target("matcher memory, 2 workers, 12k gallery ≤ 200 MB (VmHWM)", f(peak, 0, " MB"), peak <= 200)
+
+    def stages(self):
+        s = self.j("stages.json")
+        if not s:
+            return
+        self.out("## 3. Per-stage latency (one worker)", "",
+                 f"Median (p90) milliseconds per photo; hires/ photos resized to each size (JPEG q87); the ~4000 px "
+                 f"set is every hires photo of ≥2000 px scaled to 4000 px (only one is natively larger); search on "
+                 f"the {s['gallery_embeddings']}-embedding gallery ({s['index']}). Detection runs on a copy of at "
+                 "most 640 px (DetectConfig::max_side), so its cost hardly grows with the photo; decoding does.", "")
+        names = ["decode", "detect", "landmarks", "encode", "search", "total"]
+        rows = []
+        for z in s["sizes"]:
+            st = z["stages"]
+            rows.append([f"{z['side']} px", z["photos"]] + [f"{f(st[n]['p50_ms'], 2 if n in ('search', 'landmarks') else 1)} "
+                                                           f"({f(st[n]['p90_ms'], 2 if n in ('search', 'landmarks') else 1)})" for n in names])
+        self.table(["size", "photos"] + names, rows)
+        self.plot["stages"] = s["sizes"]
+
+    def search(self):
+        lk, pe = self.j("search_lk.json"), self.j("search_peer.json")
+        if not lk:
+            return
+        pe_by = {x["size"]: x for x in (pe or {}).get("sizes", [])}
+        self.out("## 4. Search: exact vs HNSW", "",
+                 f"{lk['real_embeddings']} real LFW embeddings (lookalike, jitter 0); {lk['queries']} of them are held "
+                 "out as queries, the rest fill the index, padded to each size with synthetic embeddings "
+                 "(mean + Σ w_t (x_t − mean) over three random real ones with unit-norm random weights, which keeps "
+                 "the real mean and covariance, rescaled to a real embedding's norm); every synthetic row is its own "
+                 "identity. Recall is against the exact search (identity level). Latency is one query (top-1) on one "
+                 "thread. Memory: the index's growth of the process's resident memory (HNSW keeps its own copy of "
+                 "the vectors); exact = the flat matrix.", "")
+        rows, plot = [], []
+        for z in lk["sizes"]:
+            n = z["size"]
+            h = z["hnsw"]
+            d = next((e for e in h["per_ef"] if e["ef_search"] == 96), h["per_ef"][0])
+            ok = [e for e in h["per_ef"] if e["recall_at_1"] >= 0.99]
+            best = min(ok, key=lambda e: e["latency"]["p50_ms"]) if ok else None
+            p = pe_by.get(n, {})
+            nm = p.get("nmslib", {})
+            nme = (nm.get("per_ef") or [{}])[0]
+            rows.append([f"{n:,}", f"{z['real']:,} + {z['synthetic']:,}",
+                         f"{f(z['exact']['latency']['p50_ms'], 3)} / {f(z['exact']['latency']['p99_ms'], 3)}",
+                         f(h["build_seconds"], 1), f(h["memory_mb"], 0),
+                         f"{f(d['latency']['p50_ms'], 3)} / {f(d['latency']['p99_ms'], 3)}",
+                         f(d["recall_at_1"], 3), f(d["recall_at_10"], 3),
+                         (f"ef {best['ef_search']}: {f(best['latency']['p50_ms'], 3)}" if best else "none ≥0.99"),
+                         f"{f(p.get('numpy', {}).get('latency', {}).get('p50_ms'), 2)}",
+                         (f"M{nm['M']}/efC{nm['ef_construction']}: {f(nm['build_seconds'], 0)} s, {f(nm['memory_mb'], 0)} MB"
+                          if "build_seconds" in nm else nm.get("skipped", "n/a")),
+                         f"{f(nme.get('latency', {}).get('p50_ms'), 3)}", f(nme.get("recall_at_1"), 3),
+                         f(nme.get("recall_at_10"), 3)])
+            plot.append((n, z["exact"]["latency"]["p50_ms"], d["latency"]["p50_ms"],
+                         p.get("numpy", {}).get("latency", {}).get("p50_ms"), nme.get("latency", {}).get("p50_ms")))
+            if n == 12000:
+                v = z["exact"]["latency"]["p50_ms"]
+                self.target("exact search p50 ≤ 0.2 ms at 12k", f(v, 3, " ms"), v <= 0.2)
+            if n == 1_000_000:
+                self.target("search p50 ≤ 1 ms at 1M with recall@1 ≥ 0.99 (default HNSW, ef 96)",
+                            f"{f(d['latency']['p50_ms'], 3)} ms, recall@1 {f(d['recall_at_1'], 3)}",
+                            d["latency"]["p50_ms"] <= 1 and d["recall_at_1"] >= 0.99)
+        self.plot["search"] = plot
+        self.table(["embeddings", "real + synthetic", "exact p50/p99 ms", "HNSW build s", "HNSW MB",
+                    "HNSW (M24 efC200 ef96) p50/p99 ms", "recall@1", "recall@10", "fastest ef with recall@1≥0.99 (p50 ms)",
+                    "peer NumPy p50 ms", "peer nmslib build", "nmslib ef400 p50 ms", "recall@1", "recall@10"], rows)
+        self.out("HNSW efSearch sweep (lookalike, same index):", "")
+        srows = []
+        for z in lk["sizes"]:
+            for e in z["hnsw"]["per_ef"]:
+                srows.append([f"{z['size']:,}", e["ef_search"], f(e["latency"]["p50_ms"], 3), f(e["latency"]["p99_ms"], 3),
+                              f(e["recall_at_1"], 3), f(e["recall_at_10"], 3)])
+        self.table(["embeddings", "ef", "p50 ms", "p99 ms", "recall@1", "recall@10"], srows)
+        if pe:
+            note = [f"{x['size']:,}: M={x['nmslib']['M']}, efConstruction={x['nmslib']['ef_construction']}"
+                    for x in pe["sizes"] if "M" in x.get("nmslib", {})]
+            self.out("Peer nmslib parameters per size (the peer's M=100, efConstruction=2000, efSearch=400 where "
+                     "they finish in reasonable time; smaller where stated): " + "; ".join(note) +
+                     ". The peer's NumPy search is its own code (norm over all rows, then a full argsort); at "
+                     "100k and 1M it is timed on the first 100 queries.", "")
+
+    def accuracy(self):
+        rows = []
+        names = [("lk_g10", "lookalike, gallery jitters 10"), ("lk_g0", "lookalike, gallery jitters 0"),
+                 ("lk_flip_g0", "lookalike + mirror-averaged embeddings (bench-side, jitters 0)"),
+                 ("peer_u1_g10", "peer --upsample 1, gallery jitters 10 (original)"),
+                 ("peer_u1_g0", "peer --upsample 1, gallery jitters 0"),
+                 ("peer_u0_g10", "peer --upsample 0, gallery jitters 10"),
+                 ("peer_u0_g0", "peer --upsample 0, gallery jitters 0")]
+        got = {}
+        for key, label in names:
+            d = self.j(f"acc_{key}.json")
+            if not d:
+                continue
+            got[key] = d
+            v = d.get("verification") or {}
+            rows.append([label, d["gallery_identities"], d["queries"], pct(d["rank1"]), pct(d["rank1_capped"]),
+                         pct(v.get("accuracy_at_0_6")), f"{pct(v.get('accuracy_at_best'))} @ {f(v.get('best_threshold'), 3)}",
+                         f"{d['photos_without_face']} / {d['photos']} ({pct(d['no_face_rate'], 2)})"])
+        if not rows:
+            return
+        self.out("## 5. Accuracy on lfw-dev", "",
+                 "Gallery = each person's first photo (main face, no quality filter: the engine API directly); "
+                 "every other photo is a query; a query without a face is a miss. Capped = at most 10 queries per "
+                 "person. Verification: pairsDevTrain.txt (1,100 pairs), Euclidean distance of jitter-0 "
+                 "embeddings, 'same' below the threshold, a pair with a faceless photo counts as 'different'; "
+                 "the best threshold is fitted on the same pairs (optimistic). The peer runs its own functions "
+                 "(seed_pipeline.embed: first detection, then its `build --one-per-person` + `match` logic) in 2 processes.", "")
+        self.table(["system", "gallery", "queries", "rank-1", "rank-1 capped", "verif. @0.6", "verif. best", "no face"], rows)
+        lk = got.get("lk_g10") or got.get("lk_g0")
+        peers = [got[k] for k in ("peer_u1_g10", "peer_u1_g0", "peer_u0_g10", "peer_u0_g0") if k in got]
+        if lk and peers:
+            best_peer = max(peers, key=lambda d: d["rank1"])
+            diff = 100 * (lk["rank1"] - best_peer["rank1"])
+            self.target("rank-1 ≥ best peer + 2 points (lookalike gallery jitters 10)",
+                        f"{pct(lk['rank1'])} vs {pct(best_peer['rank1'])} ({best_peer['label']}): {diff:+.1f} pts",
+                        diff >= 2)
+        if lk:
+            self.target("no-face rate ≤ 0.2%", pct(lk["no_face_rate"], 2), lk["no_face_rate"] <= 0.002)
+        for key in ("lk_g0", "peer_u0_g0", "peer_u1_g0"):
+            e = self.j(f"embed_{'lk_q0' if key == 'lk_g0' else 'peer_' + key[5:7] + '-q0'}.json")
+            if e and e.get("no_face_photos"):
+                self.out(f"Photos without a face ({key.split('_g')[0]}): " + ", ".join(
+                    "/".join(p.split("/")[-2:]) for p in e["no_face_photos"][:30]) +
+                    (" ..." if len(e["no_face_photos"]) > 30 else ""), "")
+        emb = [(k, self.j(f"embed_{k}.json")) for k in ("lk_q0", "lk_g10", "lk_flip-q0", "peer_u0-q0", "peer_u1-q0",
+                                                         "peer_u0-g10", "peer_u1-g10")]
+        self.table(["embedding pass (2 workers/processes)", "photos", "photos/s", "median ms/photo", "seconds"],
+                   [[k, e["photos"], f(e["photos_per_second"], 1), f(e["ms_per_photo_median"], 1), f(e["seconds"], 0)]
+                    for k, e in emb if e])
+
+    def gbuild(self):
+        lk = self.j("gbuild_lk.json")
+        if not lk:
+            return
+        pj = {j: self.j(f"gbuild_peer_j{j}.json") for j in (10, 0)}
+        self.out("## 6. Gallery build throughput", "",
+                 f"Photos of `{os.path.relpath(lk['photos_dir'], os.path.dirname(self.a.repo))}`; lookalike: "
+                 "`gallery::build::build` (default quality filters, thumbnails, calibration) with N workers; "
+                 "peer: `seed_pipeline.py build` (its default --upsample 1, one process).", "")
+        rows = []
+        for j in (10, 0):
+            p = pj.get(j)
+            pps = p["photos"] / p["seconds"] if p and p.get("seconds") else None
+            for x in lk["results"]:
+                if x["jitters"] == j:
+                    rows.append([j, f"lookalike, {x['workers']} worker(s)", f(x["photos_per_second"]),
+                                 f(x["photos_per_second"] / pps, 1, "x") if pps else "n/a"])
+            rows.append([j, "peer, 1 process", f(pps), "1x"])
+        self.table(["jitters", "system", "photos/s", "vs peer"], rows)
+
+    # ---- output --------------------------------------------------------------------------------
+    def header(self):
+        cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip()
+        mem = sh("free -g | awk '/Mem:/{print $2}'")
+        commit = sh(f"git -C {self.a.repo} rev-parse --short HEAD 2>/dev/null")
+        dirty = sh(f"git -C {self.a.repo} status --porcelain -- services proto Cargo.lock 2>/dev/null | head -1")
+        snap = os.path.join(self.a.repo, ".snapshot-commit")
+        if not commit and os.path.exists(snap):  # a `git archive` snapshot of a commit
+            commit = open(snap).read().strip()[:7] + " (snapshot)"
+        peerv = sh(f"{self.a.peer_python} -c 'import dlib, numpy; print(\"dlib\", dlib.__version__, \"BLAS\", "
+                   f"dlib.DLIB_USE_BLAS, \"numpy\", numpy.__version__)' 2>/dev/null")
+        load = sh("cat /proc/loadavg | cut -d' ' -f1-3")
+        date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        self.head = [
+            "# Benchmarks", "",
+            "Written by `scripts/bench.sh` (issue 6); do not edit by hand. Re-run: `scripts/bench.sh` "
+            "(full, about 40 min on 2 cores) or `scripts/bench.sh --quick` (a smoke test on small inputs).", "",
+            f"- Date: {date}; mode: **{self.a.mode}**; the whole run took {self.a.seconds // 60} min.",
+            f"- Machine: {cpu}, {os.cpu_count()} cores, {mem} GiB RAM, {platform.system()} {platform.release()}; "
+            f"load average at the end {load} (a shared, noisy machine: every comparison below is a ratio of "
+            "two measurements made in the same run, on the same inputs; medians over repetitions).",
+            f"- Code: commit {commit}{' plus uncommitted changes' if dirty else ''}; {sh('rustc --version')}; "
+            "release profile, x86-64-v3 (.cargo/config.toml), OPENBLAS_NUM_THREADS=1 for both sides.",
+            f"- Peer: `shared/peers/seed_pipeline.py` in its venv ({peerv}); nmslib from its PyPI wheel.",
+            "- Photos: `shared/faces` (tg1280, hires, lfw-dev). Raw JSON results: `$CARGO_TARGET_DIR/bench/<mode>/`.",
+            "",
+        ]
+
+    def targets_md(self):
+        if not self.targets:
+            return []
+        lines = ["## Targets", "", "| target | measured | status |", "|---|---|---|"]
+        lines += [f"| {a} | {b} | {c} |" for a, b, c in self.targets]
+        return lines + [""]
+
+    def write_plot(self, path):
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+        ax = axes[0][0]
+        t = self.plot.get("throughput")
+        if t:
+            labels = ["lookalike\n1 worker", "lookalike\n2 workers", "peer up1\n×1", "peer up1\n×2", "peer up0\n×1",
+                      "peer up0\n×2"]
+            vals = [t[k] or 0 for k in ("w1", "w2", "u1p1", "u1p2", "u0p1", "u0p2")]
+            bars = ax.bar(labels, vals, color=["#2b7bba", "#2b7bba", "#d9822b", "#d9822b", "#e8b04a", "#e8b04a"])
+            ax.bar_label(bars, fmt="%.2f", fontsize=8)
+            ax.set_ylabel("photos / s")
+            ax.set_title("Throughput on tg1280 (in process; median of reps)")
+        ax = axes[0][1]
+        g = self.plot.get("grpc")
+        if g:
+            ax2 = ax.twinx()
+            for w, levels in g.items():
+                c = [lv["concurrency"] for lv in levels]
+                ax.plot(c, [lv["photos_per_second"] for lv in levels], "o-", label=f"{w} worker(s): photos/s")
+                ax2.plot(c, [lv["p50_ms"] for lv in levels], "s--", alpha=0.6, label=f"{w} worker(s): p50 ms")
+                ax2.plot(c, [lv["p99_ms"] for lv in levels], "^:", alpha=0.6, label=f"{w} worker(s): p99 ms")
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("concurrent clients")
+            ax.set_ylabel("photos / s")
+            ax2.set_ylabel("latency ms")
+            ax.set_title("gRPC matcher serve: throughput and latency")
+            h1, l1 = ax.get_legend_handles_labels()
+            h2, l2 = ax2.get_legend_handles_labels()
+            ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper left")
+        ax = axes[1][0]
+        s = self.plot.get("stages")
+        if s:
+            names = ["decode", "detect", "landmarks", "encode", "search"]
+            bottom = [0.0] * len(s)
+            xl = [f"{z['side']} px" for z in s]
+            for n in names:
+                v = [z["stages"][n]["p50_ms"] for z in s]
+                ax.bar(xl, v, bottom=bottom, label=n)
+                bottom = [b + x for b, x in zip(bottom, v)]
+            ax.set_ylabel("ms (median, one worker)")
+            ax.set_title("Per-stage latency by photo size")
+            ax.legend(fontsize=8)
+        ax = axes[1][1]
+        sr = self.plot.get("search")
+        if sr:
+            n = [x[0] for x in sr]
+            for i, lab in enumerate(["lookalike exact", "lookalike HNSW ef96", "peer NumPy", "peer nmslib ef400"], 1):
+                pts = [(a[0], a[i]) for a in sr if a[i]]
+                if pts:
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=lab)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel("embeddings")
+            ax.set_ylabel("p50 ms per query")
+            ax.set_title("Search latency")
+            ax.legend(fontsize=8)
+        fig.suptitle(f"lookalike benchmarks ({self.a.mode}) — {datetime.date.today()}")
+        fig.tight_layout()
+        fig.savefig(path, dpi=90)
+
+    def raw(self):
+        lines = ["## Raw results", "", "<details><summary>JSON written by each step (long photo lists cut)</summary>", ""]
+        for path in sorted(glob.glob(os.path.join(self.r, "*.json"))):
+            d = load(path)
+            if isinstance(d, dict):
+                for k in ("no_face_photos", "error_photos", "sources"):
+                    if isinstance(d.get(k), list) and len(d[k]) > 5:
+                        d[k] = d[k][:5] + [f"... {len(d[k]) - 5} more"]
+                if "sizes" in d:
+                    for z in d["sizes"]:
+                        if isinstance(z, dict) and isinstance(z.get("sources"), list) and len(z["sources"]) > 3:
+                            z["sources"] = z["sources"][:3] + [f"... {len(z['sources']) - 3} more"]
+            lines += [f"`{os.path.basename(path)}`", "", "```json", json.dumps(d, separators=(",", ":")), "```", ""]
+        return lines + ["</details>", ""]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--results", required=True)
+    ap.add_argument("--mode", default="full")
+    ap.add_argument("--repo", required=True)
+    ap.add_argument("--peer-python", default="python3")
+    ap.add_argument("--seconds", type=int, default=0)
+    ap.add_argument("--md")
+    ap.add_argument("--plot")
+    a = ap.parse_args()
+    r = Report(a)
+    r.header()
+    for section in (r.throughput, r.grpc, r.stages, r.search, r.accuracy, r.gbuild):
+        try:
+            section()
+        except Exception as e:  # noqa: BLE001 - one broken section must not lose the others
+            r.out(f"(section {section.__name__} failed: {e!r})", "")
+    cmds = ["## Commands", "", "```", "scripts/bench.sh" + (" --quick" if a.mode == "quick" else ""),
+            "# which runs, per section (see the script for the exact arguments):",
+            "lookalike-bench embed | accuracy | make-gallery | throughput | grpc | stages | search | gallery-build",
+            "seed_pipeline.py match --upsample {1,0} --workers {1,2} tg1280/*/*.jpg",
+            "seed_pipeline.py build --jitters {10,0}",
+            "scripts/bench/peer.py embed | search | npz   # the peer's own functions on the same inputs", "```", ""]
+    text = "\n".join(r.head + r.targets_md() + r.md + cmds + r.raw())
+    print("\n".join(r.targets_md() + r.md))
+    if a.md:
+        with open(a.md, "w") as fh:
+            fh.write(text)
+    if a.plot:
+        r.write_plot(a.plot)
+
+
+if __name__ == "__main__":
+    main()
