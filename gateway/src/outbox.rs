@@ -49,7 +49,10 @@ impl Outbox {
         group: bool,
         timings: &mut SendTimings,
     ) -> Result<SentMessage, TelegramError> {
+        // Waiting behind earlier messages to the same chat is flood-control time too.
+        let queued = Instant::now();
         let mut permit = self.flood.chat(msg.chat_id, group).await;
+        timings.waited += queued.elapsed();
         let mut flood_retries = 0u32;
         let mut transient = 0u32;
         loop {

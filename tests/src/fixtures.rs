@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use image::DynamicImage;
 use lookalike_proto::v1::matcher_client::MatcherClient;
-use lookalike_proto::v1::GetGalleryInfoRequest;
+use lookalike_proto::v1::{match_request, MatchRequest};
 use tokio::process::Command;
 use tokio::sync::{Mutex, MutexGuard, OnceCell};
 
@@ -125,9 +125,15 @@ impl Matcher {
         let url = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(240);
         loop {
+            // Ready = models loaded: a Match on a non-image is refused as INVALID_ARGUMENT
+            // instead of UNAVAILABLE ("still loading").
             if let Ok(mut c) = MatcherClient::connect(url.clone()).await {
-                if c.get_gallery_info(GetGalleryInfoRequest {}).await.is_ok() {
-                    break;
+                let probe =
+                    MatchRequest { query: Some(match_request::Query::Image(b"x".to_vec())), ..Default::default() };
+                match c.r#match(probe).await {
+                    Ok(_) => break,
+                    Err(s) if s.code() != tonic::Code::Unavailable => break,
+                    Err(_) => {}
                 }
             }
             if let Some(status) = process.try_exit() {

@@ -484,3 +484,58 @@ async fn the_token_never_reaches_the_logs() -> anyhow::Result<()> {
     assert_no_token(&logs);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn burst_of_300_commands_is_sent_at_the_default_30_per_second() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let tg = FakeTelegram::start(TOKEN).await?;
+    // Commands need no matcher: the default budget (30/s) alone sets the pace.
+    let gw = Gateway::start(&tg, &format!("http://127.0.0.1:{}", free_port()), GatewayOptions::default()).await?;
+    let chats: Vec<i64> = (0..300).map(|i| 20_000 + i).collect();
+    for chat in &chats {
+        tg.push(tg.text_message(Sender::private(*chat), "/start"));
+    }
+    let done =
+        tg.wait_until(Duration::from_secs(300), |c| c.iter().filter(|c| c.is_delivered_message()).count() >= 300).await;
+    assert!(done, "{} of 300 answered", tg.delivered().len());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let calls = tg.calls();
+    for chat in &chats {
+        assert_eq!(delivered_to(&calls, *chat).len(), 1, "chat {chat}");
+    }
+    let sends: Vec<f64> = calls.iter().filter(|c| c.is_send()).map(|c| c.at.as_secs_f64()).collect();
+    let max = max_in_window(&sends, 1.0);
+    let span = sends.iter().cloned().fold(f64::MIN, f64::max) - sends.iter().cloned().fold(f64::MAX, f64::min);
+    eprintln!(
+        "command burst: {} sends in {:.2}s = {:.1}/s average; max in any 1 s window: {max}",
+        sends.len(),
+        span,
+        (sends.len() as f64 - 1.0) / span
+    );
+    assert!(max <= 31, "{max} sends in one second");
+    assert!((sends.len() as f64 - 1.0) / span <= 30.0 * 1.01);
+    gw.assert_no_token();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_user_photo_limit_answers_the_excess_without_the_matcher() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let tg = FakeTelegram::start(TOKEN).await?;
+    let matcher = Matcher::start(None).await?;
+    let gw = Gateway::start(&tg, &matcher.url(), GatewayOptions::default().arg("--user-photos-per-minute", 2)).await?;
+    let sizes = photo_sizes(&tg, &face(OBAMA_QUERY), &[320, 800])?;
+    for _ in 0..3 {
+        tg.push(tg.photo_message(Sender::private(7001), &sizes));
+    }
+    assert!(tg.wait_until(REPLY_TIMEOUT, |c| delivered_to(c, 7001).len() >= 3).await, "{}", tg.format_log());
+    let replies = delivered_to(&tg.calls(), 7001);
+    assert_eq!(replies.iter().filter(|c| c.method == "sendPhoto").count(), 2);
+    assert!(replies.iter().any(|c| c.text().contains("wait a minute")), "{}", tg.format_log());
+    assert_eq!(tg.calls_of("getFile").len(), 2, "the third photo must not be fetched");
+    let metrics = gw.metrics().await?;
+    assert!(metrics.contains("tg_gateway_user_rate_limited_total 1"), "{metrics}");
+    assert!(metrics.contains("tg_gateway_matcher_calls_total{method=\"Match\",code=\"Ok\"} 2"), "{metrics}");
+    gw.assert_no_token();
+    Ok(())
+}
