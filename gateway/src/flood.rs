@@ -85,6 +85,8 @@ pub struct ChatPermit {
 }
 
 const MINUTE: Duration = Duration::from_secs(60);
+/// Share of the configured global rate actually used.
+const HEADROOM: f64 = 0.97;
 /// Forget idle chats once the map is this big.
 const PRUNE_ABOVE: usize = 4096;
 
@@ -94,7 +96,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl FloodControl {
     pub fn new(config: FloodConfig) -> Self {
-        let interval = Duration::from_secs_f64(1.0 / config.global_rate.max(0.001));
+        // 3 % headroom: grants are spaced here, but Telegram counts arrivals; a request
+        // delayed a few ms on its way must not make a second look like rate + 1.
+        let interval = Duration::from_secs_f64(1.0 / (config.global_rate.max(0.001) * HEADROOM));
         Self {
             inner: Arc::new(Inner {
                 config,
@@ -209,7 +213,7 @@ mod tests {
             // 11 consecutive sends span at least one second at 10/s.
             assert!(w[10] - w[0] >= Duration::from_millis(999), "{w:?}");
         }
-        assert!(times[49] <= Duration::from_millis(5000));
+        assert!(times[49] <= Duration::from_millis(5200), "{:?}", times[49]);
     }
 
     #[tokio::test(start_paused = true)]
@@ -252,7 +256,7 @@ mod tests {
         let f = fc(1.0);
         assert!(f.try_global());
         assert!(!f.try_global());
-        tokio::time::advance(Duration::from_millis(1001)).await;
+        tokio::time::advance(Duration::from_millis(1050)).await;
         assert!(f.try_global());
     }
 }

@@ -539,3 +539,44 @@ async fn per_user_photo_limit_answers_the_excess_without_the_matcher() -> anyhow
     gw.assert_no_token();
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_matcher_replicas_share_the_load_and_cover_for_each_other() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let tg = FakeTelegram::start(TOKEN).await?;
+    let a = Matcher::start(None).await?;
+    let mut b = Matcher::start(None).await?;
+    let list = format!("{},{}", a.url(), b.url());
+    let gw = Gateway::start(&tg, &list, GatewayOptions::default()).await?;
+    let sizes = photo_sizes(&tg, &face(OBAMA_QUERY), &[320, 800])?;
+    let first: Vec<i64> = (8001..=8006).collect();
+    for chat in &first {
+        tg.push(tg.photo_message(Sender::private(*chat), &sizes));
+    }
+    assert!(tg.wait_until(REPLY_TIMEOUT, |c| first.iter().all(|ch| !delivered_to(c, *ch).is_empty())).await);
+    let served = |url: &str| {
+        gw.process
+            .logs
+            .lines()
+            .iter()
+            .filter(|l| l.contains("matcher call method=\"Match\"") && l.contains(url) && l.contains("code=Ok"))
+            .count()
+    };
+    let (na, nb) = (served(&a.url()), served(&b.url()));
+    eprintln!("round-robin over 2 replicas: {na} + {nb} Match calls");
+    assert!(na >= 1 && nb >= 1, "both replicas should serve: a={na} b={nb}");
+
+    // One replica gone: calls that land on it are retried on the other; nobody sees "busy".
+    b.stop().await;
+    let second: Vec<i64> = (8011..=8014).collect();
+    for chat in &second {
+        tg.push(tg.photo_message(Sender::private(*chat), &sizes));
+    }
+    assert!(tg.wait_until(REPLY_TIMEOUT, |c| second.iter().all(|ch| !delivered_to(c, *ch).is_empty())).await);
+    for chat in &second {
+        let r = delivered_to(&tg.calls(), *chat);
+        assert_eq!(r[0].method, "sendPhoto", "chat {chat}: {}", r[0].text());
+    }
+    gw.assert_no_token();
+    Ok(())
+}
