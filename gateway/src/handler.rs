@@ -15,6 +15,7 @@ use crate::outbox::{Outbox, SendTimings};
 use crate::reply::{self, FaceLine, LinkTemplate};
 use crate::telegram::types::{Message, Update};
 use crate::telegram::{OutgoingBody, OutgoingMessage, PhotoSource, TelegramError};
+use crate::telemetry;
 use crate::thumbs::ThumbnailCache;
 use crate::trace_context::TraceContext;
 use crate::user_limit::UserLimiter;
@@ -46,14 +47,18 @@ impl Bot {
     /// the time this returns, the update can be marked done.
     pub async fn handle(&self, update: Update) -> Outcome {
         let started = Instant::now();
-        let trace = TraceContext::new_root();
         let chat_id = update.message.as_ref().map(|m| m.chat.id);
         let span = tracing::info_span!(
             "update",
+            otel.name = "update",
             update_id = update.update_id,
             chat_id,
-            trace_id = %trace.trace_id(),
+            trace_id = tracing::field::Empty,
         );
+        // The exported span's ids when OTLP is on, else our own: either way the matcher
+        // gets a traceparent and the logs carry the trace id.
+        let trace = telemetry::span_trace_context(&span).unwrap_or_else(TraceContext::new_root);
+        span.record("trace_id", trace.trace_id());
         async move {
             let mut t = Timings::default();
             let outcome = match update.message {

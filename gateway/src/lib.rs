@@ -15,6 +15,7 @@ pub mod reply;
 pub mod secret;
 pub mod state;
 pub mod telegram;
+pub mod telemetry;
 pub mod thumbs;
 pub mod trace_context;
 pub mod tracker;

@@ -26,6 +26,11 @@ impl TraceContext {
         Self { trace_id, span_id: nonzero_u64() }
     }
 
+    /// Ids taken from an exported span (see `telemetry::span_trace_context`).
+    pub fn from_ids(trace_id: u128, span_id: u64) -> Self {
+        Self { trace_id, span_id }
+    }
+
     /// A child span in the same trace.
     pub fn child(&self) -> Self {
         Self { trace_id: self.trace_id, span_id: nonzero_u64() }

@@ -14,8 +14,10 @@ use tokio::time::Instant;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
+use tracing::Instrument as _;
 
 use crate::metrics::METRICS;
+use crate::telemetry;
 use crate::trace_context::TraceContext;
 use endpoints::Backends;
 
@@ -108,7 +110,16 @@ impl Matcher {
     {
         let mut attempt = 0u32;
         loop {
-            let span = trace.child();
+            // One client span per attempt; its id is the matcher's parent span id.
+            let attempt_span = tracing::info_span!(
+                "matcher.call",
+                otel.name = method,
+                otel.kind = "client",
+                rpc.system = "grpc",
+                rpc.method = method,
+                attempt,
+            );
+            let span = telemetry::span_trace_context(&attempt_span).unwrap_or_else(|| trace.child());
             let started = Instant::now();
             let (endpoint, result) = match self.backends.pick() {
                 None => (String::new(), Err(Status::unavailable("no matcher replica is known"))),
@@ -122,7 +133,7 @@ impl Matcher {
                     // server or the connection hangs.
                     let result = tokio::time::timeout(
                         self.policy.timeout + Duration::from_millis(250),
-                        f(backend.client, request),
+                        f(backend.client, request).instrument(attempt_span),
                     )
                     .await
                     .unwrap_or_else(|_| Err(Status::deadline_exceeded("matcher call timed out")));
