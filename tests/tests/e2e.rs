@@ -457,8 +457,11 @@ async fn the_token_never_reaches_the_logs() -> anyhow::Result<()> {
     cmd.env("TELEGRAM_BOT_TOKEN", TOKEN)
         .env("TELEGRAM_API_URL", &closed)
         .env("GATEWAY_METRICS_LISTEN", format!("127.0.0.1:{}", free_port()))
+        // Span export on, to an unreachable collector: must neither break nor leak.
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{}", free_port()))
         .env("RUST_LOG", "debug");
     let mut p = Process::spawn("gateway", cmd, logs.clone())?;
+    p.wait_for_log("exporting spans over OTLP", Duration::from_secs(30)).await?;
     p.wait_for_log("Bot API call failed", Duration::from_secs(30)).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     p.terminate(Duration::from_secs(10)).await;
