@@ -34,29 +34,6 @@ fn scratch() -> &'static tempfile::TempDir {
     DIR.get_or_init(|| tempfile::tempdir().expect("temp dir"))
 }
 
-/// Builds (once per test binary) a gallery from a folder of ../shared/faces.
-pub fn gallery(set: &str) -> PathBuf {
-    static BUILT: OnceLock<std::sync::Mutex<std::collections::HashMap<String, PathBuf>>> = OnceLock::new();
-    let map = BUILT.get_or_init(Default::default);
-    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(p) = map.get(set) {
-        return p.clone();
-    }
-    let out = scratch().path().join(format!("{}.lkg", set.replace('/', "_")));
-    let status = Command::new(bin())
-        .args(["gallery", "build", "--quiet", "--jitters", "0", "--photos"])
-        .arg(faces_dir().join(set))
-        .arg("--out")
-        .arg(&out)
-        .env("LOOKALIKE_MODELS", models_dir())
-        .stdout(Stdio::null())
-        .status()
-        .expect("run matcher gallery build");
-    assert!(status.success(), "gallery build failed for {set}");
-    map.insert(set.to_string(), out.clone());
-    out
-}
-
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
