@@ -7,6 +7,8 @@
 #   scripts/bench.sh --quick          small inputs, a few minutes (a smoke test of every section)
 #   scripts/bench.sh --sections throughput,grpc   only these sections (+ the report)
 #   scripts/bench.sh --fresh          ignore cached LFW embeddings
+#   scripts/bench.sh --extra          also the peer at --upsample 1 and lookalike with mirror-averaged
+#                                     embeddings on lfw-dev (about 25 min more the first time; cached)
 #   scripts/bench.sh --no-docs        print the table only (do not touch docs/)
 #
 # Sections: embed accuracy throughput grpc stages search gbuild (embed feeds accuracy,
@@ -18,11 +20,12 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-quick=0 fresh=0 docs=1 sections="embed,accuracy,throughput,grpc,stages,search,gbuild"
+quick=0 fresh=0 docs=1 extra=0 sections="embed,accuracy,throughput,grpc,stages,search,gbuild"
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
     --fresh) fresh=1 ;;
+    --extra) extra=1 ;;
     --no-docs) docs=0 ;;
     --sections) sections="embed,$2"; shift ;;
     --sections=*) sections="embed,${1#*=}" ;;
@@ -45,7 +48,9 @@ reps=${BENCH_REPS:-3}
 export OPENBLAS_NUM_THREADS=1   # as .cargo/config.toml sets for lookalike; the peer's dlib too
 mode=$([ $quick = 1 ] && echo quick || echo full)
 out="$CARGO_TARGET_DIR/bench/$mode"
-rm -rf "$out"; mkdir -p "$out" "$cache"
+# A full set of sections starts from a clean results folder; --sections adds to the last one.
+[ "$sections" = "embed,accuracy,throughput,grpc,stages,search,gbuild" ] && rm -rf "$out"
+mkdir -p "$out" "$cache"
 started=$(date +%s)
 log() { printf '[bench %4ds] %s\n' $(( $(date +%s) - started )) "$*" >&2; }
 
@@ -71,11 +76,11 @@ peer() { "$peer_py" "$repo/scripts/bench/peer.py" "$@"; }
 lfw="$faces/lfw-dev" tg="$faces/tg1280" hires="$faces/hires"
 if [ $quick = 1 ]; then
   people_arg="--people 300"; tag=q300
-  search_sizes=12000,100000; nmslib_efc=200; grpc_secs=3; grpc_conc=1,4,16; passes=1; reps=1
+  search_sizes=12000,100000; search_queries=200; nmslib_efc=200; grpc_secs=3; grpc_conc=1,4,16; passes=1; reps=1
   gbuild_photos="$faces/named/face_recognition"; stage_reps=1
 else
   people_arg=""; tag=all
-  search_sizes=12000,100000,1000000; nmslib_efc=2000; grpc_secs=15; grpc_conc=1,2,4,8,16; passes=2
+  search_sizes=12000,100000,1000000; search_queries=500; nmslib_efc=2000; grpc_secs=15; grpc_conc=1,2,4,8,16; passes=2
   gbuild_photos="$tg"; stage_reps=3
 fi
 tg_photos=$(find "$tg" -type f \( -name '*.jpg' -o -name '*.png' \) | sort)
@@ -112,27 +117,10 @@ peer_embed() { # name upsample jitters extra-args...
   echo "$f"
 }
 lk_q0=$(lk_embed q0 0)
-lk_g10=$(lk_embed g10 10 --first-only)
 
 # The 12k gallery (real LFW embeddings, padded with synthetic ones) for serving and matching.
 "$bench" make-gallery --emb "$lk_q0" --list "$list" --size 12000 --out "$out/g12k.lkg" --peer-prefix "$out/g12k" >/dev/null
 peer --peer "$peer_script" npz --rows "$out/g12k.f32" --names "$out/g12k.names" --out "$out/g12k.npz" >/dev/null
-
-if want accuracy; then
-  peer_u0_q0=$(peer_embed u0-q0 0 0)
-  peer_u1_q0=$(peer_embed u1-q0 1 0)
-  peer_u0_g10=$(peer_embed u0-g10 0 10 --first-only)
-  peer_u1_g10=$(peer_embed u1-g10 1 10 --first-only)
-  lk_flip=$(lk_embed flip-q0 0 --flip)
-  acc() { "$bench" accuracy --list "$list" --pairs "$lfw/pairsDevTrain.txt" --label "$1" --gallery "$2" --queries "$3" --json "$out/acc_$1.json" >/dev/null; }
-  acc lk_g0 "$lk_q0" "$lk_q0"
-  acc lk_g10 "$lk_g10" "$lk_q0"
-  acc lk_flip_g0 "$lk_flip" "$lk_flip"
-  acc peer_u0_g0 "$peer_u0_q0" "$peer_u0_q0"
-  acc peer_u0_g10 "$peer_u0_g10" "$peer_u0_q0"
-  acc peer_u1_g0 "$peer_u1_q0" "$peer_u1_q0"
-  acc peer_u1_g10 "$peer_u1_g10" "$peer_u1_q0"
-fi
 
 # --- 2. photos per second on tg1280: engine 1/2 workers vs the peer, interleaved ---------
 if want throughput; then
@@ -142,6 +130,8 @@ if want throughput; then
       --json "$out/thr_lk_r$r.json" >/dev/null
     for up in 1 0; do
       for p in 1 2; do
+        # Two processes only in the first repetition (the slow part of the run).
+        [ "$p" = 2 ] && [ "$r" != 1 ] && continue
         log "throughput rep $r/$reps: peer --upsample $up, $p process(es)"
         # shellcheck disable=SC2086
         "$peer_py" "$peer_script" match --models "$LOOKALIKE_MODELS" --gallery "$out/g12k.npz" \
@@ -167,10 +157,12 @@ fi
 # --- 5. search: exact vs HNSW vs the peer's NumPy and nmslib ------------------------------
 if want search; then
   log "search: lookalike exact and HNSW at $search_sizes"
-  "$bench" search --emb "$lk_q0" --list "$list" --sizes "$search_sizes" --data-dir "$out/search-data" \
+  "$bench" search --emb "$lk_q0" --list "$list" --sizes "$search_sizes" --queries "$search_queries" --data-dir "$out/search-data" \
     --json "$out/search_lk.json" >/dev/null
   log "search: peer NumPy and nmslib"
-  peer search --data-dir "$out/search-data" --sizes "$search_sizes" --efc "$nmslib_efc" --json "$out/search_peer.json" >/dev/null
+  # nmslib: the peer's M=100/efConstruction=2000 at 12k; M=16/efConstruction=100 from 100k on (as
+  # lookalike's 1M build: M=100/efC=2000 would take hours on 2 cores).
+  peer search --data-dir "$out/search-data" --sizes "$search_sizes" --efc "$nmslib_efc" --efc-full-max 20000 --M-large 16 --efc-large 100 --json "$out/search_peer.json" >/dev/null
   rm -rf "$out/search-data"
 fi
 
@@ -183,6 +175,33 @@ if want gbuild; then
     "$peer_py" "$peer_script" build --models "$LOOKALIKE_MODELS" --photos "$gbuild_photos" --jitters "$j" \
       --out "$out/gbuild_peer_j$j.npz" 2>/dev/null | tail -n 1 > "$out/gbuild_peer_j$j.json"
   done
+fi
+
+# --- 7. accuracy on lfw-dev (last: the slow, not timing-critical part) -------------------
+if want accuracy; then
+  lk_g10=$(lk_embed g10 10 --first-only)
+  acc() { "$bench" accuracy --list "$list" --pairs "$lfw/pairsDevTrain.txt" --label "$1" --gallery "$2" --queries "$3" --json "$out/acc_$1.json" >/dev/null; }
+  # The peer as measured before (--upsample 0), gallery jitters 10 (its build default) and 0.
+  peer_u0_q0=$(peer_embed u0-q0 0 0)
+  peer_u0_g10=$(peer_embed u0-g10 0 10 --first-only)
+  acc lk_g0 "$lk_q0" "$lk_q0"
+  acc lk_g10 "$lk_g10" "$lk_q0"
+  acc peer_u0_g0 "$peer_u0_q0" "$peer_u0_q0"
+  acc peer_u0_g10 "$peer_u0_g10" "$peer_u0_q0"
+  # Extras (--extra, or when already cached): the peer at --upsample 1 (the original service's
+  # setting) and lookalike with mirror-averaged embeddings (a proposed accuracy fix).
+  if [ $extra = 1 ] || [ -s "$cache/peer-$peer_key-$tag-u1-q0.f32" ]; then
+    peer_u1_q0=$(peer_embed u1-q0 1 0)
+    acc peer_u1_g0 "$peer_u1_q0" "$peer_u1_q0"
+  fi
+  if [ -n "${peer_u1_q0:-}" ] && { [ $extra = 1 ] || [ -s "$cache/peer-$peer_key-$tag-u1-g10.f32" ]; }; then
+    peer_u1_g10=$(peer_embed u1-g10 1 10 --first-only)
+    acc peer_u1_g10 "$peer_u1_g10" "$peer_u1_q0"
+  fi
+  if [ $extra = 1 ] || [ -s "$cache/lk-$engine_key-$tag-flip-q0.f32" ]; then
+    lk_flip=$(lk_embed flip-q0 0 --flip)
+    acc lk_flip_g0 "$lk_flip" "$lk_flip"
+  fi
 fi
 
 # --- report -------------------------------------------------------------------------------

@@ -169,3 +169,21 @@ pub fn emit(value: &serde_json::Value, out: Option<&Path>) -> Result<()> {
     println!("{text}");
     Ok(())
 }
+
+/// CPU seconds (user + system) used by this process so far, from /proc/self/stat.
+pub fn self_cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return f64::NAN };
+    let Some(rest) = stat.rsplit_once(')').map(|x| x.1) else { return f64::NAN };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After the command name: state is field 3, utime 14, stime 15 (1-based in proc(5)).
+    let ticks = |i: usize| f.get(i - 3).and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    (ticks(14) + ticks(15)) / 100.0
+}
+
+/// The 1-minute load average of the machine (how noisy the measurement was).
+pub fn loadavg() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(f64::NAN)
+}

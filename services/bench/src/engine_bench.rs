@@ -33,9 +33,10 @@ pub fn engine_pass(
     workers: usize,
     paths: &[PathBuf],
     passes: usize,
-) -> (f64, usize, usize) {
+) -> Pass {
     let items: Vec<&PathBuf> = (0..passes).flat_map(|_| paths.iter()).collect();
     let opts = AnalyzeOptions::default();
+    let cpu0 = self_cpu_seconds();
     let t = Instant::now();
     let found = map_items(
         models,
@@ -60,7 +61,22 @@ pub fn engine_pass(
         |_, _| {},
     );
     let secs = t.elapsed().as_secs_f64();
-    (items.len() as f64 / secs, found.iter().filter(|&&n| n > 0).count(), items.len())
+    let cpu = self_cpu_seconds() - cpu0;
+    Pass {
+        photos_per_second: items.len() as f64 / secs,
+        with_face: found.iter().filter(|&&n| n > 0).count(),
+        cpu_ms_per_photo: cpu * 1e3 / items.len() as f64,
+        cores_used: cpu / secs,
+    }
+}
+
+/// One timed pass: throughput, and the CPU time it took (CPU ms per photo staying flat from
+/// 1 to 2 workers while photos/s does not double means the cores were busy elsewhere).
+pub struct Pass {
+    pub photos_per_second: f64,
+    pub with_face: usize,
+    pub cpu_ms_per_photo: f64,
+    pub cores_used: f64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -95,24 +111,32 @@ pub fn throughput(args: ThroughputArgs, models_dir: &Path) -> Result<()> {
     // Warm-up: page cache, allocator, CPU frequency.
     engine_pass(&models, &gallery, detect, 1, &paths[..paths.len().min(8)], 1);
     let mut per: Vec<Vec<f64>> = vec![Vec::new(); args.workers.len()];
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); args.workers.len()];
+    let mut cores: Vec<Vec<f64>> = vec![Vec::new(); args.workers.len()];
     let mut found = 0;
+    let load_before = loadavg();
     for _ in 0..args.reps {
         for (i, &w) in args.workers.iter().enumerate() {
-            let (pps, f, _) = engine_pass(&models, &gallery, detect, w, &paths, args.passes);
-            per[i].push(pps);
-            found = f;
+            let p = engine_pass(&models, &gallery, detect, w, &paths, args.passes);
+            per[i].push(p.photos_per_second);
+            cpu[i].push(p.cpu_ms_per_photo);
+            cores[i].push(p.cores_used);
+            found = p.with_face;
         }
     }
     let results: Vec<_> = args
         .workers
         .iter()
-        .zip(&per)
-        .map(|(w, v)| json!({"workers": w, "photos_per_second": median(v), "reps": v}))
+        .zip(per.iter().zip(cpu.iter().zip(&cores)))
+        .map(|(w, (v, (c, k)))| {
+            json!({"workers": w, "photos_per_second": median(v), "reps": v,
+                   "cpu_ms_per_photo": median(c), "cores_used": median(k)})
+        })
         .collect();
     let v = json!({
         "photos": paths.len(), "passes": args.passes, "photos_with_face_per_pass": found / args.passes.max(1) ,
         "gallery_embeddings": gallery.len(), "index": gallery.index_kind(), "detect_max_side": detect.max_side,
-        "results": results,
+        "results": results, "loadavg_before": load_before, "loadavg_after": loadavg(),
     });
     emit(&v, args.json.as_deref())
 }
