@@ -134,8 +134,8 @@ if want throughput; then
         [ "$p" = 2 ] && [ "$r" != 1 ] && continue
         log "throughput rep $r/$reps: peer --upsample $up, $p process(es)"
         # shellcheck disable=SC2086
-        "$peer_py" "$peer_script" match --models "$LOOKALIKE_MODELS" --gallery "$out/g12k.npz" \
-          --upsample "$up" --workers "$p" $tg_photos | tail -n 1 > "$out/thr_peer_u${up}_p${p}_r$r.json"
+        peer timed -- "$peer_py" "$peer_script" match --models "$LOOKALIKE_MODELS" --gallery "$out/g12k.npz" \
+          --upsample "$up" --workers "$p" $tg_photos > "$out/thr_peer_u${up}_p${p}_r$r.json"
       done
     done
   done
@@ -201,6 +201,10 @@ if want accuracy; then
   if [ $extra = 1 ] || [ -s "$cache/lk-$engine_key-$tag-flip-q0.f32" ]; then
     lk_flip=$(lk_embed flip-q0 0 --flip)
     acc lk_flip_g0 "$lk_flip" "$lk_flip"
+  fi
+  if [ -n "${lk_flip:-}" ] && { [ $extra = 1 ] || [ -s "$cache/lk-$engine_key-$tag-flip-g10.f32" ]; }; then
+    lk_flip_g10=$(lk_embed flip-g10 10 --flip --first-only)
+    acc lk_flip_g10 "$lk_flip_g10" "$lk_flip"
   fi
 fi
 

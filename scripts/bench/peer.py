@@ -177,6 +177,25 @@ def cmd_npz(a):
     print(json.dumps({"npz": a.out, "rows": len(embs), "dist_mean": mean, "dist_std": std}))
 
 
+def cmd_timed(a):
+    """Runs a command (the peer's own CLI), passes its last stdout line (a JSON summary) on with
+    the CPU seconds the command and its children used (user + system), so that throughput can
+    also be compared per CPU second on a machine shared with other load."""
+    import resource
+    import subprocess
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    proc = subprocess.run(a.command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, check=False)
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    out = json.loads(lines[-1]) if lines else {}
+    out.update(cpu_seconds=(after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+               process_wall_seconds=wall, exit_code=proc.returncode)
+    print(json.dumps(out))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--peer", default=os.environ.get("PEER_SCRIPT", "seed_pipeline.py"))
@@ -206,8 +225,12 @@ def main():
     n.add_argument("--rows", required=True)
     n.add_argument("--names", required=True)
     n.add_argument("--out", required=True)
+    t = sub.add_parser("timed")
+    t.add_argument("command", nargs=argparse.REMAINDER)
     a = ap.parse_args()
-    {"embed": cmd_embed, "search": cmd_search, "npz": cmd_npz}[a.cmd](a)
+    if a.cmd == "timed" and a.command and a.command[0] == "--":
+        a.command = a.command[1:]
+    {"embed": cmd_embed, "search": cmd_search, "npz": cmd_npz, "timed": cmd_timed}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -173,6 +173,11 @@ pub fn stages(args: StagesArgs, models_dir: &Path) -> Result<()> {
     let models = Models::load(models_dir)?;
     let gallery = load_gallery(&args.gallery)?;
     let mut analyzer = FaceAnalyzer::new(models.worker_set(), DecodeLimits::default(), DetectConfig::default());
+    // A/B: the same pipeline with a private deep copy of the shape predictor (as each worker
+    // had before the engine started sharing one), to see whether sharing changed landmarks.
+    let mut private = models.worker_set();
+    private.predictor = std::sync::Arc::new((*private.predictor).clone());
+    let mut analyzer_b = FaceAnalyzer::new(private, DecodeLimits::default(), DetectConfig::default());
     let opts = AnalyzeOptions::default();
     let mut out = Vec::new();
     for &side in &args.sizes {
@@ -187,6 +192,7 @@ pub fn stages(args: StagesArgs, models_dir: &Path) -> Result<()> {
             }
         }
         let mut st: [Vec<f64>; 6] = Default::default();
+        let mut lm_private = Vec::new();
         let mut faces = 0;
         for rep in 0..=args.reps {
             for (_, bytes) in &set {
@@ -202,6 +208,8 @@ pub fn stages(args: StagesArgs, models_dir: &Path) -> Result<()> {
                     faces += usize::from(!an.faces.is_empty());
                     continue; // warm-up
                 }
+                let b = analyzer_b.analyze_bytes(bytes, &opts)?;
+                lm_private.push(ms(b.timings.landmarks));
                 let tm = an.timings;
                 for (v, d) in st.iter_mut().zip([tm.decode, tm.detect, tm.landmarks, tm.encode, search, total]) {
                     v.push(ms(d));
@@ -215,7 +223,7 @@ pub fn stages(args: StagesArgs, models_dir: &Path) -> Result<()> {
         }
         out.push(json!({
             "side": side, "photos": set.len(), "photos_with_face": faces, "samples": st[0].len(),
-            "stages": stage, "sources": set.iter().map(|s| s.0.clone()).collect::<Vec<_>>(),
+            "stages": stage, "landmarks_private_predictor_p50_ms": median(&lm_private), "sources": set.iter().map(|s| s.0.clone()).collect::<Vec<_>>(),
         }));
     }
     emit(
