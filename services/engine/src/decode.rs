@@ -57,6 +57,11 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, ImageErro
     }
     let corrupt = |e: image::ImageError| ImageError::Corrupt { format: name, detail: e.to_string() };
 
+    // Pixel limit from the header alone, before any decoder reads ahead (PNG decoders may
+    // scan for image data first and would report a header-only bomb as "corrupt").
+    if let Ok(size) = imagesize::blob_size(bytes) {
+        check_pixels(size.width as u64, size.height as u64, limits)?;
+    }
     let mut reader = ImageReader::new(Cursor::new(bytes));
     reader.set_format(format);
     let mut lim = Limits::default();
@@ -65,15 +70,7 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, ImageErro
     reader.limits(lim);
     let mut decoder = reader.into_decoder().map_err(corrupt)?;
     let (width, height) = decoder.dimensions();
-    let pixels = u64::from(width) * u64::from(height);
-    if pixels > limits.max_pixels {
-        return Err(ImageError::TooManyPixels {
-            width,
-            height,
-            megapixels: pixels as f64 / 1e6,
-            limit_mp: limits.max_pixels as f64 / 1e6,
-        });
-    }
+    check_pixels(u64::from(width), u64::from(height), limits)?;
     if width < limits.min_side || height < limits.min_side {
         return Err(ImageError::TooSmall { width, height });
     }
@@ -85,6 +82,19 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, ImageErro
         DynamicImage::ImageRgb8(rgb) => rgb,
         other => other.to_rgb8(),
     })
+}
+
+fn check_pixels(width: u64, height: u64, limits: &DecodeLimits) -> Result<(), ImageError> {
+    let pixels = width.saturating_mul(height);
+    if pixels > limits.max_pixels {
+        return Err(ImageError::TooManyPixels {
+            width: u32::try_from(width).unwrap_or(u32::MAX),
+            height: u32::try_from(height).unwrap_or(u32::MAX),
+            megapixels: pixels as f64 / 1e6,
+            limit_mp: limits.max_pixels as f64 / 1e6,
+        });
+    }
+    Ok(())
 }
 
 /// True when the JPEG end-of-image marker is in the file's tail (some cameras append a
