@@ -193,11 +193,14 @@ pub fn stages(args: StagesArgs, models_dir: &Path) -> Result<()> {
         }
         let mut st: [Vec<f64>; 6] = Default::default();
         let mut lm_private = Vec::new();
+        let mut cpu_total = Vec::new();
         let mut faces = 0;
         for rep in 0..=args.reps {
             for (_, bytes) in &set {
                 let t = Instant::now();
+                let c0 = thread_cpu_ms();
                 let an = analyzer.analyze_bytes(bytes, &opts)?;
+                let cpu = thread_cpu_ms() - c0;
                 let ts = Instant::now();
                 if let Some(f) = an.faces.first() {
                     std::hint::black_box(gallery.search(&f.embedding, 1, None));
@@ -208,6 +211,7 @@ pub fn stages(args: StagesArgs, models_dir: &Path) -> Result<()> {
                     faces += usize::from(!an.faces.is_empty());
                     continue; // warm-up
                 }
+                cpu_total.push(cpu);
                 let b = analyzer_b.analyze_bytes(bytes, &opts)?;
                 lm_private.push(ms(b.timings.landmarks));
                 let tm = an.timings;
@@ -223,7 +227,8 @@ pub fn stages(args: StagesArgs, models_dir: &Path) -> Result<()> {
         }
         out.push(json!({
             "side": side, "photos": set.len(), "photos_with_face": faces, "samples": st[0].len(),
-            "stages": stage, "landmarks_private_predictor_p50_ms": median(&lm_private), "sources": set.iter().map(|s| s.0.clone()).collect::<Vec<_>>(),
+            "stages": stage, "landmarks_private_predictor_p50_ms": median(&lm_private),
+            "analyze_cpu_p50_ms": median(&cpu_total), "sources": set.iter().map(|s| s.0.clone()).collect::<Vec<_>>(),
         }));
     }
     emit(
