@@ -35,7 +35,9 @@ async fn expired_and_cancelled_requests_free_their_places() {
     let mut c = client.clone();
     let err =
         c.r#match(with_timeout(match_image(small.clone(), 1), Duration::from_millis(30))).await.expect_err("expires");
-    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    // The server answers DEADLINE_EXCEEDED; tonic's client may give up first with CANCELLED
+    // ("Timeout expired"). That the server dropped it uncomputed is checked on its metrics below.
+    assert!(matches!(err.code(), Code::DeadlineExceeded | Code::Cancelled), "{err:?}");
 
     // Cancelled calls (client gives up) free their queue places: fill the queue with calls
     // that we abort, then the queue must accept 4 new calls.
