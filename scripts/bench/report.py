@@ -327,7 +327,7 @@ class Report:
             got[key] = d
             pre = key.split("_", 1)[0] if key.startswith("q") and key[1:4].isdigit() else ""
             base = key[len(pre) + 1:] if pre else key
-            label = labels.get(base, base) + (f" — subset: first {d['people']} people" if pre else "")
+            label = labels.get(base, base) + (f" — subset: first {d['people']} people (`--quick --extra`)" if pre else "")
             v = d.get("verification") or {}
             rows.append([label, d["gallery_identities"], d["queries"], pct(d["rank1"]), pct(d["rank1_capped"]),
                          pct(v.get("accuracy_at_0_6")), f"{pct(v.get('accuracy_at_best'))} @ {f(v.get('best_threshold'), 3)}",
@@ -406,7 +406,9 @@ class Report:
             f"- Date: {date}; mode: **{self.a.mode}**; the whole run took {self.a.seconds // 60} min.",
             f"- Machine: {cpu}, {os.cpu_count()} cores, {mem} GiB RAM, {platform.system()} {platform.release()}; "
             f"load average at the end {load} (a shared, noisy machine: every comparison below is a ratio of "
-            "two measurements made in the same run, on the same inputs; medians over repetitions).",
+            "two measurements made in the same run, on the same inputs; medians over repetitions. The kernel shares "
+            "the CPU between sessions (sched_autogroup), so on a busy machine a 2-thread process gets little more "
+            "than a 1-thread one: see the CPU-time columns).",
             f"- Code: commit {commit}{' plus uncommitted changes' if dirty else ''}; {sh('rustc --version')}; "
             "release profile, x86-64-v3 (.cargo/config.toml), OPENBLAS_NUM_THREADS=1 for both sides.",
             f"- Peer: `shared/peers/seed_pipeline.py` in its venv ({peerv}); nmslib from its PyPI wheel.",

@@ -198,7 +198,12 @@ pub fn search(args: SearchArgs) -> Result<()> {
             json!({"latency": lat_stats(&lat), "recall_at_1": same as f64 / queries.len() as f64,
                    "memory_mb": (rows16.len() * 2) as f64 / 1e6})
         };
-        #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c")))]
+        #[cfg(not(all(
+            target_arch = "x86_64",
+            target_feature = "avx2",
+            target_feature = "fma",
+            target_feature = "f16c"
+        )))]
         let f16 = serde_json::Value::Null;
         // Exact again after the others (the first pass also warmed the caches).
         let mut lat_exact2 = Vec::new();
@@ -208,7 +213,11 @@ pub fn search(args: SearchArgs) -> Result<()> {
             lat_exact2.push(ms(t.elapsed()));
         }
         // HNSW.
-        let (m, efc) = if size >= args.large_from { (args.large_m, args.large_ef_construction) } else { (args.m, args.ef_construction) };
+        let (m, efc) = if size >= args.large_from {
+            (args.large_m, args.large_ef_construction)
+        } else {
+            (args.m, args.ef_construction)
+        };
         let params = HnswParams { m, ef_construction: efc, ef_search: 96 };
         let rss0 = self_rss();
         let t = Instant::now();
@@ -242,6 +251,11 @@ pub fn search(args: SearchArgs) -> Result<()> {
             "hnsw": {"m": m, "ef_construction": efc, "build_seconds": build_s,
                      "memory_mb": rss1.saturating_sub(rss0) as f64 / 1e6, "per_ef": per_ef},
         }));
+        // Written after every size, so that a long 1M step loses nothing already measured.
+        if let Some(path) = &args.json {
+            let partial = json!({"queries": queries.len(), "real_embeddings": n_real, "sizes": out, "partial": true});
+            std::fs::write(path, serde_json::to_string_pretty(&partial)?)?;
+        }
     }
     emit(&json!({"queries": queries.len(), "real_embeddings": n_real, "sizes": out}), args.json.as_deref())
 }
