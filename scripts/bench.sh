@@ -80,7 +80,7 @@ if [ $quick = 1 ]; then
   gbuild_photos="$faces/named/face_recognition"; stage_reps=1
 else
   people_arg=""; tag=all
-  search_sizes=12000,100000,1000000; search_queries=500; nmslib_efc=2000; grpc_secs=15; grpc_conc=1,2,4,8,16; passes=2
+  search_sizes=12000,100000,1000000; search_queries=300; nmslib_efc=2000; grpc_secs=15; grpc_conc=1,2,4,8,16; passes=2
   gbuild_photos="$tg"; stage_reps=3
 fi
 tg_photos=$(find "$tg" -type f \( -name '*.jpg' -o -name '*.png' \) | sort)
