@@ -239,7 +239,9 @@ class Report:
                  "(mean + Σ w_t (x_t − mean) over three random real ones with unit-norm random weights, which keeps "
                  "the real mean and covariance, rescaled to a real embedding's norm); every synthetic row is its own "
                  "identity. Recall is against the exact search (identity level). Latency is one query (top-1) on one "
-                 "thread. Memory: the index's growth of the process's resident memory (HNSW keeps its own copy of "
+                 "thread: the thread's CPU time (CLOCK_THREAD_CPUTIME_ID; what a query costs, whatever the machine's "
+                 "load) and the wall time (which on this shared machine includes waiting for a core); where only wall "
+                 "times are shown, that run predates the CPU timing. Memory: the index's growth of the process's resident memory (HNSW keeps its own copy of "
                  "the vectors); exact = the flat matrix.", "")
         rows, plot, f16rows = [], [], []
         for z in lk["sizes"]:
@@ -247,17 +249,19 @@ class Report:
             h = z["hnsw"]
             d = next((e for e in h["per_ef"] if e["ef_search"] == 96), h["per_ef"][0])
             ok = [e for e in h["per_ef"] if e["recall_at_1"] >= 0.99]
-            best = min(ok, key=lambda e: e["latency"]["p50_ms"]) if ok else None
+            best = min(ok, key=lambda e: (e.get("cpu") or e["latency"])["p50_ms"]) if ok else None
             p = pe_by.get(n, {})
             nm = p.get("nmslib", {})
             nme = (nm.get("per_ef") or [{}])[0]
-            ex = z["exact"].get("latency_second_pass", z["exact"]["latency"])
+            ex = z["exact"].get("cpu") or z["exact"]["latency"]
+            exw = z["exact"]["latency"]
+            cpu_of = lambda e: (e.get("cpu") or e["latency"])  # noqa: E731
             rows.append([f"{n:,}", f"{z['real']:,} + {z['synthetic']:,}",
-                         f"{f(ex['p50_ms'], 3)} / {f(ex['p99_ms'], 3)}",
+                         f"{f(ex['p50_ms'], 3)} / {f(exw['p50_ms'], 3)} / {f(exw['p99_ms'], 3)}",
                          f"M{h['m']}/efC{h['ef_construction']}: {f(h['build_seconds'], 1)} s", f(h["memory_mb"], 0),
-                         f"{f(d['latency']['p50_ms'], 3)} / {f(d['latency']['p99_ms'], 3)}",
+                         f"{f(cpu_of(d)['p50_ms'], 3)} / {f(d['latency']['p50_ms'], 3)} / {f(d['latency']['p99_ms'], 3)}",
                          f(d["recall_at_1"], 3), f(d["recall_at_10"], 3),
-                         (f"ef {best['ef_search']}: {f(best['latency']['p50_ms'], 3)}" if best else "none ≥0.99"),
+                         (f"ef {best['ef_search']}: {f(cpu_of(best)['p50_ms'], 3)}" if best else "none ≥0.99"),
                          f"{f(p.get('numpy', {}).get('latency', {}).get('p50_ms'), 2)}",
                          (f"M{nm['M']}/efC{nm['ef_construction']}: {f(nm['build_seconds'], 0)} s, {f(nm['memory_mb'], 0)} MB"
                           if "build_seconds" in nm else nm.get("skipped", "n/a")),
@@ -265,21 +269,24 @@ class Report:
                          f(nme.get("recall_at_10"), 3)])
             f16 = z.get("exact_f16_experiment") or {}
             if f16:
-                f16rows.append([f"{n:,}", f(ex["p50_ms"], 3), f(f16["latency"]["p50_ms"], 3),
-                                f(ex["p50_ms"] / f16["latency"]["p50_ms"], 2, "x"), f(f16["recall_at_1"], 4),
+                f16c = f16.get("cpu") or f16["latency"]
+                f16rows.append([f"{n:,}", f(ex["p50_ms"], 3), f(f16c["p50_ms"], 3),
+                                f(ex["p50_ms"] / f16c["p50_ms"], 2, "x"), f(f16["recall_at_1"], 4),
                                 f(z["exact"]["memory_mb"], 1), f(f16["memory_mb"], 1)])
-            plot.append((n, ex["p50_ms"], d["latency"]["p50_ms"],
+            plot.append((n, ex["p50_ms"], cpu_of(d)["p50_ms"],
                          p.get("numpy", {}).get("latency", {}).get("p50_ms"), nme.get("latency", {}).get("p50_ms")))
             if n == 12000:
                 v = ex["p50_ms"]
-                self.target("exact search p50 ≤ 0.2 ms at 12k", f(v, 3, " ms"), v <= 0.2)
+                self.target("exact search p50 ≤ 0.2 ms at 12k", f(v, 3, " ms") + (" (CPU time)" if z["exact"].get("cpu") else ""),
+                            v <= 0.2)
             if n == 1_000_000:
                 self.target(f"search p50 ≤ 1 ms at 1M with recall@1 ≥ 0.99 (HNSW M{h['m']}/efC{h['ef_construction']}, ef 96)",
-                            f"{f(d['latency']['p50_ms'], 3)} ms, recall@1 {f(d['recall_at_1'], 3)}",
-                            d["latency"]["p50_ms"] <= 1 and d["recall_at_1"] >= 0.99)
+                            f"{f(cpu_of(d)['p50_ms'], 3)} ms{' (CPU time)' if d.get('cpu') else ''}, recall@1 {f(d['recall_at_1'], 3)}"
+                            + (f"; best ef with recall@1 ≥ 0.99: ef {best['ef_search']}, {f(cpu_of(best)['p50_ms'], 3)} ms" if best else ""),
+                            cpu_of(d)["p50_ms"] <= 1 and d["recall_at_1"] >= 0.99)
         self.plot["search"] = plot
-        self.table(["embeddings", "real + synthetic", "exact p50/p99 ms", "HNSW build", "HNSW MB",
-                    "HNSW ef96 p50/p99 ms", "recall@1", "recall@10", "fastest ef with recall@1≥0.99 (p50 ms)",
+        self.table(["embeddings", "real + synthetic", "exact ms: CPU p50 / wall p50 / wall p99", "HNSW build", "HNSW MB",
+                    "HNSW ef96 ms: CPU p50 / wall p50 / wall p99", "recall@1", "recall@10", "fastest ef with recall@1≥0.99 (CPU p50 ms)",
                     "peer NumPy p50 ms", "peer nmslib build", "nmslib ef400 p50 ms", "recall@1", "recall@10"], rows)
         if f16rows:
             self.out("Proposed fix for the exact scan, measured from the bench crate (not in the engine): the same "
@@ -291,11 +298,12 @@ class Report:
         srows = []
         for z in lk["sizes"]:
             for e in z["hnsw"]["per_ef"]:
-                srows.append([f"{z['size']:,}", e["ef_search"], f(e["latency"]["p50_ms"], 3), f(e["latency"]["p99_ms"], 3),
+                srows.append([f"{z['size']:,}", e["ef_search"], f((e.get("cpu") or {}).get("p50_ms"), 3),
+                              f(e["latency"]["p50_ms"], 3), f(e["latency"]["p99_ms"], 3),
                               f(e["recall_at_1"], 3), f(e["recall_at_10"], 3),
                               f(e.get("queries_with_fewer_than_10_identities")),
                               f(e.get("recall_at_10_asking_40"), 3)])
-        self.table(["embeddings", "ef", "p50 ms", "p99 ms", "recall@1", "recall@10",
+        self.table(["embeddings", "ef", "CPU p50 ms", "wall p50 ms", "wall p99 ms", "recall@1", "recall@10",
                     "queries given < 10 identities for top-10", "recall@10 asking for top-40 rows"], srows)
         if pe:
             note = [f"{x['size']:,}: M={x['nmslib']['M']}, efConstruction={x['nmslib']['ef_construction']}"

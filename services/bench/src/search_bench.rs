@@ -162,12 +162,14 @@ pub fn search(args: SearchArgs) -> Result<()> {
         }
         // Exact: top-1 timed (the service's default), top-10 as the ground truth.
         let mut lat_exact = Vec::new();
+        let mut cpu_exact = Vec::new();
         let mut gt1 = Vec::new();
         let mut gt10: Vec<Vec<u32>> = Vec::new();
         let mut nearest_real_vs_synth = (0usize, 0usize);
         for q in &queries {
-            let t = Instant::now();
+            let (t, c) = (Instant::now(), thread_cpu_ms());
             let r = exact::search(&rows, &owners, q, 1);
+            cpu_exact.push(thread_cpu_ms() - c);
             lat_exact.push(ms(t.elapsed()));
             gt1.push(r[0].0);
             if (r[0].0 as usize) < real.names.len() {
@@ -188,14 +190,15 @@ pub fn search(args: SearchArgs) -> Result<()> {
         #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
         let f16 = {
             let rows16 = f16scan::to_f16(&rows);
-            let (mut lat, mut same) = (Vec::new(), 0usize);
+            let (mut lat, mut cpu, mut same) = (Vec::new(), Vec::new(), 0usize);
             for (qi, q) in queries.iter().enumerate() {
-                let t = Instant::now();
+                let (t, c) = (Instant::now(), thread_cpu_ms());
                 let r = f16scan::top1(&rows16, &owners, q);
+                cpu.push(thread_cpu_ms() - c);
                 lat.push(ms(t.elapsed()));
                 same += usize::from(r.0 == gt1[qi]);
             }
-            json!({"latency": lat_stats(&lat), "recall_at_1": same as f64 / queries.len() as f64,
+            json!({"latency": lat_stats(&lat), "cpu": lat_stats(&cpu), "recall_at_1": same as f64 / queries.len() as f64,
                    "memory_mb": (rows16.len() * 2) as f64 / 1e6})
         };
         #[cfg(not(all(
@@ -226,11 +229,12 @@ pub fn search(args: SearchArgs) -> Result<()> {
         let rss1 = self_rss();
         let mut per_ef = Vec::new();
         for &ef in &args.ef {
-            let mut lat = Vec::new();
+            let (mut lat, mut cpu) = (Vec::new(), Vec::new());
             let (mut hit1, mut hit10, mut short10, mut hit10_fix) = (0usize, 0usize, 0usize, 0usize);
             for (qi, q) in queries.iter().enumerate() {
-                let t = Instant::now();
+                let (t, c) = (Instant::now(), thread_cpu_ms());
                 let r = index.search(&owners, q, 1, Some(ef));
+                cpu.push(thread_cpu_ms() - c);
                 lat.push(ms(t.elapsed()));
                 hit1 += usize::from(r.first().map(|x| x.0) == Some(gt1[qi]));
                 let r10 = index.search(&owners, q, 10, Some(ef));
@@ -243,7 +247,7 @@ pub fn search(args: SearchArgs) -> Result<()> {
                 hit10_fix += r40.iter().take(10).filter(|x| gt10[qi].contains(&x.0)).count();
             }
             per_ef.push(json!({
-                "ef_search": ef, "latency": lat_stats(&lat),
+                "ef_search": ef, "latency": lat_stats(&lat), "cpu": lat_stats(&cpu),
                 "recall_at_1": hit1 as f64 / queries.len() as f64,
                 "recall_at_10": hit10 as f64 / (10 * queries.len()) as f64,
                 "queries_with_fewer_than_10_identities": short10,
@@ -254,7 +258,7 @@ pub fn search(args: SearchArgs) -> Result<()> {
         out.push(json!({
             "size": size, "real": n_base_real.min(size), "synthetic": size - n_base_real.min(size),
             "queries_nearest_is_real": nearest_real_vs_synth.0, "queries_nearest_is_synthetic": nearest_real_vs_synth.1,
-            "exact": {"latency": lat_stats(&lat_exact), "latency_second_pass": lat_stats(&lat_exact2), "memory_mb": (rows.len() * 4 + owners.len() * 4) as f64 / 1e6},
+            "exact": {"latency": lat_stats(&lat_exact), "cpu": lat_stats(&cpu_exact), "latency_second_pass": lat_stats(&lat_exact2), "memory_mb": (rows.len() * 4 + owners.len() * 4) as f64 / 1e6},
             "exact_f16_experiment": f16,
             "hnsw": {"m": m, "ef_construction": efc, "build_seconds": build_s,
                      "memory_mb": rss1.saturating_sub(rss0) as f64 / 1e6, "per_ef": per_ef},
