@@ -524,6 +524,7 @@ def main():
     ap.add_argument("--seconds", type=int, default=0)
     ap.add_argument("--md")
     ap.add_argument("--plot")
+    ap.add_argument("--note", help="a Markdown file inserted after the header (how a partial run was assembled)")
     a = ap.parse_args()
     r = Report(a)
     r.header()
@@ -538,7 +539,11 @@ def main():
             "seed_pipeline.py match --upsample {1,0} --workers {1,2} tg1280/*/*.jpg",
             "seed_pipeline.py build --jitters {10,0}",
             "scripts/bench/peer.py embed | search | npz   # the peer's own functions on the same inputs", "```", ""]
-    text = "\n".join(r.head + r.targets_md() + r.md + cmds + r.raw())
+    note = []
+    if a.note and os.path.exists(a.note):
+        with open(a.note) as fh:
+            note = [fh.read().strip(), ""]
+    text = "\n".join(r.head + note + r.targets_md() + r.md + cmds + r.raw())
     print("\n".join(r.targets_md() + r.md))
     if a.md:
         with open(a.md, "w") as fh:
