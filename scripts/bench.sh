@@ -3,7 +3,8 @@
 # the reference peer (shared/peers/seed_pipeline.py) on the same photos in the same run.
 # Prints a table and writes docs/BENCHMARKS.md and docs/benchmarks.png.
 #
-#   scripts/bench.sh                  full run (~40 min on 2 cores; LFW embeddings are cached)
+#   scripts/bench.sh                  full run: ~60 min on 2 quiet cores once the LFW embeddings are
+#                                     cached (~/.cache/lookalike-bench); the first run adds ~50 min
 #   scripts/bench.sh --quick          small inputs, a few minutes (a smoke test of every section)
 #   scripts/bench.sh --sections throughput,grpc   only these sections (+ the report)
 #   scripts/bench.sh --fresh          ignore cached LFW embeddings
