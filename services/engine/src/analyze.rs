@@ -49,6 +49,15 @@ pub struct Analysis {
     pub timings: StageTimings,
 }
 
+/// dlib's 5 landmark points as (x, y) floats.
+fn points_of(shape: &dlib_face_recognition::FaceLandmarks) -> [[f32; 2]; 5] {
+    let mut points = [[0f32; 2]; 5];
+    for (dst, p) in points.iter_mut().zip(shape.iter()) {
+        *dst = [p.x() as f32, p.y() as f32];
+    }
+    points
+}
+
 /// Largest detections considered for the main face.
 const MAIN_FACE_CANDIDATES: usize = 6;
 
@@ -123,13 +132,7 @@ impl FaceAnalyzer {
             })
             .collect();
         if !opts.all_faces && shapes.len() > 1 {
-            let eye = |shape: &dlib_face_recognition::FaceLandmarks| {
-                let mut pts = [[0f32; 2]; 5];
-                for (dst, p) in pts.iter_mut().zip(shape.iter()) {
-                    *dst = [p.x() as f32, p.y() as f32];
-                }
-                eye_geometry(&pts).0
-            };
+            let eye = |shape: &dlib_face_recognition::FaceLandmarks| eye_geometry(&points_of(shape)).0;
             let best = (0..shapes.len()).max_by(|&i, &j| eye(&shapes[i]).total_cmp(&eye(&shapes[j]))).unwrap_or(0);
             let shape = shapes.swap_remove(best);
             shapes = vec![shape];
@@ -146,10 +149,7 @@ impl FaceAnalyzer {
 
         let mut faces = Vec::with_capacity(dets.len());
         for ((d, shape), embedding) in dets.iter().zip(&shapes).zip(embeddings) {
-            let mut landmarks = [[0f32; 2]; 5];
-            for (dst, p) in landmarks.iter_mut().zip(shape.iter()) {
-                *dst = [p.x() as f32, p.y() as f32];
-            }
+            let landmarks = points_of(shape);
             let (eye_distance, roll_degrees) = eye_geometry(&landmarks);
             let chip = match opts.chip_size {
                 Some(size) => Some(face_chip(&full, shape, size, 0.25).map_err(NativeError)?),
