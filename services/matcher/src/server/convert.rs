@@ -69,22 +69,6 @@ pub fn exec_status(e: ExecError) -> Status {
 }
 
 /// The deadline a client set with the `grpc-timeout` header (e.g. "250m", "5S").
-pub fn deadline_from(meta: &tonic::metadata::MetadataMap) -> Option<std::time::Instant> {
-    let v = meta.get("grpc-timeout")?.to_str().ok()?;
-    let (num, unit) = v.split_at(v.len().checked_sub(1)?);
-    let n: u64 = num.parse().ok()?;
-    let d = match unit {
-        "H" => Duration::from_secs(n.saturating_mul(3600)),
-        "M" => Duration::from_secs(n.saturating_mul(60)),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    };
-    std::time::Instant::now().checked_add(d)
-}
-
 pub fn code_name(code: Code) -> &'static str {
     match code {
         Code::Ok => "OK",

@@ -1,6 +1,7 @@
 //! The gRPC server (`matcher serve`): tonic + tokio in front of the bounded face executor.
 
 mod convert;
+mod deadline;
 mod executor;
 mod metrics;
 mod service;
@@ -188,6 +189,7 @@ async fn serve(engine: EngineArgs, args: ServeArgs) -> anyhow::Result<ExitCode> 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let router = builder
         .layer(size_limit::layer(args.max_message_bytes))
+        .layer(deadline::stamp_arrival())
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -1,6 +1,7 @@
 //! The `lookalike.v1.Matcher` service.
 
 use super::convert::{self, analyze_status, exec_status};
+use super::deadline::{deadline_of, CallGuard};
 use super::executor::Executor;
 use super::metrics::Metrics;
 use super::state::GalleryState;
@@ -201,10 +202,13 @@ impl Inner {
 
     /// Metrics and the one log line per request.
     fn observe<T>(&self, method: &'static str, start: Instant, result: &Result<T, Status>) {
-        let code = match result {
-            Ok(_) => tonic::Code::Ok,
-            Err(s) => s.code(),
-        };
+        match result {
+            Ok(_) => self.observe_code(method, start, tonic::Code::Ok, None),
+            Err(s) => self.observe_code(method, start, s.code(), Some(s.message())),
+        }
+    }
+
+    fn observe_code(&self, method: &'static str, start: Instant, code: tonic::Code, message: Option<&str>) {
         let name = convert::code_name(code);
         let elapsed = start.elapsed();
         self.metrics.record_request(method, name, elapsed.as_secs_f64());
@@ -214,10 +218,21 @@ impl Inner {
             _ => {}
         }
         let ms = (elapsed.as_secs_f64() * 1000.0 * 10.0).round() / 10.0;
-        match result {
-            Ok(_) => tracing::info!(method, code = name, ms, "rpc"),
-            Err(s) => tracing::info!(method, code = name, ms, message = s.message(), "rpc"),
+        match message {
+            None => tracing::info!(method, code = name, ms, "rpc"),
+            Some(message) => tracing::info!(method, code = name, ms, message, "rpc"),
         }
+    }
+
+    /// Counts the call if its handler is dropped before it answers (see `deadline`).
+    fn guard(
+        self: &Arc<Self>,
+        method: &'static str,
+        start: Instant,
+        deadline: Option<Instant>,
+    ) -> CallGuard<impl FnOnce(tonic::Code)> {
+        let inner = self.clone();
+        CallGuard::new(deadline, move |code| inner.observe_code(method, start, code, Some("the handler was dropped")))
     }
 }
 
@@ -242,9 +257,11 @@ type ResultStream = Pin<Box<dyn Stream<Item = Result<pb::MatchResult, Status>> +
 impl Matcher for MatcherService {
     async fn r#match(&self, request: Request<pb::MatchRequest>) -> Result<Response<pb::MatchResponse>, Status> {
         let start = Instant::now();
-        let deadline = convert::deadline_from(request.metadata());
+        let deadline = deadline_of(&request);
+        let guard = self.inner.guard("Match", start, deadline);
         let span = telemetry::request_span("Match", request.metadata());
         let result = self.inner.do_match(request.into_inner(), deadline).instrument(span.clone()).await;
+        guard.finish();
         span.in_scope(|| self.inner.observe("Match", start, &result));
         result.map(Response::new)
     }
@@ -255,7 +272,7 @@ impl Matcher for MatcherService {
         &self,
         request: Request<Streaming<pb::MatchRequest>>,
     ) -> Result<Response<Self::MatchStreamStream>, Status> {
-        let deadline = convert::deadline_from(request.metadata());
+        let deadline = deadline_of(&request);
         let parent = telemetry::request_span("MatchStream", request.metadata());
         let inner = self.inner.clone();
         let workers = inner.executor()?.workers;
@@ -296,9 +313,11 @@ impl Matcher for MatcherService {
 
     async fn embed(&self, request: Request<pb::EmbedRequest>) -> Result<Response<pb::EmbedResponse>, Status> {
         let start = Instant::now();
-        let deadline = convert::deadline_from(request.metadata());
+        let deadline = deadline_of(&request);
+        let guard = self.inner.guard("Embed", start, deadline);
         let span = telemetry::request_span("Embed", request.metadata());
         let result = self.inner.do_embed(request.into_inner(), deadline).instrument(span.clone()).await;
+        guard.finish();
         span.in_scope(|| self.inner.observe("Embed", start, &result));
         result.map(Response::new)
     }
