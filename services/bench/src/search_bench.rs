@@ -5,6 +5,7 @@ use crate::common::*;
 use anyhow::{ensure, Result};
 use lookalike_engine::gallery::BuildInfo;
 use lookalike_engine::search::exact;
+use lookalike_engine::search::half::HalfRows;
 use lookalike_engine::search::hnsw::HnswIndex;
 use lookalike_engine::{Embedding, Gallery, HnswParams, Identity, EMBEDDING_DIM};
 use serde_json::json;
@@ -160,17 +161,17 @@ pub fn search(args: SearchArgs) -> Result<()> {
             owners.push(next_id);
             next_id += 1;
         }
-        // Exact: top-1 timed (the service's default), top-10 as the ground truth.
-        let mut lat_exact = Vec::new();
-        let mut cpu_exact = Vec::new();
+        // Exact, f32 scan: the baseline, and top-1/top-10 ground truth.
+        let mut lat_f32 = Vec::new();
+        let mut cpu_f32 = Vec::new();
         let mut gt1 = Vec::new();
         let mut gt10: Vec<Vec<u32>> = Vec::new();
         let mut nearest_real_vs_synth = (0usize, 0usize);
         for q in &queries {
             let (t, c) = (Instant::now(), thread_cpu_ms());
             let r = exact::search(&rows, &owners, q, 1);
-            cpu_exact.push(thread_cpu_ms() - c);
-            lat_exact.push(ms(t.elapsed()));
+            cpu_f32.push(thread_cpu_ms() - c);
+            lat_f32.push(ms(t.elapsed()));
             gt1.push(r[0].0);
             if (r[0].0 as usize) < real.names.len() {
                 nearest_real_vs_synth.0 += 1;
@@ -186,35 +187,28 @@ pub fn search(args: SearchArgs) -> Result<()> {
                 gt10.iter().flat_map(|v| (0..10).map(move |i| v.get(i).copied().unwrap_or(u32::MAX))).collect();
             write_u32(&d.join(format!("gt_{size}.u32")), &flat)?;
         }
-        // Proposed fix, measured here: the same exact scan over f16 rows.
-        #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
-        let f16 = {
-            let rows16 = f16scan::to_f16(&rows);
-            let (mut lat, mut cpu, mut same) = (Vec::new(), Vec::new(), 0usize);
-            for (qi, q) in queries.iter().enumerate() {
-                let (t, c) = (Instant::now(), thread_cpu_ms());
-                let r = f16scan::top1(&rows16, &owners, q);
-                cpu.push(thread_cpu_ms() - c);
-                lat.push(ms(t.elapsed()));
-                same += usize::from(r.0 == gt1[qi]);
+        // The engine's exact search: f16 scan + f32 re-rank (search::half), the path a
+        // gallery below the HNSW threshold takes. It must agree with the f32 scan.
+        let exact_engine = match HalfRows::new(&rows) {
+            Some(half) => {
+                let (mut lat, mut cpu, mut same1, mut same10) = (Vec::new(), Vec::new(), 0usize, 0usize);
+                for (qi, q) in queries.iter().enumerate() {
+                    let (t, c) = (Instant::now(), thread_cpu_ms());
+                    let r = half.search(&rows, &owners, q, 1);
+                    cpu.push(thread_cpu_ms() - c);
+                    lat.push(ms(t.elapsed()));
+                    same1 += usize::from(r.first().map(|x| x.0) == Some(gt1[qi]));
+                    let r10: Vec<u32> = half.search(&rows, &owners, q, 10).into_iter().map(|x| x.0).collect();
+                    same10 += usize::from(r10 == gt10[qi]);
+                }
+                json!({"kind": "f16 scan + f32 re-rank", "latency": lat_stats(&lat), "cpu": lat_stats(&cpu),
+                       "agrees_top1": same1 as f64 / queries.len() as f64,
+                       "agrees_top10": same10 as f64 / queries.len() as f64,
+                       "memory_mb": (half.bytes() + rows.len() * 4 + owners.len() * 4) as f64 / 1e6})
             }
-            json!({"latency": lat_stats(&lat), "cpu": lat_stats(&cpu), "recall_at_1": same as f64 / queries.len() as f64,
-                   "memory_mb": (rows16.len() * 2) as f64 / 1e6})
+            None => json!({"kind": "f32 scan (no F16C on this CPU)", "latency": lat_stats(&lat_f32), "cpu": lat_stats(&cpu_f32),
+                           "agrees_top1": 1.0, "agrees_top10": 1.0, "memory_mb": (rows.len() * 4 + owners.len() * 4) as f64 / 1e6}),
         };
-        #[cfg(not(all(
-            target_arch = "x86_64",
-            target_feature = "avx2",
-            target_feature = "fma",
-            target_feature = "f16c"
-        )))]
-        let f16 = serde_json::Value::Null;
-        // Exact again after the others (the first pass also warmed the caches).
-        let mut lat_exact2 = Vec::new();
-        for q in queries.iter().take(200) {
-            let t = Instant::now();
-            std::hint::black_box(exact::search(&rows, &owners, q, 1));
-            lat_exact2.push(ms(t.elapsed()));
-        }
         // HNSW.
         let (m, efc) = if size >= args.large_from {
             (args.large_m, args.large_ef_construction)
@@ -258,8 +252,8 @@ pub fn search(args: SearchArgs) -> Result<()> {
         out.push(json!({
             "size": size, "real": n_base_real.min(size), "synthetic": size - n_base_real.min(size),
             "queries_nearest_is_real": nearest_real_vs_synth.0, "queries_nearest_is_synthetic": nearest_real_vs_synth.1,
-            "exact": {"latency": lat_stats(&lat_exact), "cpu": lat_stats(&cpu_exact), "latency_second_pass": lat_stats(&lat_exact2), "memory_mb": (rows.len() * 4 + owners.len() * 4) as f64 / 1e6},
-            "exact_f16_experiment": f16,
+            "exact": exact_engine,
+            "exact_f32": {"latency": lat_stats(&lat_f32), "cpu": lat_stats(&cpu_f32), "memory_mb": (rows.len() * 4 + owners.len() * 4) as f64 / 1e6},
             "hnsw": {"m": m, "ef_construction": efc, "build_seconds": build_s,
                      "memory_mb": rss1.saturating_sub(rss0) as f64 / 1e6, "per_ef": per_ef},
         }));
@@ -329,63 +323,4 @@ pub fn make_gallery(args: MakeGalleryArgs) -> Result<()> {
         &json!({"gallery": args.out.display().to_string(), "embeddings": g.len(), "identities": g.identities.len(), "real": n}),
         None,
     )
-}
-
-/// A proposed fix measured from the bench side: the exact scan over rows stored as f16
-/// (half the bytes of f32: the scan is memory-bound), top-1, with F16C conversion.
-#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
-pub mod f16scan {
-    use lookalike_engine::EMBEDDING_DIM;
-    use std::arch::x86_64::*;
-
-    pub fn to_f16(rows: &[f32]) -> Vec<u16> {
-        let mut out = vec![0u16; rows.len()];
-        for (src, dst) in rows.chunks_exact(8).zip(out.chunks_exact_mut(8)) {
-            // SAFETY: 8 f32 in, 8 u16 out; the target features are enabled at compile time.
-            unsafe {
-                let v = _mm256_loadu_ps(src.as_ptr());
-                let h = _mm256_cvtps_ph::<0>(v);
-                _mm_storeu_si128(dst.as_mut_ptr() as *mut __m128i, h);
-            }
-        }
-        out
-    }
-
-    #[inline]
-    fn l2(q: &[f32; EMBEDDING_DIM], r: &[u16]) -> f32 {
-        debug_assert!(r.len() >= EMBEDDING_DIM);
-        // SAFETY: both slices hold 128 values; loads are unaligned.
-        unsafe {
-            let mut acc = [_mm256_setzero_ps(); 4];
-            let mut i = 0;
-            while i < EMBEDDING_DIM {
-                for (k, a) in acc.iter_mut().enumerate() {
-                    let o = i + 8 * k;
-                    let h = _mm_loadu_si128(r.as_ptr().add(o) as *const __m128i);
-                    let d = _mm256_sub_ps(_mm256_loadu_ps(q.as_ptr().add(o)), _mm256_cvtph_ps(h));
-                    *a = _mm256_fmadd_ps(d, d, *a);
-                }
-                i += 32;
-            }
-            let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-            let lo = _mm256_castps256_ps128(s);
-            let hi = _mm256_extractf128_ps::<1>(s);
-            let x = _mm_add_ps(lo, hi);
-            let x = _mm_add_ps(x, _mm_movehl_ps(x, x));
-            let x = _mm_add_ss(x, _mm_shuffle_ps::<1>(x, x));
-            _mm_cvtss_f32(x)
-        }
-    }
-
-    /// Nearest row's owner and distance.
-    pub fn top1(rows: &[u16], owners: &[u32], q: &[f32; EMBEDDING_DIM]) -> (u32, f32) {
-        let mut best = (u32::MAX, f32::INFINITY);
-        for (r, o) in rows.chunks_exact(EMBEDDING_DIM).zip(owners) {
-            let d = l2(q, r);
-            if d < best.1 {
-                best = (*o, d);
-            }
-        }
-        (best.0, best.1.sqrt())
-    }
 }

@@ -136,5 +136,6 @@ pub(super) fn read(path: &Path, params: HnswParams) -> Result<Gallery, GalleryEr
         build: payload.build,
         version: version_of(&digest),
         hnsw,
+        half: None,
     })
 }

@@ -10,6 +10,7 @@ pub use file::{GalleryError, FORMAT_VERSION};
 use crate::calibration::Calibration;
 use crate::face::{Embedding, EMBEDDING_DIM};
 use crate::search::exact;
+use crate::search::half::HalfRows;
 use crate::search::hnsw::{HnswIndex, HnswParams};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -84,6 +85,8 @@ pub struct Gallery {
     /// Hex content hash of the file payload.
     pub version: String,
     hnsw: Option<HnswIndex>,
+    /// f16 copy of the rows for the exact scan (when the CPU can use it).
+    half: Option<HalfRows>,
 }
 
 impl Gallery {
@@ -100,7 +103,7 @@ impl Gallery {
             Some(c) => c,
             None => Calibration::fit_nearest_other(&embeddings, &owners, 5000).ok_or(GalleryError::TooSmall)?,
         };
-        Ok(Self { identities, embeddings, owners, calibration, build, version: String::new(), hnsw: None })
+        Ok(Self { identities, embeddings, owners, calibration, build, version: String::new(), hnsw: None, half: None })
     }
 
     pub fn len(&self) -> usize {
@@ -133,8 +136,12 @@ impl Gallery {
             if self.hnsw.is_none() {
                 self.hnsw = Some(HnswIndex::build(&self.embeddings, params));
             }
+            self.half = None;
         } else {
             self.hnsw = None;
+            if self.half.is_none() {
+                self.half = HalfRows::new(&self.embeddings);
+            }
         }
     }
 
@@ -146,7 +153,7 @@ impl Gallery {
     pub fn search(&self, query: &Embedding, k: usize, max_distance: Option<f32>) -> Vec<Candidate> {
         let hits = match &self.hnsw {
             Some(index) => index.search(&self.owners, query, k, None),
-            None => exact::search(&self.embeddings, &self.owners, query, k),
+            None => self.exact_search(query, k),
         };
         hits.into_iter()
             .filter(|(_, d)| max_distance.is_none_or(|m| *d <= m))
@@ -158,8 +165,13 @@ impl Gallery {
             .collect()
     }
 
+    /// The exact answer, from the f16 scan when prepared (same result, half the memory
+    /// traffic) or the f32 scan.
     pub fn exact_search(&self, query: &Embedding, k: usize) -> Vec<(u32, f32)> {
-        exact::search(&self.embeddings, &self.owners, query, k)
+        match &self.half {
+            Some(half) => half.search(&self.embeddings, &self.owners, query, k),
+            None => exact::search(&self.embeddings, &self.owners, query, k),
+        }
     }
 
     pub fn identity(&self, id: u32) -> Option<&Identity> {

@@ -50,18 +50,25 @@ impl HnswIndex {
         self.len() == 0
     }
 
-    /// Best `k` distinct identities; asks the graph for more rows than `k` because several
-    /// rows may belong to one identity.
+    /// Best `k` distinct identities. The graph returns rows and one identity may own many
+    /// (LFW has people with hundreds of photos), so the row count asked for doubles until
+    /// `k` identities are found or every row has been asked for.
     pub fn search(&self, owners: &[u32], query: &Embedding, k: usize, ef: Option<usize>) -> Vec<(u32, f32)> {
-        let want = (k * 4).max(16);
-        let ef = ef.unwrap_or(self.params.ef_search).max(want);
-        let mut top = TopK::new(k);
-        for n in self.graph.search(query, want, ef) {
-            if let Some(owner) = owners.get(n.d_id) {
-                top.offer(*owner, n.distance);
+        let total = self.len();
+        let mut want = (k * 4).max(16).min(total.max(1));
+        loop {
+            let ef = ef.unwrap_or(self.params.ef_search).max(want);
+            let mut top = TopK::new(k);
+            for n in self.graph.search(query, want, ef) {
+                if let Some(owner) = owners.get(n.d_id) {
+                    top.offer(*owner, n.distance);
+                }
             }
+            if top.len() >= k || want >= total {
+                return top.into_sorted();
+            }
+            want = (want * 2).min(total);
         }
-        top.into_sorted()
     }
 
     /// Serialises the graph (hnsw_rs dumps to two files; we keep their bytes).
@@ -85,5 +92,38 @@ impl HnswIndex {
             io.load_hnsw::<f32, DistL2>().map_err(|e| format!("HNSW index is unreadable: {e}"))?;
         graph.set_searching_mode(true);
         Ok(Self { graph, params })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::search::exact;
+
+    #[test]
+    fn finds_k_identities_when_one_identity_owns_the_nearest_rows() {
+        // Identity 0 owns 200 rows packed around the query; 50 other identities own one row
+        // each, farther away. Asking the graph for 4k rows would return identity 0 only.
+        let mut rows = Vec::new();
+        let mut owners = Vec::new();
+        let mut s = 1u64;
+        let mut noise = move || {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+        };
+        for _ in 0..200 {
+            rows.extend((0..EMBEDDING_DIM).map(|_| 0.01 * noise()));
+            owners.push(0u32);
+        }
+        for id in 1..=50u32 {
+            rows.extend((0..EMBEDDING_DIM).map(|_| 0.3 * noise()));
+            owners.push(id);
+        }
+        let index = HnswIndex::build(&rows, HnswParams { m: 16, ef_construction: 100, ef_search: 32 });
+        let query = [0f32; EMBEDDING_DIM];
+        let got = index.search(&owners, &query, 5, None);
+        assert_eq!(got.len(), 5, "{got:?}");
+        let want = exact::search(&rows, &owners, &query, 5);
+        assert_eq!(got.iter().map(|x| x.0).collect::<Vec<_>>(), want.iter().map(|x| x.0).collect::<Vec<_>>());
     }
 }

@@ -2,6 +2,7 @@
 //! thousands of embeddings) or HNSW (approximate, sub-linear).
 
 pub mod exact;
+pub mod half;
 pub mod hnsw;
 
 /// The `k` smallest distances with at most one entry per identity.
@@ -15,6 +16,11 @@ pub(crate) struct TopK {
 impl TopK {
     pub fn new(k: usize) -> Self {
         Self { k: k.max(1), items: Vec::with_capacity(k.max(1) + 1), worst: f32::INFINITY }
+    }
+
+    /// Identities held (at most `k`).
+    pub fn len(&self) -> usize {
+        self.items.len()
     }
 
     /// Distance a new candidate must beat to enter.
