@@ -74,7 +74,8 @@ class Report:
         reps = sorted(glob.glob(os.path.join(self.r, "thr_lk_r*.json")))
         if not reps:
             return
-        rows, ratios = [], {k: [] for k in ("w1_u1", "w1_u0", "w2_w1", "w2_u1p2", "w2_u0p2")}
+        rows, ratios = [], {k: [] for k in ("w1_u1", "w1_u0", "w2_w1", "w2_u1p2", "w2_u0p2", "m1_u1", "m1_u0", "m1_w1")}
+        mirror_cpu = []
         series = {k: [] for k in ("w1", "w2", "u1p1", "u1p2", "u0p1", "u0p2")}
         for path in reps:
             r = path.rsplit("_r", 1)[1].split(".")[0]
@@ -94,6 +95,12 @@ class Report:
             ratios["w2_w1"].append(div(vals["w2"], vals["w1"]))
             ratios["w2_u1p2"].append(div(vals["w2"], vals["u1p2"]))
             ratios["w2_u0p2"].append(div(vals["w2"], vals["u0p2"]))
+            mir = self.j(os.path.basename(path)).get("mirror_1_worker") or {}
+            ratios["m1_u1"].append(div(mir.get("photos_per_second"), vals["u1p1"]))
+            ratios["m1_u0"].append(div(mir.get("photos_per_second"), vals["u0p1"]))
+            ratios["m1_w1"].append(div(mir.get("photos_per_second"), vals["w1"]))
+            if mir.get("cpu_ms_per_photo"):
+                mirror_cpu.append(mir["cpu_ms_per_photo"])
             rows.append([r] + [f(vals[k]) for k in series])
         m = {k: med(v) for k, v in series.items()}
         mr = {k: med(v) for k, v in ratios.items()}
@@ -113,7 +120,12 @@ class Report:
             ["lookalike 2 workers / 1 worker", f(mr["w2_w1"], 2, "x"), "≥ 1.7x"],
             ["lookalike 2 workers / peer --upsample 1 (2 processes)", f(mr["w2_u1p2"], 1, "x"), ""],
             ["lookalike 2 workers / peer --upsample 0 (2 processes)", f(mr["w2_u0p2"], 2, "x"), ""],
-        ])
+        ] + ([
+            ["lookalike 1 worker with --mirror / peer --upsample 1", f(mr["m1_u1"], 1, "x"), "(option)"],
+            ["lookalike 1 worker with --mirror / peer --upsample 0", f(mr["m1_u0"], 2, "x"), "(option)"],
+            ["lookalike 1 worker with --mirror / without", f(mr["m1_w1"], 2, "x"),
+             f"CPU ms/photo {f(med(mirror_cpu), 1)}"],
+        ] if mirror_cpu else []))
         # Per CPU second (load-independent): CPU ms per photo of each side.
         cpu_rows = []
         lk_cpu = med([x.get("cpu_ms_per_photo") for p_ in reps for x in self.j(os.path.basename(p_))["results"]
@@ -317,8 +329,8 @@ class Report:
     def accuracy(self):
         rows = []
         labels = {"lk_g10": "lookalike, gallery jitters 10", "lk_g0": "lookalike, gallery jitters 0",
-                  "lk_flip_g0": "lookalike + mirror-averaged embeddings (bench-side), gallery jitters 0",
-                  "lk_flip_g10": "lookalike + mirror-averaged embeddings (bench-side), gallery jitters 10",
+                  "lk_mirror_g10": "lookalike --mirror (queries mirror-averaged), gallery jitters 10",
+                  "lk_mirror_g0": "lookalike --mirror, gallery jitters 0 (mirror-averaged too)",
                   "peer_u1_g10": "peer --upsample 1, gallery jitters 10 (original)",
                   "peer_u1_g0": "peer --upsample 1, gallery jitters 0",
                   "peer_u0_g10": "peer --upsample 0, gallery jitters 10", "peer_u0_g0": "peer --upsample 0, gallery jitters 0"}
@@ -363,6 +375,12 @@ class Report:
             self.target("rank-1 on all of lfw-dev ≥ best peer + 2 points",
                         f"{pct(lk['rank1'])} ({lk['label']}) vs {pct(best_peer['rank1'])} ({best_peer['label']}): "
                         f"{diff:+.1f} pts", diff >= 2)
+            mir = [got[k] for k in ("lk_mirror_g10", "lk_mirror_g0") if k in got]
+            if mir:
+                m = max(mir, key=lambda d: d["rank1"])
+                dm = 100 * (m["rank1"] - best_peer["rank1"])
+                self.target("(option --mirror) rank-1 ≥ best peer + 2 points",
+                            f"{pct(m['rank1'])} ({m['label']}): {dm:+.1f} pts", dm >= 2)
         lk = got.get("lk_g10") or got.get("lk_g0")
         if lk:
             self.target("no-face rate ≤ 0.2%", pct(lk["no_face_rate"], 2), lk["no_face_rate"] <= 0.002)
@@ -372,7 +390,7 @@ class Report:
                 self.out(f"Photos without a face ({key.split('_g')[0]}): " + ", ".join(
                     "/".join(p.split("/")[-2:]) for p in e["no_face_photos"][:30]) +
                     (" ..." if len(e["no_face_photos"]) > 30 else ""), "")
-        emb = [(k, self.j(f"embed_{k}.json")) for k in ("lk_q0", "lk_g10", "lk_flip-q0", "lk_flip-g10", "peer_u0-q0", "peer_u1-q0",
+        emb = [(k, self.j(f"embed_{k}.json")) for k in ("lk_q0", "lk_g10", "lk_mirror-q0", "peer_u0-q0", "peer_u1-q0",
                                                          "peer_u0-g10", "peer_u1-g10")]
         self.table(["embedding pass (2 workers/processes)", "photos", "photos/s", "median ms/photo", "seconds"],
                    [[k, e["photos"], f(e["photos_per_second"], 1), f(e["ms_per_photo_median"], 1), f(e["seconds"], 0)]

@@ -33,9 +33,10 @@ pub fn engine_pass(
     workers: usize,
     paths: &[PathBuf],
     passes: usize,
+    mirror: bool,
 ) -> Pass {
     let items: Vec<&PathBuf> = (0..passes).flat_map(|_| paths.iter()).collect();
-    let opts = AnalyzeOptions::default();
+    let opts = AnalyzeOptions { mirror, ..Default::default() };
     let cpu0 = self_cpu_seconds();
     let t = Instant::now();
     let found = map_items(
@@ -96,6 +97,9 @@ pub struct ThroughputArgs {
     /// DetectConfig::max_side (first detection pass), to measure alternatives.
     #[arg(long)]
     pub detect_max_side: Option<u32>,
+    /// Also one worker with mirror-averaged embeddings (the matcher's --mirror), to price it.
+    #[arg(long)]
+    pub mirror_too: bool,
     #[arg(long)]
     pub json: Option<PathBuf>,
 }
@@ -109,19 +113,24 @@ pub fn throughput(args: ThroughputArgs, models_dir: &Path) -> Result<()> {
         detect.max_side = s;
     }
     // Warm-up: page cache, allocator, CPU frequency.
-    engine_pass(&models, &gallery, detect, 1, &paths[..paths.len().min(8)], 1);
+    engine_pass(&models, &gallery, detect, 1, &paths[..paths.len().min(8)], 1, false);
     let mut per: Vec<Vec<f64>> = vec![Vec::new(); args.workers.len()];
     let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); args.workers.len()];
     let mut cores: Vec<Vec<f64>> = vec![Vec::new(); args.workers.len()];
     let mut found = 0;
+    let mut mirror: Vec<(f64, f64)> = Vec::new();
     let load_before = loadavg();
     for _ in 0..args.reps {
         for (i, &w) in args.workers.iter().enumerate() {
-            let p = engine_pass(&models, &gallery, detect, w, &paths, args.passes);
+            let p = engine_pass(&models, &gallery, detect, w, &paths, args.passes, false);
             per[i].push(p.photos_per_second);
             cpu[i].push(p.cpu_ms_per_photo);
             cores[i].push(p.cores_used);
             found = p.with_face;
+        }
+        if args.mirror_too {
+            let p = engine_pass(&models, &gallery, detect, 1, &paths, args.passes, true);
+            mirror.push((p.photos_per_second, p.cpu_ms_per_photo));
         }
     }
     let results: Vec<_> = args
@@ -137,6 +146,10 @@ pub fn throughput(args: ThroughputArgs, models_dir: &Path) -> Result<()> {
         "photos": paths.len(), "passes": args.passes, "photos_with_face_per_pass": found / args.passes.max(1) ,
         "gallery_embeddings": gallery.len(), "index": gallery.index_kind(), "detect_max_side": detect.max_side,
         "results": results, "loadavg_before": load_before, "loadavg_after": loadavg(),
+        "mirror_1_worker": (!mirror.is_empty()).then(|| json!({
+            "photos_per_second": median(&mirror.iter().map(|m| m.0).collect::<Vec<_>>()),
+            "cpu_ms_per_photo": median(&mirror.iter().map(|m| m.1).collect::<Vec<_>>()),
+        })),
     });
     emit(&v, args.json.as_deref())
 }

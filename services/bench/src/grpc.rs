@@ -192,8 +192,9 @@ pub fn grpc(args: GrpcArgs, models_dir: &Path) -> Result<()> {
         let inproc = {
             let models = Models::load(models_dir)?;
             let gallery = load_gallery(&args.gallery)?;
-            engine_pass(&models, &gallery, DetectConfig::default(), workers, &paths[..paths.len().min(8)], 1);
-            engine_pass(&models, &gallery, DetectConfig::default(), workers, &paths, args.passes).photos_per_second
+            engine_pass(&models, &gallery, DetectConfig::default(), workers, &paths[..paths.len().min(8)], 1, false);
+            engine_pass(&models, &gallery, DetectConfig::default(), workers, &paths, args.passes, false)
+                .photos_per_second
         };
         let port = free_port()?;
         let log = std::env::temp_dir().join(format!("lookalike-bench-serve-{port}.log"));

@@ -30,9 +30,9 @@ pub struct EmbedArgs {
     /// Only each person's first photo (the gallery side); other rows stay NaN.
     #[arg(long)]
     pub first_only: bool,
-    /// Average the embeddings of the photo and its mirror image (a proposed accuracy fix).
+    /// The engine's mirror-averaged embeddings (AnalyzeOptions::mirror, the matcher's --mirror).
     #[arg(long)]
-    pub flip: bool,
+    pub mirror: bool,
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
     /// DetectConfig::cnn_max_side (0 = no CNN fallback).
@@ -62,31 +62,10 @@ fn seed_of(p: &Photo) -> u64 {
         .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
 }
 
-/// The main face's embedding, optionally averaged with the mirrored photo's.
-pub fn embed_one(
-    a: &mut FaceAnalyzer,
-    bytes: &[u8],
-    opts: &AnalyzeOptions,
-    flip: bool,
-) -> Result<Option<Embedding>, String> {
-    if !flip {
-        let analysis = a.analyze_bytes(bytes, opts).map_err(|e| e.to_string())?;
-        return Ok(analysis.faces.first().map(|f| f.embedding));
-    }
-    let image = lookalike_engine::decode::decode(bytes, &a.limits).map_err(|e| e.to_string())?;
-    let e1 = a.analyze_image(&image, opts).map_err(|e| e.to_string())?.faces.first().map(|f| f.embedding);
-    let mirrored = image::imageops::flip_horizontal(&image);
-    let e2 = a.analyze_image(&mirrored, opts).map_err(|e| e.to_string())?.faces.first().map(|f| f.embedding);
-    Ok(match (e1, e2) {
-        (Some(x), Some(y)) => {
-            let mut m = [0f32; EMBEDDING_DIM];
-            for i in 0..EMBEDDING_DIM {
-                m[i] = (x[i] + y[i]) / 2.0;
-            }
-            Some(m)
-        }
-        (x, y) => x.or(y),
-    })
+/// The main face's embedding.
+pub fn embed_one(a: &mut FaceAnalyzer, bytes: &[u8], opts: &AnalyzeOptions) -> Result<Option<Embedding>, String> {
+    let analysis = a.analyze_bytes(bytes, opts).map_err(|e| e.to_string())?;
+    Ok(analysis.faces.first().map(|f| f.embedding))
 }
 
 pub fn embed(args: EmbedArgs, models_dir: &Path) -> Result<()> {
@@ -110,8 +89,9 @@ pub fn embed(args: EmbedArgs, models_dir: &Path) -> Result<()> {
         &todo,
         |a, p| {
             let t = Instant::now();
-            let opts = AnalyzeOptions { jitters: args.jitters, seed: seed_of(p), ..Default::default() };
-            let r = std::fs::read(&p.path).map_err(|e| e.to_string()).and_then(|b| embed_one(a, &b, &opts, args.flip));
+            let opts =
+                AnalyzeOptions { jitters: args.jitters, seed: seed_of(p), mirror: args.mirror, ..Default::default() };
+            let r = std::fs::read(&p.path).map_err(|e| e.to_string()).and_then(|b| embed_one(a, &b, &opts));
             (r, t.elapsed())
         },
         |done, total| {
@@ -142,7 +122,7 @@ pub fn embed(args: EmbedArgs, models_dir: &Path) -> Result<()> {
         "photos": todo.len(), "no_face": no_face.len(), "errors": errors.len(),
         "no_face_rate": no_face.len() as f64 / todo.len().max(1) as f64,
         "no_face_photos": no_face, "error_photos": errors,
-        "jitters": args.jitters, "flip": args.flip, "workers": args.workers, "first_only": args.first_only,
+        "jitters": args.jitters, "mirror": args.mirror, "workers": args.workers, "first_only": args.first_only,
         "seconds": seconds, "photos_per_second": todo.len() as f64 / seconds,
         "ms_per_photo_median": median(&per_photo),
         "out": args.out.display().to_string(),

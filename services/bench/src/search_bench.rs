@@ -114,7 +114,7 @@ pub struct SearchArgs {
     #[arg(long, default_value_t = 100)]
     pub large_ef_construction: usize,
     /// efSearch values to measure (the engine default is 96).
-    #[arg(long, value_delimiter = ',', default_value = "16,32,64,96,200,400")]
+    #[arg(long, value_delimiter = ',', default_value = "16,32,64,96,128,200,400")]
     pub ef: Vec<usize>,
     /// Where to write the vectors for the peer (base_<n>.f32, owners_<n>.u32, queries.f32, gt_<n>.u32).
     #[arg(long)]
@@ -206,8 +206,10 @@ pub fn search(args: SearchArgs) -> Result<()> {
                        "agrees_top10": same10 as f64 / queries.len() as f64,
                        "memory_mb": (half.bytes() + rows.len() * 4 + owners.len() * 4) as f64 / 1e6})
             }
-            None => json!({"kind": "f32 scan (no F16C on this CPU)", "latency": lat_stats(&lat_f32), "cpu": lat_stats(&cpu_f32),
-                           "agrees_top1": 1.0, "agrees_top10": 1.0, "memory_mb": (rows.len() * 4 + owners.len() * 4) as f64 / 1e6}),
+            None => {
+                json!({"kind": "f32 scan (no F16C on this CPU)", "latency": lat_stats(&lat_f32), "cpu": lat_stats(&cpu_f32),
+                           "agrees_top1": 1.0, "agrees_top10": 1.0, "memory_mb": (rows.len() * 4 + owners.len() * 4) as f64 / 1e6})
+            }
         };
         // HNSW.
         let (m, efc) = if size >= args.large_from {

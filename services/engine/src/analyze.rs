@@ -19,13 +19,17 @@ pub struct AnalyzeOptions {
     pub jitters: u32,
     /// Seed of the jitter generator (same seed, same embedding).
     pub seed: u64,
+    /// Average each embedding with that of the mirrored face (no effect with jitters > 1).
+    /// On lfw-dev it raises rank-1 by about a point, for one more network pass per face
+    /// (about a third more CPU per photo): see docs/BENCHMARKS.md.
+    pub mirror: bool,
     /// Side of an aligned face chip to return with each face (thumbnails), if any.
     pub chip_size: Option<u32>,
 }
 
 impl Default for AnalyzeOptions {
     fn default() -> Self {
-        Self { all_faces: false, max_faces: 10, jitters: 0, seed: 0, chip_size: None }
+        Self { all_faces: false, max_faces: 10, jitters: 0, seed: 0, mirror: false, chip_size: None }
     }
 }
 
@@ -143,7 +147,8 @@ impl FaceAnalyzer {
         let span = tracing::info_span!("encode", faces = shapes.len(), jitters = opts.jitters).entered();
 
         let t = Instant::now();
-        let embeddings = self.models.encoder.encode(&full, &shapes, opts.jitters, opts.seed).map_err(NativeError)?;
+        let embeddings =
+            self.models.encoder.encode(&full, &shapes, opts.jitters, opts.seed, opts.mirror).map_err(NativeError)?;
         timings.encode = t.elapsed();
         drop(span);
 

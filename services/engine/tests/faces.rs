@@ -183,3 +183,23 @@ fn parallel_jittered_encoding_matches_sequential() {
         }
     });
 }
+
+/// A mirror-averaged embedding hardly changes when the photo itself is mirrored (the two
+/// network passes swap), while a plain embedding does: that is what the option buys.
+#[test]
+fn mirror_averaged_embeddings_do_not_care_which_way_the_face_looks() {
+    let mut a = analyzer();
+    let bytes = read("named/face_recognition/Kit_Harington/1.jpg");
+    let image = lookalike_engine::decode::decode(&bytes, &a.limits).expect("decode");
+    let flipped = image::imageops::flip_horizontal(&image);
+    let plain = AnalyzeOptions::default();
+    let mirror = AnalyzeOptions { mirror: true, ..Default::default() };
+    let emb =
+        |a: &mut lookalike_engine::FaceAnalyzer, img, o| a.analyze_image(img, o).expect("analyze").faces[0].embedding;
+    let (p1, p2) = (emb(&mut a, &image, &plain), emb(&mut a, &flipped, &plain));
+    let (m1, m2) = (emb(&mut a, &image, &mirror), emb(&mut a, &flipped, &mirror));
+    let (plain_gap, mirror_gap) = (distance(&p1, &p2), distance(&m1, &m2));
+    assert!(distance(&p1, &m1) > 1e-4, "the option changed nothing");
+    assert!(distance(&p1, &m1) < 0.2);
+    assert!(mirror_gap < plain_gap / 2.0, "plain {plain_gap}, mirror-averaged {mirror_gap}");
+}

@@ -31,6 +31,10 @@ pub struct EngineArgs {
     /// (0 disables it; it costs ~0.2-0.5 s per photo without a face).
     #[arg(long, env = "LOOKALIKE_CNN_MAX_SIDE", default_value_t = 256, global = true)]
     pub cnn_max_side: u32,
+    /// Average each query embedding with its mirror image's: about a point more rank-1 on
+    /// lfw-dev for about a third more CPU per photo (docs/BENCHMARKS.md).
+    #[arg(long, env = "LOOKALIKE_MIRROR", default_value_t = false, global = true)]
+    pub mirror: bool,
 }
 
 impl EngineArgs {

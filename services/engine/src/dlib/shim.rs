@@ -155,13 +155,16 @@ impl FaceEncoder {
     /// Encodes each face (given by its 5-point landmarks) into `out` (128 floats per face).
     /// With `jitters > 1` each face is encoded as the mean over that many randomly jittered
     /// copies of its chip, drawn from a generator seeded with `seed` (deterministic and
-    /// private to this call, so parallel workers never share random state).
+    /// private to this call, so parallel workers never share random state). With `mirror`
+    /// (and no jitter, whose random copies already include mirror images) each face is the
+    /// mean of its chip's and its mirrored chip's embeddings.
     pub fn encode(
         &mut self,
         image: &ImageMatrix,
         faces: &[FaceLandmarks],
         jitters: u32,
         seed: u64,
+        mirror: bool,
     ) -> Result<Vec<[f32; 128]>, String> {
         let n = faces.len();
         let mut out = vec![[0f32; 128]; n];
@@ -174,7 +177,7 @@ impl FaceEncoder {
         let ok = unsafe {
             cpp!([net as "lookalike_shim::encoder_net*", image as "const dlib::matrix<dlib::rgb_pixel>*",
                   shapes as "const dlib::full_object_detection*", n as "size_t", jitters as "uint32_t",
-                  seed as "uint64_t", buf as "float*"] -> bool as "bool" {
+                  seed as "uint64_t", mirror as "bool", buf as "float*"] -> bool as "bool" {
                 try {
                     std::vector<dlib::chip_details> details;
                     for (size_t i = 0; i < n; ++i)
@@ -183,9 +186,12 @@ impl FaceEncoder {
                     dlib::extract_image_chips(*image, details, chips);
                     if (jitters <= 1) {
                         std::vector<dlib::matrix<dlib::rgb_pixel>> batch(chips.begin(), chips.end());
+                        if (mirror)
+                            for (size_t i = 0; i < n; ++i) batch.push_back(dlib::fliplr(chips[i]));
                         auto descs = (*net)(batch, 16);
                         for (size_t i = 0; i < n; ++i)
-                            for (long k = 0; k < 128; ++k) buf[i*128+k] = descs[i](k);
+                            for (long k = 0; k < 128; ++k)
+                                buf[i*128+k] = mirror ? 0.5f * (descs[i](k) + descs[n+i](k)) : descs[i](k);
                     } else {
                         dlib::rand rnd;
                         rnd.set_seed(std::to_string(seed));

@@ -82,7 +82,7 @@ mod simd {
     }
 
     pub fn to_f16(rows: &[f32]) -> Option<Vec<u16>> {
-        if !supported() || rows.len() % 8 != 0 {
+        if !supported() || !rows.len().is_multiple_of(8) {
             return None;
         }
         let mut out = vec![0u16; rows.len()];

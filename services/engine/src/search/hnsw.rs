@@ -105,7 +105,7 @@ mod tests {
         // Identity 0 owns 200 rows packed around the query; 50 other identities own one row
         // each, farther away. Asking the graph for 4k rows would return identity 0 only.
         let mut rows = Vec::new();
-        let mut owners = Vec::new();
+        let mut owners = vec![0u32; 200];
         let mut s = 1u64;
         let mut noise = move || {
             s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -113,7 +113,6 @@ mod tests {
         };
         for _ in 0..200 {
             rows.extend((0..EMBEDDING_DIM).map(|_| 0.01 * noise()));
-            owners.push(0u32);
         }
         for id in 1..=50u32 {
             rows.extend((0..EMBEDDING_DIM).map(|_| 0.3 * noise()));

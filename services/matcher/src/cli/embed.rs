@@ -25,7 +25,12 @@ pub struct EmbedArgs {
 pub fn run(engine: &EngineArgs, args: EmbedArgs) -> anyhow::Result<ExitCode> {
     super::init_cli_logging();
     let models = super::load_models(engine)?;
-    let opts = AnalyzeOptions { all_faces: args.all_faces, jitters: args.jitters, ..Default::default() };
+    let opts = AnalyzeOptions {
+        all_faces: args.all_faces,
+        jitters: args.jitters,
+        mirror: engine.mirror,
+        ..Default::default()
+    };
     let results = map_items(
         &models,
         engine.limits(),

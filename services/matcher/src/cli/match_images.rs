@@ -36,7 +36,12 @@ pub fn run(engine: &EngineArgs, args: MatchArgs) -> anyhow::Result<ExitCode> {
     let models = super::load_models(engine)?;
     let gallery = Gallery::load(&args.gallery, engine.search_mode(), engine.hnsw_params())
         .with_context(|| format!("loading gallery {}", args.gallery.display()))?;
-    let opts = AnalyzeOptions { all_faces: args.all_faces, max_faces: args.max_faces, ..Default::default() };
+    let opts = AnalyzeOptions {
+        all_faces: args.all_faces,
+        max_faces: args.max_faces,
+        mirror: engine.mirror,
+        ..Default::default()
+    };
     let workers = args.workers.unwrap_or_else(default_workers);
     let results = map_items(
         &models,

@@ -103,6 +103,7 @@ async fn serve(engine: EngineArgs, args: ServeArgs) -> anyhow::Result<ExitCode> 
             max_top_k: args.max_top_k,
             max_faces: args.max_faces,
             default_max_faces: args.max_faces.min(10),
+            mirror: engine.mirror,
         },
     });
     let ready = Arc::new(AtomicBool::new(false));

@@ -23,6 +23,8 @@ pub struct CallLimits {
     pub max_top_k: u32,
     pub max_faces: u32,
     pub default_max_faces: u32,
+    /// Mirror-averaged query embeddings (LOOKALIKE_MIRROR).
+    pub mirror: bool,
 }
 
 pub struct Inner {
@@ -101,7 +103,7 @@ impl Inner {
         let executor = self.executor()?;
         let gallery = self.gallery()?;
         let span = tracing::Span::current();
-        let limits = self.limits.decode;
+        let (limits, mirror) = (self.limits.decode, self.limits.mirror);
         let g = gallery.clone();
         let ((outcome, search_time), queued) = executor
             .run(deadline, move |analyzer| {
@@ -115,8 +117,12 @@ impl Inner {
                             (Ok((None, vec![found])), t.elapsed())
                         }
                         Query::Image(bytes) => {
-                            let opts =
-                                AnalyzeOptions { all_faces: p.all_faces, max_faces: p.max_faces, ..Default::default() };
+                            let opts = AnalyzeOptions {
+                                all_faces: p.all_faces,
+                                max_faces: p.max_faces,
+                                mirror,
+                                ..Default::default()
+                            };
                             match analyzer.analyze_bytes(&bytes, &opts) {
                                 Ok(a) => {
                                     let t = Instant::now();
@@ -174,12 +180,13 @@ impl Inner {
         let (all_faces, max_faces) = self.selection(r.faces, r.max_faces)?;
         let executor = self.executor()?;
         let span = tracing::Span::current();
-        let limits = self.limits.decode;
+        let (limits, mirror) = (self.limits.decode, self.limits.mirror);
         let (outcome, queued) = executor
             .run(deadline, move |analyzer| {
                 span.in_scope(|| {
                     analyzer.limits = limits;
-                    analyzer.analyze_bytes(&r.image, &AnalyzeOptions { all_faces, max_faces, ..Default::default() })
+                    analyzer
+                        .analyze_bytes(&r.image, &AnalyzeOptions { all_faces, max_faces, mirror, ..Default::default() })
                 })
             })
             .await
