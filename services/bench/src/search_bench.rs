@@ -229,17 +229,17 @@ pub fn search(args: SearchArgs) -> Result<()> {
             let (mut hit1, mut hit10, mut short10, mut hit10_fix) = (0usize, 0usize, 0usize, 0usize);
             for (qi, q) in queries.iter().enumerate() {
                 let (t, c) = (Instant::now(), thread_cpu_ms());
-                let r = index.search(&owners, q, 1, Some(ef));
+                let r = index.search(&rows, &owners, q, 1, Some(ef));
                 cpu.push(thread_cpu_ms() - c);
                 lat.push(ms(t.elapsed()));
                 hit1 += usize::from(r.first().map(|x| x.0) == Some(gt1[qi]));
-                let r10 = index.search(&owners, q, 10, Some(ef));
+                let r10 = index.search(&rows, &owners, q, 10, Some(ef));
                 hit10 += r10.iter().filter(|x| gt10[qi].contains(&x.0)).count();
                 short10 += usize::from(r10.len() < 10);
                 // The engine asks the graph for max(4k, 16) rows; identities with many rows
                 // (LFW has people with hundreds of photos) can fill them. Asking for 4x more
                 // rows (k = 40, then the best 10 identities) is the proposed fix.
-                let r40 = index.search(&owners, q, 40, Some(ef));
+                let r40 = index.search(&rows, &owners, q, 40, Some(ef));
                 hit10_fix += r40.iter().take(10).filter(|x| gt10[qi].contains(&x.0)).count();
             }
             per_ef.push(json!({

@@ -69,19 +69,10 @@ pub fn detect_faces(
 
     // Retry: upsample (at most 2x, up to retry_max_side) and add a grey border.
     let retry_scale = (cfg.retry_max_side as f64 / long).min(2.0).max(scale);
-    let (sw, sh) = scaled(w, h, retry_scale);
-    let border = (cfg.retry_border as f64 * sw.max(sh) as f64).round() as u32;
-    let resized = if (sw, sh) == (w, h) {
-        image.clone()
-    } else {
-        imageops::resize(image, sw, sh, imageops::FilterType::Triangle)
-    };
-    let mut padded = RgbImage::from_pixel(sw + 2 * border, sh + 2 * border, Rgb([128, 128, 128]));
-    imageops::replace(&mut padded, &resized, i64::from(border), i64::from(border));
-    let matrix = to_matrix(&padded);
+    let (matrix, border) = padded_copy(image, retry_scale, cfg.retry_border);
     let found = detector.detect(&matrix, cfg.max_detections).map_err(NativeError)?;
     if !found.is_empty() {
-        return Ok(found.into_iter().map(|d| map_back(d, retry_scale, border as f64)).collect());
+        return Ok(found.into_iter().map(|d| map_back(d, retry_scale, border)).collect());
     }
     match cnn {
         Some(cnn) if cfg.cnn_max_side > 0 => Ok(detect_cnn(cnn, image, cfg)),
@@ -93,12 +84,7 @@ pub fn detect_faces(
 fn detect_cnn(cnn: &FaceDetectorCnn, image: &RgbImage, cfg: &DetectConfig) -> Vec<Detection> {
     let (w, h) = image.dimensions();
     let scale = (cfg.cnn_max_side as f64 / w.max(h) as f64).min(2.0);
-    let (sw, sh) = scaled(w, h, scale);
-    let border = (cfg.retry_border as f64 * sw.max(sh) as f64).round() as u32;
-    let resized = imageops::resize(image, sw, sh, imageops::FilterType::Triangle);
-    let mut padded = RgbImage::from_pixel(sw + 2 * border, sh + 2 * border, Rgb([128, 128, 128]));
-    imageops::replace(&mut padded, &resized, i64::from(border), i64::from(border));
-    let matrix = to_matrix(&padded);
+    let (matrix, border) = padded_copy(image, scale, cfg.retry_border);
     let rects = cnn.face_locations(&matrix);
     rects
         .iter()
@@ -112,9 +98,26 @@ fn detect_cnn(cnn: &FaceDetectorCnn, image: &RgbImage, cfg: &DetectConfig) -> Ve
                 bottom: r.bottom as f64,
                 score: 0.0,
             };
-            map_back(raw, scale, border as f64)
+            map_back(raw, scale, border)
         })
         .collect()
+}
+
+/// `image` scaled by `scale` inside a grey border of `border_frac` of its longest side
+/// (faces cut by the frame edge are found more often), as a dlib matrix, and the border
+/// width in pixels (for `map_back`).
+fn padded_copy(image: &RgbImage, scale: f64, border_frac: f32) -> (ImageMatrix, f64) {
+    let (w, h) = image.dimensions();
+    let (sw, sh) = scaled(w, h, scale);
+    let border = (border_frac as f64 * sw.max(sh) as f64).round() as u32;
+    let mut padded = RgbImage::from_pixel(sw + 2 * border, sh + 2 * border, Rgb([128, 128, 128]));
+    if (sw, sh) == (w, h) {
+        imageops::replace(&mut padded, image, i64::from(border), i64::from(border));
+    } else {
+        let resized = imageops::resize(image, sw, sh, imageops::FilterType::Triangle);
+        imageops::replace(&mut padded, &resized, i64::from(border), i64::from(border));
+    }
+    (to_matrix(&padded), border as f64)
 }
 
 fn scaled(w: u32, h: u32, s: f64) -> (u32, u32) {

@@ -152,7 +152,7 @@ impl Gallery {
     /// The `k` nearest identities, nearest first, optionally only within `max_distance`.
     pub fn search(&self, query: &Embedding, k: usize, max_distance: Option<f32>) -> Vec<Candidate> {
         let hits = match &self.hnsw {
-            Some(index) => index.search(&self.owners, query, k, None),
+            Some(index) => index.search(&self.embeddings, &self.owners, query, k, None),
             None => self.exact_search(query, k),
         };
         hits.into_iter()

@@ -1,6 +1,7 @@
 //! Approximate search with `hnsw_rs` for galleries too large for a linear scan, and its
 //! (de)serialisation into the gallery file.
 
+use super::graph::FlatGraph;
 use super::TopK;
 use crate::face::{Embedding, EMBEDDING_DIM};
 use anndists::dist::DistL2;
@@ -23,8 +24,11 @@ impl Default for HnswParams {
     }
 }
 
+/// hnsw_rs's graph (built here, stored in the gallery file) and its flat copy, which the
+/// queries use (see `graph`).
 pub struct HnswIndex {
     graph: Hnsw<'static, f32, DistL2>,
+    flat: FlatGraph,
     pub params: HnswParams,
 }
 
@@ -39,7 +43,8 @@ impl HnswIndex {
         graph.parallel_insert_slice(&data);
         let mut graph = graph;
         graph.set_searching_mode(true);
-        Self { graph, params }
+        let flat = FlatGraph::from_hnsw(&graph, n);
+        Self { graph, flat, params }
     }
 
     pub fn len(&self) -> usize {
@@ -50,22 +55,35 @@ impl HnswIndex {
         self.len() == 0
     }
 
-    /// Best `k` distinct identities. The graph returns rows and one identity may own many
-    /// (LFW has people with hundreds of photos), so the row count asked for doubles until
-    /// `k` identities are found or every row has been asked for.
-    pub fn search(&self, owners: &[u32], query: &Embedding, k: usize, ef: Option<usize>) -> Vec<(u32, f32)> {
+    /// Memory of the flat search graph (hnsw_rs's own structures come on top).
+    pub fn flat_bytes(&self) -> usize {
+        self.flat.bytes()
+    }
+
+    /// Best `k` distinct identities among `rows` (the rows the index was built over). The
+    /// graph returns rows and one identity may own many (LFW has people with hundreds of
+    /// photos), so the row count asked for doubles until `k` identities are found or every
+    /// row has been asked for.
+    pub fn search(
+        &self,
+        rows: &[f32],
+        owners: &[u32],
+        query: &Embedding,
+        k: usize,
+        ef: Option<usize>,
+    ) -> Vec<(u32, f32)> {
         let total = self.len();
         let mut want = (k * 4).max(16).min(total.max(1));
         loop {
             let ef = ef.unwrap_or(self.params.ef_search).max(want);
             let mut top = TopK::new(k);
-            for n in self.graph.search(query, want, ef) {
-                if let Some(owner) = owners.get(n.d_id) {
-                    top.offer(*owner, n.distance);
+            for (d2, row) in self.flat.search(rows, query, ef).into_iter().take(want) {
+                if let Some(owner) = owners.get(row as usize) {
+                    top.offer(*owner, d2);
                 }
             }
             if top.len() >= k || want >= total {
-                return top.into_sorted();
+                return top.into_sorted().into_iter().map(|(id, d2)| (id, d2.sqrt())).collect();
             }
             want = (want * 2).min(total);
         }
@@ -91,7 +109,8 @@ impl HnswIndex {
         let mut graph: Hnsw<'static, f32, DistL2> =
             io.load_hnsw::<f32, DistL2>().map_err(|e| format!("HNSW index is unreadable: {e}"))?;
         graph.set_searching_mode(true);
-        Ok(Self { graph, params })
+        let flat = FlatGraph::from_hnsw(&graph, graph.get_nb_point());
+        Ok(Self { graph, flat, params })
     }
 }
 
@@ -120,7 +139,7 @@ mod tests {
         }
         let index = HnswIndex::build(&rows, HnswParams { m: 16, ef_construction: 100, ef_search: 32 });
         let query = [0f32; EMBEDDING_DIM];
-        let got = index.search(&owners, &query, 5, None);
+        let got = index.search(&rows, &owners, &query, 5, None);
         assert_eq!(got.len(), 5, "{got:?}");
         let want = exact::search(&rows, &owners, &query, 5);
         assert_eq!(got.iter().map(|x| x.0).collect::<Vec<_>>(), want.iter().map(|x| x.0).collect::<Vec<_>>());

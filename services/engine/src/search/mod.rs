@@ -2,6 +2,7 @@
 //! thousands of embeddings) or HNSW (approximate, sub-linear).
 
 pub mod exact;
+pub mod graph;
 pub mod half;
 pub mod hnsw;
 
