@@ -223,6 +223,7 @@ pub fn search(args: SearchArgs) -> Result<()> {
         let index = HnswIndex::build(&rows, params);
         let build_s = t.elapsed().as_secs_f64();
         let rss1 = self_rss();
+        let flat_mb = index.flat_bytes() as f64 / 1e6;
         let mut per_ef = Vec::new();
         for &ef in &args.ef {
             let (mut lat, mut cpu) = (Vec::new(), Vec::new());
@@ -257,7 +258,8 @@ pub fn search(args: SearchArgs) -> Result<()> {
             "exact": exact_engine,
             "exact_f32": {"latency": lat_stats(&lat_f32), "cpu": lat_stats(&cpu_f32), "memory_mb": (rows.len() * 4 + owners.len() * 4) as f64 / 1e6},
             "hnsw": {"m": m, "ef_construction": efc, "build_seconds": build_s,
-                     "memory_mb": rss1.saturating_sub(rss0) as f64 / 1e6, "per_ef": per_ef},
+                     "memory_mb": rss1.saturating_sub(rss0) as f64 / 1e6,
+                     "flat_graph_mb": flat_mb, "per_ef": per_ef},
         }));
         // Written after every size, so that a long 1M step loses nothing already measured.
         if let Some(path) = &args.json {

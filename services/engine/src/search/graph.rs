@@ -91,6 +91,11 @@ impl FlatGraph {
         Self { offsets0, links0, upper, entry: entry.unwrap_or(0) }
     }
 
+    /// Rows in the graph.
+    pub fn rows(&self) -> usize {
+        self.offsets0.len().saturating_sub(1)
+    }
+
     pub fn bytes(&self) -> usize {
         self.offsets0.len() * 4
             + self.links0.len() * 4
@@ -107,7 +112,7 @@ impl FlatGraph {
 
     /// The `ef` nearest rows found (squared distance, row), nearest first.
     pub fn search(&self, rows: &[f32], query: &Embedding, ef: usize) -> Vec<(f32, u32)> {
-        let n = self.offsets0.len().saturating_sub(1);
+        let n = self.rows();
         if n == 0 || rows.len() < n * EMBEDDING_DIM {
             return Vec::new();
         }
