@@ -15,7 +15,7 @@
 # Sections: embed accuracy throughput grpc stages search gbuild (embed feeds accuracy,
 # search and the 12k gallery, so it always runs; from the cache when it can).
 # Environment: LOOKALIKE_FACES (default <repo>/../shared/faces), LOOKALIKE_MODELS (default
-# <repo>/assets/models), PEER_PYTHON (default: the venv of shared/peers/setup.sh, built if
+# <repo>/assets/models), BENCH_NOTE (a Markdown file shown under the report's header), PEER_PYTHON (default: the venv of shared/peers/setup.sh, built if
 # missing), CARGO_TARGET_DIR (default <repo>/target), LOOKALIKE_BENCH_CACHE (default
 # ~/.cache/lookalike-bench), BENCH_REPS (throughput repetitions, default 3).
 set -euo pipefail
@@ -212,5 +212,7 @@ fi
 log "report"
 rargs=(--results "$out" --mode "$mode" --repo "$repo" --peer-python "$peer_py" --seconds $(( $(date +%s) - started )))
 [ $docs = 1 ] && rargs+=(--md "$repo/docs/BENCHMARKS.md" --plot "$repo/docs/benchmarks.png")
+# BENCH_NOTE: a Markdown file put under the header (how a run made in parts was assembled).
+[ -n "${BENCH_NOTE:-}" ] && rargs+=(--note "$BENCH_NOTE")
 "$venv/bin/python" "$repo/scripts/bench/report.py" "${rargs[@]}"
 log "done; raw results in $out"

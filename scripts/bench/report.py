@@ -373,6 +373,21 @@ class Report:
                  "the best threshold is fitted on the same pairs (optimistic). The peer runs its own functions "
                  "(seed_pipeline.embed: first detection, then its `build --one-per-person` + `match` logic) in 2 processes.", "")
         self.table(["system", "gallery", "queries", "rank-1", "rank-1 capped", "verif. @0.6", "verif. best", "no face"], rows)
+        mrows = []
+        for key, d in got.items():
+            m = d.get("misses")
+            if m and d.get("queries"):
+                wrong = d["queries"] - d["rank1_correct"]
+                mrows.append([d["label"], wrong, m["no_face"], m["right_person_within_0_6"], m["right_person_0_6_to_0_8"],
+                              m["right_person_beyond_0_8"], m["person_not_in_gallery"], f(m["median_gap_to_winner"], 3)])
+        if mrows:
+            self.out("Why the misses: for each wrong answer, the distance of the query to the right person's gallery "
+                     "photo. 'Within 0.6' = the model calls them the same person (dlib's threshold), yet someone else "
+                     "in the 4,038-person gallery is closer: the embedding's own resolution, which both sides share "
+                     "(same dlib ResNet). Beyond 0.8 = a photo the model cannot place (profile, blur, occlusion, or "
+                     "another face in the photo). Gap = median of (right person's distance − winner's distance).", "")
+            self.table(["system", "wrong", "no face", "right person within 0.6", "0.6-0.8", "beyond 0.8",
+                        "person not in gallery", "median gap"], mrows)
         lks = [got[k] for k in ("lk_g10", "lk_g0") if k in got]
         peers = [got[k] for k in ("peer_u1_g10", "peer_u1_g0", "peer_u0_g10", "peer_u0_g0") if k in got]
         if lks and peers:

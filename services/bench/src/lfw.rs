@@ -195,6 +195,8 @@ pub fn accuracy(args: AccuracyArgs) -> Result<()> {
             }
         }
     }
+    let gallery_row_of: HashMap<u32, usize> = owners.iter().enumerate().map(|(r, o)| (*o, r)).collect();
+    let mut misses: Vec<(Option<f32>, f32)> = Vec::new();
     let (mut n_all, mut ok_all, mut n_cap, mut ok_cap, mut query_no_face) = (0usize, 0usize, 0usize, 0usize, 0usize);
     let mut per_person: HashMap<&str, (usize, usize)> = HashMap::new();
     for (i, p) in photos.iter().enumerate() {
@@ -202,8 +204,18 @@ pub fn accuracy(args: AccuracyArgs) -> Result<()> {
             continue;
         }
         let e = row(&q, i);
+        let want = person_id[p.person.as_str()];
         let correct = if has_face(e) {
-            exact::search(&rows, &owners, e, 1).first().is_some_and(|(id, _)| *id == person_id[p.person.as_str()])
+            let top = exact::search(&rows, &owners, e, 1);
+            let ok = top.first().is_some_and(|(id, _)| *id == want);
+            if !ok {
+                // Why: how far the right person's gallery photo was (dlib's "same person"
+                // threshold is 0.6), and how far the winner was.
+                let right = gallery_row_of.get(&want).map(|&r| exact::l2_squared(e, row(&rows, r)).sqrt());
+                let winner = top.first().map_or(f32::NAN, |x| x.1);
+                misses.push((right, winner));
+            }
+            ok
         } else {
             query_no_face += 1;
             false
@@ -276,6 +288,14 @@ pub fn accuracy(args: AccuracyArgs) -> Result<()> {
         "photos": photos.len(), "photos_without_face": all_no_face,
         "no_face_rate": all_no_face as f64 / photos.len().max(1) as f64,
         "verification": verification,
+        "misses": {
+            "no_face": query_no_face,
+            "person_not_in_gallery": misses.iter().filter(|m| m.0.is_none()).count(),
+            "right_person_within_0_6": misses.iter().filter(|m| m.0.is_some_and(|d| d < 0.6)).count(),
+            "right_person_0_6_to_0_8": misses.iter().filter(|m| m.0.is_some_and(|d| (0.6..0.8).contains(&d))).count(),
+            "right_person_beyond_0_8": misses.iter().filter(|m| m.0.is_some_and(|d| d >= 0.8)).count(),
+            "median_gap_to_winner": median(&misses.iter().filter_map(|m| Some(f64::from(m.0? - m.1))).collect::<Vec<_>>()),
+        },
     });
     emit(&v, args.json.as_deref())
 }
