@@ -3,8 +3,9 @@
 # the reference peer (shared/peers/seed_pipeline.py) on the same photos in the same run.
 # Prints a table and writes docs/BENCHMARKS.md and docs/benchmarks.png.
 #
-#   scripts/bench.sh                  full run: ~60 min on 2 quiet cores once the LFW embeddings are
-#                                     cached (~/.cache/lookalike-bench); the first run adds ~50 min
+#   scripts/bench.sh                  full run: ~50 min on 2 quiet cores (measured 2026-11-30: 18 min of
+#                                     it build the 1M HNSW graph, 12 min embed lfw-dev; the peer's LFW
+#                                     embeddings, ~30 min, are cached in ~/.cache/lookalike-bench)
 #   scripts/bench.sh --quick          small inputs, a few minutes (a smoke test of every section)
 #   scripts/bench.sh --sections throughput,grpc   only these sections (+ the report)
 #   scripts/bench.sh --fresh          ignore cached LFW embeddings
