@@ -454,8 +454,8 @@ class Report:
         self.head = [
             "# Benchmarks", "",
             "Written by `scripts/bench.sh` (issue 6); do not edit by hand. Re-run: `scripts/bench.sh` "
-            "(full, about 60 min on 2 quiet cores with the LFW embeddings cached, plus about 50 min the first "
-            "time) or `scripts/bench.sh --quick` (a smoke test on small inputs).", "",
+            "(full, about 50 min on 2 quiet cores once the peer's LFW embeddings are cached, plus about 30 min "
+            "the first time) or `scripts/bench.sh --quick` (a smoke test on small inputs).", "",
             f"- Date: {date}; mode: **{self.a.mode}**; the whole run took {self.a.seconds // 60} min.",
             f"- Machine: {cpu}, {os.cpu_count()} cores, {mem} GiB RAM, {platform.system()} {platform.release()}; "
             f"load average at the end {load} (a shared, noisy machine: every comparison below is a ratio of "
