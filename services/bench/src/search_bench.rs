@@ -217,7 +217,7 @@ pub fn search(args: SearchArgs) -> Result<()> {
         } else {
             (args.m, args.ef_construction)
         };
-        let params = HnswParams { m, ef_construction: efc, ef_search: 96 };
+        let params = HnswParams { m, ef_construction: efc, ..HnswParams::default() };
         let rss0 = self_rss();
         let t = Instant::now();
         let index = HnswIndex::build(&rows, params);

@@ -20,7 +20,7 @@ pub struct HnswParams {
 
 impl Default for HnswParams {
     fn default() -> Self {
-        Self { m: 24, ef_construction: 200, ef_search: 96 }
+        Self { m: 24, ef_construction: 200, ef_search: 200 }
     }
 }
 
