@@ -179,3 +179,24 @@ async fn incoming_traceparent_is_continued_and_logged() {
     // The log never carries image bytes.
     assert!(server.log_text().len() < 20_000);
 }
+
+/// `LOOKALIKE_MIRROR=true`: Embed and Match use mirror-averaged embeddings (a little
+/// different from the plain ones, the same person on top).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_option_changes_the_embedding_not_the_answer() {
+    let plain = serving().await;
+    let mirrored =
+        Server::start_with_env(&common::people_gallery(), &["--workers", "1"], &[("LOOKALIKE_MIRROR", "true")]);
+    mirrored.wait_serving().await;
+    let bytes = photo("lfw-dev/Hugo_Chavez/0002.jpg");
+    async fn embed(server: &Server, image: Vec<u8>) -> Vec<f32> {
+        let r = server.client().await.embed(pb::EmbedRequest { image, ..Default::default() }).await.expect("embed");
+        r.into_inner().faces[0].embedding.as_ref().expect("embedding").values.clone()
+    }
+    let (a, b) = (embed(&plain, bytes.clone()).await, embed(&mirrored, bytes.clone()).await);
+    let d = a.iter().zip(&b).map(|(x, y)| (x - y) * (x - y)).sum::<f32>().sqrt();
+    assert!(d > 1e-4 && d < 0.2, "distance between plain and mirror-averaged embeddings: {d}");
+    let mut c = mirrored.client().await;
+    let r = c.r#match(match_image(bytes.clone(), 1)).await.expect("match").into_inner();
+    assert_eq!(r.faces[0].candidates[0].name, "Hugo Chavez");
+}
