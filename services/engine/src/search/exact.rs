@@ -28,5 +28,5 @@ pub fn search(rows: &[f32], owners: &[u32], query: &Embedding, k: usize) -> Vec<
             top.offer(*owner, d);
         }
     }
-    top.into_sorted().into_iter().map(|(id, d2)| (id, d2.sqrt())).collect()
+    top.into_distances()
 }

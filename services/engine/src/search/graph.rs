@@ -216,23 +216,13 @@ mod tests {
     use crate::search::exact;
     use crate::search::hnsw::{HnswIndex, HnswParams};
 
-    fn noise_rows(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-        let mut s = seed;
-        (0..n * EMBEDDING_DIM)
-            .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((s >> 33) as f32 / (1u64 << 31) as f32 - 0.5) * scale
-            })
-            .collect()
-    }
-
     #[test]
     fn finds_what_the_exact_scan_finds() {
         let n = 3000;
-        let rows = noise_rows(n, 5, 0.2);
+        let rows = crate::search::test_rows(n, 5, 0.2);
         let owners: Vec<u32> = (0..n as u32).collect();
         let index = HnswIndex::build(&rows, HnswParams { m: 16, ef_construction: 100, ef_search: 64 });
-        let queries = noise_rows(100, 77, 0.2);
+        let queries = crate::search::test_rows(100, 77, 0.2);
         let (mut agree_ef64, mut agree_all) = (0, 0);
         for q in queries.chunks_exact(EMBEDDING_DIM) {
             let q: &Embedding = q.try_into().unwrap();
@@ -249,7 +239,7 @@ mod tests {
 
     #[test]
     fn answers_nothing_for_rows_it_was_not_built_over() {
-        let rows = noise_rows(50, 1, 0.2);
+        let rows = crate::search::test_rows(50, 1, 0.2);
         let index = HnswIndex::build(&rows, HnswParams { m: 8, ef_construction: 32, ef_search: 16 });
         let q = [0f32; EMBEDDING_DIM];
         assert!(index.search(&rows[..10 * EMBEDDING_DIM], &(0..50).collect::<Vec<u32>>(), &q, 1, None).is_empty());

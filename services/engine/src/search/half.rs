@@ -68,7 +68,7 @@ impl HalfRows {
                 exact.offer(*owner, l2_squared(query, row));
             }
         }
-        exact.into_sorted().into_iter().map(|(id, d2)| (id, d2.sqrt())).collect()
+        exact.into_distances()
     }
 }
 
@@ -157,16 +157,9 @@ mod tests {
     use super::*;
     use crate::search::exact;
 
-    /// Deterministic pseudo-random rows shaped like face embeddings (components ~ +-0.1),
-    /// with many near-ties so that f16 rounding alone would reorder them.
+    /// Rows shaped like face embeddings (components ~ +-0.1).
     fn rows(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..n * EMBEDDING_DIM)
-            .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((s >> 33) as f32 / (1u64 << 31) as f32 - 0.5) * 0.2
-            })
-            .collect()
+        crate::search::test_rows(n, seed, 0.2)
     }
 
     #[test]

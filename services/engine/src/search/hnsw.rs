@@ -85,7 +85,7 @@ impl HnswIndex {
                 }
             }
             if top.len() >= k || want >= total {
-                return top.into_sorted().into_iter().map(|(id, d2)| (id, d2.sqrt())).collect();
+                return top.into_distances();
             }
             want = (want * 2).min(total);
         }
@@ -125,21 +125,15 @@ mod tests {
     #[test]
     fn finds_k_identities_when_one_identity_owns_the_nearest_rows() {
         // Identity 0 owns 200 rows packed around the query; 50 other identities own one row
-        // each, farther away. Asking the graph for 4k rows would return identity 0 only.
-        let mut rows = Vec::new();
-        let mut owners = vec![0u32; 200];
-        let mut s = 1u64;
-        let mut noise = move || {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((s >> 33) as f32 / (1u64 << 31) as f32) - 0.5
-        };
-        for _ in 0..200 {
-            rows.extend((0..EMBEDDING_DIM).map(|_| 0.01 * noise()));
+        // each, farther away along one direction, identity i at 0.5 + i/20 (so the order is
+        // clear and the graph can walk it; random far rows in 128-d are all about equally
+        // far and their order would vary with the parallel build). Asking the graph for
+        // 4k rows would return identity 0 only.
+        let mut rows = crate::search::test_rows(250, 1, 0.01);
+        for (i, row) in rows.chunks_exact_mut(EMBEDDING_DIM).skip(200).enumerate() {
+            row[0] += 0.5 + i as f32 / 20.0;
         }
-        for id in 1..=50u32 {
-            rows.extend((0..EMBEDDING_DIM).map(|_| 0.3 * noise()));
-            owners.push(id);
-        }
+        let owners: Vec<u32> = std::iter::repeat_n(0, 200).chain(1..=50).collect();
         let index = HnswIndex::build(&rows, HnswParams { m: 16, ef_construction: 100, ef_search: 32 });
         let query = [0f32; EMBEDDING_DIM];
         let got = index.search(&rows, &owners, &query, 5, None);

@@ -56,10 +56,27 @@ impl TopK {
         self.refresh_worst();
     }
 
+    /// For a TopK fed squared distances: (identity, distance), nearest first.
+    pub fn into_distances(self) -> Vec<(u32, f32)> {
+        self.into_sorted().into_iter().map(|(id, d2)| (id, d2.sqrt())).collect()
+    }
+
     pub fn into_sorted(mut self) -> Vec<(u32, f32)> {
         self.items.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
         self.items
     }
+}
+
+/// Deterministic pseudo-random rows (components uniform in ±scale/2) for the search tests.
+#[cfg(test)]
+pub(crate) fn test_rows(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut s = seed;
+    (0..n * crate::face::EMBEDDING_DIM)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 33) as f32 / (1u64 << 31) as f32 - 0.5) * scale
+        })
+        .collect()
 }
 
 #[cfg(test)]
