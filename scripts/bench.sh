@@ -162,7 +162,7 @@ fi
 if want search; then
   log "search: lookalike exact and HNSW at $search_sizes"
   "$bench" search --emb "$lk_q0" --list "$list" --sizes "$search_sizes" --queries "$search_queries" --data-dir "$out/search-data" \
-    --large-m 24 --large-ef-construction 200 --ef 16,32,48,64,96,128,200 \
+    --ef 16,32,48,64,96,128,200 \
     --json "$out/search_lk.json" >/dev/null
   log "search: peer NumPy and nmslib"
   # nmslib: the peer's M=100/efConstruction=2000 at 12k; M=16/efConstruction=100 from 100k on
