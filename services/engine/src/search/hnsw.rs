@@ -64,8 +64,8 @@ impl HnswIndex {
 
     /// Best `k` distinct identities among `rows` (the rows the index was built over). The
     /// graph returns rows and one identity may own many (LFW has people with hundreds of
-    /// photos), so the row count asked for doubles until `k` identities are found or every
-    /// row has been asked for.
+    /// photos): every row the search returns (`ef` of them, at least 4k) is used, and the
+    /// search is widened (2x) only when they hold fewer than `k` identities, up to every row.
     pub fn search(
         &self,
         rows: &[f32],
@@ -75,19 +75,18 @@ impl HnswIndex {
         ef: Option<usize>,
     ) -> Vec<(u32, f32)> {
         let total = self.len();
-        let mut want = (k * 4).max(16).min(total.max(1));
+        let mut ef = ef.unwrap_or(self.params.ef_search).max(k * 4).max(16).min(total.max(1));
         loop {
-            let ef = ef.unwrap_or(self.params.ef_search).max(want);
             let mut top = TopK::new(k);
-            for (d2, row) in self.flat.search(rows, query, ef).into_iter().take(want) {
+            for (d2, row) in self.flat.search(rows, query, ef) {
                 if let Some(owner) = owners.get(row as usize) {
                     top.offer(*owner, d2);
                 }
             }
-            if top.len() >= k || want >= total {
+            if top.len() >= k || ef >= total {
                 return top.into_distances();
             }
-            want = (want * 2).min(total);
+            ef = (ef * 2).min(total);
         }
     }
 
