@@ -37,24 +37,16 @@ fn check(binary_name: &str, args: &[&str], heading: &str) {
     let out = Command::new(binary(binary_name).unwrap()).args(args).output().expect("run the binary");
     let help = String::from_utf8_lossy(&out.stdout);
     let all = std::fs::read_to_string(repo_root().join("docs/OPERATIONS.md")).expect("docs");
-    let start = all.find(&format!("\n{heading}")).unwrap_or_else(|| panic!("no '{heading}' in docs/OPERATIONS.md"));
-    let level = heading.split(' ').next().unwrap_or("#");
-    let body = &all[start + heading.len() + 1..];
-    let end = body
-        .lines()
-        .scan(0usize, |pos, l| {
-            let at = *pos;
-            *pos += l.len() + 1;
-            Some((at, l))
-        })
-        .find(|(_, l)| l.starts_with('#') && l.split(' ').next().is_some_and(|h| h.len() <= level.len()))
-        .map_or(body.len(), |(at, _)| at);
-    let docs = &body[..end];
+    let level = heading.split(' ').next().unwrap_or("#").len();
+    let ends_section = |l: &str| l.starts_with('#') && l.split(' ').next().is_some_and(|h| h.len() <= level);
+    let docs: Vec<&str> =
+        all.lines().skip_while(|l| !l.starts_with(heading)).skip(1).take_while(|l| !ends_section(l)).collect();
+    assert!(!docs.is_empty(), "no '{heading}' section in docs/OPERATIONS.md");
     let opts = options(&help);
     assert!(opts.len() >= 15, "parsed too few options from:\n{help}");
     let mut problems = Vec::new();
     for (flag, env, default) in opts {
-        let Some(row) = docs.lines().find(|l| l.starts_with('|') && l.contains(&format!("`{flag}`"))) else {
+        let Some(row) = docs.iter().find(|l| l.starts_with('|') && l.contains(&format!("`{flag}`"))) else {
             problems.push(format!("{flag}: no row in docs/OPERATIONS.md"));
             continue;
         };
