@@ -3,4 +3,5 @@
 
 pub mod fake_telegram;
 pub mod fixtures;
+pub mod ports;
 pub mod procs;

@@ -48,10 +48,7 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     Ok(p)
 }
 
-/// A free loopback port (bound then released; fine for tests on one machine).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
-}
+pub use crate::ports::free_port;
 
 /// Captured stdout + stderr lines.
 #[derive(Clone, Default, Debug)]

@@ -68,11 +68,6 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
-}
-
 fn memory(pid: u32) -> serde_json::Value {
     let p = pid.to_string();
     json!({
@@ -196,7 +191,7 @@ pub fn grpc(args: GrpcArgs, models_dir: &Path) -> Result<()> {
             engine_pass(&models, &gallery, DetectConfig::default(), workers, &paths, args.passes, false)
                 .photos_per_second
         };
-        let port = free_port()?;
+        let port = lookalike_e2e::ports::free_port();
         let log = std::env::temp_dir().join(format!("lookalike-bench-serve-{port}.log"));
         let server = start_server(&args, models_dir, workers, port, &log)?;
         let pid = server.child.id();

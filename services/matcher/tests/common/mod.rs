@@ -34,9 +34,7 @@ fn scratch() -> &'static tempfile::TempDir {
     DIR.get_or_init(|| tempfile::tempdir().expect("temp dir"))
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
+pub use lookalike_e2e::ports::free_port;
 
 pub struct Server {
     pub child: Child,
@@ -85,6 +83,7 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             assert!(Instant::now() < deadline, "server did not become SERVING; log:\n{}", self.log_text());
+            assert!(!self.exited(), "server exited before SERVING; log:\n{}", self.log_text());
             if let Ok(ch) = Channel::from_shared(self.addr.clone()).expect("uri").connect().await {
                 let mut h = tonic_health::pb::health_client::HealthClient::new(ch);
                 if let Ok(r) = h.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await {
@@ -95,6 +94,13 @@ impl Server {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The child has exited (a zombie until waited for; `try_wait` would need `&mut`).
+    fn exited(&self) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .map(|stat| stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with(['Z', 'X'])))
+            .unwrap_or(true)
     }
 
     pub fn log_text(&self) -> String {
