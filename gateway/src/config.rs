@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+pub use lookalike_telemetry::LogFormat;
+
 use crate::secret::{BotToken, RawSecret, SecretError, WebhookSecret};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -17,12 +19,6 @@ pub enum Mode {
     Polling,
     /// Telegram POSTs updates to --webhook-url; any number of replicas.
     Webhook,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 /// lookalike's Telegram gateway: receives selfies, asks the matcher, answers.

@@ -4,7 +4,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tg_gateway::config::Args;
-use tg_gateway::telemetry;
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -16,7 +15,13 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let _telemetry = match telemetry::init(args.log_format) {
+        let _telemetry = match lookalike_telemetry::init(&lookalike_telemetry::Options {
+            service: "lookalike-gateway",
+            format: args.log_format,
+            // At debug level HTTP client internals print request URLs; Bot API URLs hold the token.
+            quiet_targets: &["hyper", "hyper_util", "reqwest", "h2"],
+            export_metrics: false,
+        }) {
             Ok(g) => g,
             Err(e) => {
                 eprintln!("tg-gateway: cannot set up logging: {e:#}");

@@ -14,6 +14,7 @@ use anyhow::Context;
 use clap::Args;
 use executor::Executor;
 use lookalike_proto::v1::matcher_server::MatcherServer;
+use lookalike_telemetry::LogFormat;
 use service::{CallLimits, Inner, MatcherService};
 use state::{GallerySource, GalleryState};
 use std::net::SocketAddr;
@@ -65,8 +66,8 @@ pub struct ServeArgs {
     #[arg(long, env = "LOOKALIKE_WATCH_INTERVAL", default_value_t = 10)]
     pub watch_interval: u64,
     /// Log format: json (one object per line) or text.
-    #[arg(long, env = "LOOKALIKE_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
-    pub log_format: String,
+    #[arg(long, env = "LOOKALIKE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
 }
 
 pub fn run(engine: &EngineArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -80,7 +81,12 @@ pub fn run(engine: &EngineArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(engine: EngineArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let _telemetry = telemetry::init(args.log_format == "json")?;
+    let _telemetry = lookalike_telemetry::init(&lookalike_telemetry::Options {
+        service: "lookalike-matcher",
+        format: args.log_format,
+        quiet_targets: &["h2"],
+        export_metrics: true,
+    })?;
     let metrics = Arc::new(metrics::Metrics::new()?);
     let workers = args.workers.unwrap_or_else(lookalike_engine::parallel::default_workers).max(1);
     let queue = args.queue.unwrap_or(2 * workers);
