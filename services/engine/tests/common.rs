@@ -6,17 +6,7 @@ use lookalike_engine::{DecodeLimits, DetectConfig, FaceAnalyzer, Models};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-pub fn faces_dir() -> PathBuf {
-    std::env::var_os("LOOKALIKE_FACES").map(PathBuf::from).unwrap_or_else(|| repo_root().join("../shared/faces"))
-}
-
-pub fn models_dir() -> PathBuf {
-    std::env::var_os("LOOKALIKE_MODELS").map(PathBuf::from).unwrap_or_else(|| repo_root().join("assets/models"))
-}
+pub use lookalike_e2e::fixtures::{faces_dir, models_dir};
 
 pub fn models() -> &'static Models {
     static M: OnceLock<Models> = OnceLock::new();

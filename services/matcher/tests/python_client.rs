@@ -13,7 +13,7 @@ async fn python_client_generated_from_the_proto_calls_match() {
     let server = Server::start(&common::people_gallery(), &["--workers", "1"]);
     server.wait_serving().await;
     let addr = server.addr.trim_start_matches("http://").to_string();
-    let script = common::repo_root().join("examples/python/match_client.py");
+    let script = lookalike_e2e::procs::repo_root().join("examples/python/match_client.py");
     let out = tokio::process::Command::new(&python)
         .arg(&script)
         .args(["--addr", &addr, "--top-k", "2"])

@@ -9,17 +9,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
-pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-pub fn faces_dir() -> PathBuf {
-    std::env::var_os("LOOKALIKE_FACES").map(PathBuf::from).unwrap_or_else(|| repo_root().join("../shared/faces"))
-}
-
-pub fn models_dir() -> PathBuf {
-    std::env::var_os("LOOKALIKE_MODELS").map(PathBuf::from).unwrap_or_else(|| repo_root().join("assets/models"))
-}
+pub use lookalike_e2e::fixtures::{faces_dir, models_dir};
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_matcher")
