@@ -3,9 +3,14 @@
 
 use crate::common::*;
 use anyhow::{Context, Result};
+use lookalike_engine::gallery::BuildInfo;
 use lookalike_engine::parallel::map_items;
+use lookalike_engine::search::crowding;
 use lookalike_engine::search::exact;
-use lookalike_engine::{AnalyzeOptions, DecodeLimits, DetectConfig, Embedding, FaceAnalyzer, Models, EMBEDDING_DIM};
+use lookalike_engine::{
+    AnalyzeOptions, DecodeLimits, DetectConfig, Embedding, FaceAnalyzer, Gallery, HnswParams, Identity, Models,
+    SearchMode, EMBEDDING_DIM,
+};
 use serde_json::json;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -147,6 +152,9 @@ pub struct AccuracyArgs {
     /// Queries per person in the capped measure.
     #[arg(long, default_value_t = 10)]
     pub cap: usize,
+    /// The matcher's crowding correction (0 = plain nearest identity), as `--crowding-weight`.
+    #[arg(long, default_value_t = crowding::DEFAULT_WEIGHT)]
+    pub crowding_weight: f32,
     #[arg(long, default_value = "")]
     pub label: String,
     #[arg(long)]
@@ -196,6 +204,21 @@ pub fn accuracy(args: AccuracyArgs) -> Result<()> {
         }
     }
     let gallery_row_of: HashMap<u32, usize> = owners.iter().enumerate().map(|(r, o)| (*o, r)).collect();
+    // Ranked the way the matcher ranks: an exact-search gallery with its crowding figures.
+    let identities = (0..person_id.len())
+        .map(|i| Identity {
+            name: i.to_string(),
+            alias: i.to_string(),
+            role: String::new(),
+            n_movies: 0,
+            photo_count: 1,
+            thumbnail_jpeg: Vec::new(),
+        })
+        .collect();
+    let mut gallery = Gallery::new(identities, rows.clone(), owners.clone(), None, BuildInfo::default())?;
+    gallery.prepare_index(SearchMode::Exact, HnswParams::default());
+    gallery.compute_crowding(lookalike_engine::parallel::default_workers());
+    gallery.set_crowding_weight(args.crowding_weight);
     let mut misses: Vec<(Option<f32>, f32)> = Vec::new();
     let (mut n_all, mut ok_all, mut n_cap, mut ok_cap, mut query_no_face) = (0usize, 0usize, 0usize, 0usize, 0usize);
     let mut per_person: HashMap<&str, (usize, usize)> = HashMap::new();
@@ -206,13 +229,13 @@ pub fn accuracy(args: AccuracyArgs) -> Result<()> {
         let e = row(&q, i);
         let want = person_id[p.person.as_str()];
         let correct = if has_face(e) {
-            let top = exact::search(&rows, &owners, e, 1);
-            let ok = top.first().is_some_and(|(id, _)| *id == want);
+            let top = gallery.search(e, 1, None);
+            let ok = top.first().is_some_and(|c| c.identity == want);
             if !ok {
                 // Why: how far the right person's gallery photo was (dlib's "same person"
                 // threshold is 0.6), and how far the winner was.
                 let right = gallery_row_of.get(&want).map(|&r| exact::l2_squared(e, row(&rows, r)).sqrt());
-                let winner = top.first().map_or(f32::NAN, |x| x.1);
+                let winner = top.first().map_or(f32::NAN, |c| c.distance);
                 misses.push((right, winner));
             }
             ok
@@ -279,7 +302,7 @@ pub fn accuracy(args: AccuracyArgs) -> Result<()> {
         });
     }
     let v = json!({
-        "label": args.label,
+        "label": args.label, "crowding_weight": gallery.crowding_weight(),
         "people": people, "gallery_identities": owners.len(), "gallery_photos_without_face": gallery_no_face,
         "queries": n_all, "rank1": ok_all as f64 / n_all.max(1) as f64, "rank1_correct": ok_all,
         "queries_capped": n_cap, "rank1_capped": ok_cap as f64 / n_cap.max(1) as f64,

@@ -39,9 +39,16 @@ fn build_save_load_gives_identical_answers() {
         .identities
         .iter()
         .all(|i| !i.thumbnail_jpeg.is_empty() && image::load_from_memory(&i.thumbnail_jpeg).is_ok()));
+    g.prepare_index(SearchMode::Exact, HnswParams::default());
+    g.compute_crowding(2);
+    let figures = g.crowding().expect("computed").to_vec();
+    assert_eq!(figures.len(), 12);
+    // Mean distance to the 10 nearest other people: different people, so well above 0.6.
+    assert!(figures.iter().all(|c| (0.6..1.2).contains(c)), "{figures:?}");
     let path = tmp.path().join("g.lkg");
     g.save(&path).expect("save");
     let loaded = Gallery::load(&path, SearchMode::Exact, HnswParams::default()).expect("load");
+    assert_eq!(loaded.crowding(), Some(figures.as_slice()), "the figures travel with the file");
     assert_eq!(loaded.version, g.version);
     assert_eq!(loaded.identities, g.identities);
     assert_eq!(loaded.calibration, g.calibration);

@@ -1,8 +1,8 @@
 //! Settings shared by the subcommands: where the models are, decoding limits, search mode.
 
 use clap::Args;
-use lookalike_engine::{DecodeLimits, DetectConfig, HnswParams, SearchMode};
-use std::path::PathBuf;
+use lookalike_engine::{DecodeLimits, DetectConfig, Gallery, GalleryError, HnswParams, SearchMode};
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Args)]
 pub struct EngineArgs {
@@ -32,10 +32,16 @@ pub struct EngineArgs {
     /// (0 disables it; it costs ~0.2-0.5 s per photo without a face).
     #[arg(long, env = "LOOKALIKE_CNN_MAX_SIDE", default_value_t = 256, global = true)]
     pub cnn_max_side: u32,
-    /// Average each query embedding with its mirror image's: about a point more rank-1 on
-    /// lfw-dev for about a third more CPU per photo (docs/BENCHMARKS.md).
+    /// Average each query embedding with its mirror image's: +0.6 point of rank-1 on lfw-dev
+    /// for about a third more CPU per photo (docs/BENCHMARKS.md).
     #[arg(long, env = "LOOKALIKE_MIRROR", default_value_t = false, global = true)]
     pub mirror: bool,
+    /// Crowding correction: rank candidates by distance minus this times the identity's
+    /// mean distance to its 10 nearest other identities, so that faces in crowded regions
+    /// do not win every close call (+0.5 point of rank-1 on lfw-dev, docs/BENCHMARKS.md).
+    /// 0 ranks by plain distance; galleries built before it have no figures and rank plainly.
+    #[arg(long, env = "LOOKALIKE_CROWDING_WEIGHT", default_value_t = lookalike_engine::search::crowding::DEFAULT_WEIGHT, global = true)]
+    pub crowding_weight: f32,
 }
 
 impl EngineArgs {
@@ -53,6 +59,13 @@ impl EngineArgs {
             "hnsw" => SearchMode::Hnsw,
             _ => SearchMode::Auto { hnsw_threshold: self.hnsw_threshold },
         }
+    }
+
+    /// Loads a gallery with this configuration's index and ranking.
+    pub fn load_gallery(&self, path: &Path) -> Result<Gallery, GalleryError> {
+        let mut g = Gallery::load(path, self.search_mode(), self.hnsw_params())?;
+        g.set_crowding_weight(self.crowding_weight);
+        Ok(g)
     }
 
     pub fn hnsw_params(&self) -> HnswParams {

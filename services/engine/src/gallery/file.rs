@@ -1,15 +1,19 @@
 //! The gallery file: `LKGALLRY` magic, format version (u32 LE), payload length (u64 LE),
 //! payload (bincode), SHA-256 of the payload. The version string is the hash's prefix.
+//! Format 2 added the crowding figures; format-1 files are still read (without them).
 
 use super::{validate, BuildInfo, Gallery, Identity};
 use crate::calibration::Calibration;
+use crate::search::crowding::{self, Crowding};
 use crate::search::hnsw::{HnswIndex, HnswParams};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format this build still reads.
+const OLDEST_READABLE: u32 = 1;
 const MAGIC: &[u8; 8] = b"LKGALLRY";
 const HEADER_LEN: usize = 8 + 4 + 8;
 
@@ -21,7 +25,9 @@ pub enum GalleryError {
     Write { path: PathBuf, source: std::io::Error },
     #[error("{path} is not a lookalike gallery file")]
     NotAGallery { path: PathBuf },
-    #[error("gallery {path} has format version {found}; this build reads version {FORMAT_VERSION}")]
+    #[error(
+        "gallery {path} has format version {found}; this build reads versions {OLDEST_READABLE} to {FORMAT_VERSION}"
+    )]
     WrongFormat { path: PathBuf, found: u32 },
     #[error("gallery {path} is truncated or corrupt (checksum mismatch)")]
     Corrupt { path: PathBuf },
@@ -39,6 +45,27 @@ struct Payload {
     calibration: Calibration,
     build: BuildInfo,
     hnsw: Option<HnswBlob>,
+    /// One figure per identity; empty when not computed.
+    crowding: Vec<f32>,
+}
+
+/// Format 1: format 2 without the crowding figures.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct PayloadV1 {
+    identities: Vec<Identity>,
+    embeddings: Vec<f32>,
+    owners: Vec<u32>,
+    calibration: Calibration,
+    build: BuildInfo,
+    hnsw: Option<HnswBlob>,
+}
+
+impl From<PayloadV1> for Payload {
+    fn from(v1: PayloadV1) -> Self {
+        let PayloadV1 { identities, embeddings, owners, calibration, build, hnsw } = v1;
+        Self { identities, embeddings, owners, calibration, build, hnsw, crowding: Vec::new() }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -67,6 +94,7 @@ pub(super) fn write(g: &Gallery, path: &Path) -> Result<String, GalleryError> {
         calibration: g.calibration.clone(),
         build: g.build.clone(),
         hnsw,
+        crowding: g.crowding().map(<[f32]>::to_vec).unwrap_or_default(),
     };
     let body = bincode::serde::encode_to_vec(&payload, bincode_config())
         .map_err(|e| GalleryError::Invalid(format!("cannot encode: {e}")))?;
@@ -100,7 +128,7 @@ pub(super) fn read(path: &Path, params: HnswParams) -> Result<Gallery, GalleryEr
     let mut u32buf = [0u8; 4];
     u32buf.copy_from_slice(&bytes[8..12]);
     let format = u32::from_le_bytes(u32buf);
-    if format != FORMAT_VERSION {
+    if !(OLDEST_READABLE..=FORMAT_VERSION).contains(&format) {
         return Err(GalleryError::WrongFormat { path: p(), found: format });
     }
     let mut u64buf = [0u8; 8];
@@ -114,8 +142,12 @@ pub(super) fn read(path: &Path, params: HnswParams) -> Result<Gallery, GalleryEr
     if digest.as_slice() != &bytes[HEADER_LEN + len..] {
         return Err(GalleryError::Corrupt { path: p() });
     }
-    let (payload, _): (Payload, usize) =
-        bincode::serde::decode_from_slice(body, bincode_config()).map_err(|_| GalleryError::Corrupt { path: p() })?;
+    let corrupt = |_| GalleryError::Corrupt { path: p() };
+    let payload: Payload = if format == 1 {
+        bincode::serde::decode_from_slice::<PayloadV1, _>(body, bincode_config()).map_err(corrupt)?.0.into()
+    } else {
+        bincode::serde::decode_from_slice(body, bincode_config()).map_err(corrupt)?.0
+    };
     validate(&payload.identities, &payload.embeddings, &payload.owners)?;
     let hnsw = match payload.hnsw {
         Some(blob) => Some(
@@ -128,6 +160,13 @@ pub(super) fn read(path: &Path, params: HnswParams) -> Result<Gallery, GalleryEr
         ),
         None => None,
     };
+    let crowding = match payload.crowding.len() {
+        0 => None,
+        _ => Some(
+            Crowding::from_figures(payload.crowding, payload.identities.len())
+                .ok_or_else(|| GalleryError::Invalid("crowding figures do not match the identities".into()))?,
+        ),
+    };
     Ok(Gallery {
         identities: payload.identities,
         embeddings: payload.embeddings,
@@ -137,5 +176,58 @@ pub(super) fn read(path: &Path, params: HnswParams) -> Result<Gallery, GalleryEr
         version: version_of(&digest),
         hnsw,
         half: None,
+        crowding,
+        crowding_weight: crowding::DEFAULT_WEIGHT,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::search::hnsw::HnswParams;
+
+    fn identity(name: &str) -> Identity {
+        Identity {
+            name: name.into(),
+            alias: name.into(),
+            role: String::new(),
+            n_movies: 0,
+            photo_count: 1,
+            thumbnail_jpeg: Vec::new(),
+        }
+    }
+
+    fn file_with(format: u32, body: &[u8]) -> Vec<u8> {
+        let mut f = MAGIC.to_vec();
+        f.extend_from_slice(&format.to_le_bytes());
+        f.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        f.extend_from_slice(body);
+        f.extend_from_slice(&Sha256::digest(body));
+        f
+    }
+
+    #[test]
+    fn format_1_files_load_without_crowding_figures() {
+        let rows = crate::search::test_rows(4, 3, 1.0);
+        let v1 = PayloadV1 {
+            identities: vec![identity("a"), identity("b")],
+            embeddings: rows,
+            owners: vec![0, 0, 1, 1],
+            calibration: Calibration::fit_nearest_other(&crate::search::test_rows(4, 3, 1.0), &[0, 0, 1, 1], 100)
+                .expect("fit"),
+            build: BuildInfo::default(),
+            hnsw: None,
+        };
+        let body = bincode::serde::encode_to_vec(&v1, bincode_config()).expect("encode");
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("v1.lkg");
+        std::fs::write(&path, file_with(1, &body)).expect("write");
+        let g = read(&path, HnswParams::default()).expect("a format-1 file loads");
+        assert_eq!(g.identities.len(), 2);
+        assert!(g.crowding().is_none());
+
+        std::fs::write(&path, file_with(FORMAT_VERSION + 1, &body)).expect("write");
+        let err = read(&path, HnswParams::default()).err().expect("a newer format is refused");
+        assert!(err.to_string().contains("versions 1 to 2"), "{err}");
+    }
 }

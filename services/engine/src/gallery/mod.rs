@@ -9,6 +9,7 @@ pub use file::{GalleryError, FORMAT_VERSION};
 
 use crate::calibration::Calibration;
 use crate::face::{Embedding, EMBEDDING_DIM};
+use crate::search::crowding::{self, Crowding};
 use crate::search::exact;
 use crate::search::half::HalfRows;
 use crate::search::hnsw::{HnswIndex, HnswParams};
@@ -87,6 +88,10 @@ pub struct Gallery {
     hnsw: Option<HnswIndex>,
     /// f16 copy of the rows for the exact scan (when the CPU can use it).
     half: Option<HalfRows>,
+    /// Crowding figures (computed when the gallery is built; absent in format-1 files).
+    crowding: Option<Crowding>,
+    /// Weight of the crowding correction in the ranking (0 = plain nearest first).
+    crowding_weight: f32,
 }
 
 impl Gallery {
@@ -103,7 +108,18 @@ impl Gallery {
             Some(c) => c,
             None => Calibration::fit_nearest_other(&embeddings, &owners, 5000).ok_or(GalleryError::TooSmall)?,
         };
-        Ok(Self { identities, embeddings, owners, calibration, build, version: String::new(), hnsw: None, half: None })
+        Ok(Self {
+            identities,
+            embeddings,
+            owners,
+            calibration,
+            build,
+            version: String::new(),
+            hnsw: None,
+            half: None,
+            crowding: None,
+            crowding_weight: crowding::DEFAULT_WEIGHT,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -145,15 +161,48 @@ impl Gallery {
         }
     }
 
+    /// Computes the crowding figures with the prepared index (call after `prepare_index`;
+    /// a gallery builder does, and the figures are saved with the gallery). Each row costs
+    /// one search: about a second for 12k rows, minutes for a million.
+    pub fn compute_crowding(&mut self, threads: usize) {
+        let c = Crowding::compute(
+            &self.embeddings,
+            &self.owners,
+            self.identities.len(),
+            crowding::DEFAULT_NEIGHBOURS,
+            threads,
+            |q, n| self.plain_search(q, n),
+        );
+        self.crowding = Some(c);
+    }
+
+    /// The crowding figures, one per identity, when the gallery has them.
+    pub fn crowding(&self) -> Option<&[f32]> {
+        self.crowding.as_ref().map(Crowding::figures)
+    }
+
+    /// Weight of the crowding correction (0 turns it off); see `search::crowding`.
+    pub fn set_crowding_weight(&mut self, weight: f32) {
+        self.crowding_weight = if weight.is_finite() { weight.max(0.0) } else { 0.0 };
+    }
+
+    pub fn crowding_weight(&self) -> f32 {
+        self.crowding_weight
+    }
+
     pub fn hnsw(&self) -> Option<&HnswIndex> {
         self.hnsw.as_ref()
     }
 
-    /// The `k` nearest identities, nearest first, optionally only within `max_distance`.
+    /// The `k` best identities, optionally only within `max_distance`: nearest first, or,
+    /// with crowding figures and a non-zero weight, by crowding-corrected distance (the
+    /// reported distance and similarity stay the plain ones).
     pub fn search(&self, query: &Embedding, k: usize, max_distance: Option<f32>) -> Vec<Candidate> {
-        let hits = match &self.hnsw {
-            Some(index) => index.search(&self.embeddings, &self.owners, query, k, None),
-            None => self.exact_search(query, k),
+        let hits = match &self.crowding {
+            Some(c) if self.crowding_weight > 0.0 => {
+                c.rank(k, self.crowding_weight, self.identities.len(), |n| self.plain_search(query, n))
+            }
+            _ => self.plain_search(query, k),
         };
         hits.into_iter()
             .filter(|(_, d)| max_distance.is_none_or(|m| *d <= m))
@@ -163,6 +212,14 @@ impl Gallery {
                 similarity: self.calibration.similarity_percent(distance),
             })
             .collect()
+    }
+
+    /// The `k` nearest identities by plain distance, from the prepared index.
+    fn plain_search(&self, query: &Embedding, k: usize) -> Vec<(u32, f32)> {
+        match &self.hnsw {
+            Some(index) => index.search(&self.embeddings, &self.owners, query, k, None),
+            None => self.exact_search(query, k),
+        }
     }
 
     /// The exact answer, from the f16 scan when prepared (same result, half the memory

@@ -1,6 +1,7 @@
 //! Nearest-identity search: exact (a vectorised linear scan, exact and faster up to tens of
 //! thousands of embeddings) or HNSW (approximate, sub-linear).
 
+pub mod crowding;
 pub mod exact;
 pub mod graph;
 pub mod half;

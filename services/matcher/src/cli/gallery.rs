@@ -6,7 +6,6 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use lookalike_engine::gallery::build::{build, BuildConfig};
 use lookalike_engine::gallery::catalog;
-use lookalike_engine::Gallery;
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,13 +60,13 @@ pub fn run(engine: &EngineArgs, cmd: GalleryCommand) -> anyhow::Result<ExitCode>
     match cmd {
         GalleryCommand::Build(args) => build_cmd(engine, args),
         GalleryCommand::Info { path } => {
-            let g = Gallery::load(&path, engine.search_mode(), engine.hnsw_params())
-                .with_context(|| format!("loading gallery {}", path.display()))?;
+            let g = engine.load_gallery(&path).with_context(|| format!("loading gallery {}", path.display()))?;
             println!(
                 "{}",
                 json!({
                     "version": g.version, "identities": g.identities.len(), "embeddings": g.len(),
                     "index": g.index_kind(), "calibration": g.calibration, "build": g.build,
+                    "crowding": g.crowding().is_some(), "crowding_weight": g.crowding_weight(),
                 })
             );
             Ok(ExitCode::SUCCESS)
@@ -103,6 +102,7 @@ fn build_cmd(engine: &EngineArgs, args: BuildArgs) -> anyhow::Result<ExitCode> {
     let (mut gallery, report) = build(&models, sources, &cfg, |done, _| bar.set_position(done as u64))?;
     bar.finish_and_clear();
     gallery.prepare_index(engine.search_mode(), engine.hnsw_params());
+    gallery.compute_crowding(cfg.workers);
     gallery.save(&args.out).with_context(|| format!("writing {}", args.out.display()))?;
     if let Some(path) = &args.report {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)

@@ -4,7 +4,7 @@ use crate::config::EngineArgs;
 use anyhow::Context;
 use clap::Args;
 use lookalike_engine::parallel::{default_workers, map_items};
-use lookalike_engine::{AnalyzeOptions, Gallery};
+use lookalike_engine::AnalyzeOptions;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,8 +34,8 @@ pub struct MatchArgs {
 pub fn run(engine: &EngineArgs, args: MatchArgs) -> anyhow::Result<ExitCode> {
     super::init_cli_logging();
     let models = super::load_models(engine)?;
-    let gallery = Gallery::load(&args.gallery, engine.search_mode(), engine.hnsw_params())
-        .with_context(|| format!("loading gallery {}", args.gallery.display()))?;
+    let gallery =
+        engine.load_gallery(&args.gallery).with_context(|| format!("loading gallery {}", args.gallery.display()))?;
     let opts = AnalyzeOptions {
         all_faces: args.all_faces,
         max_faces: args.max_faces,

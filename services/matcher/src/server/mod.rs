@@ -95,11 +95,7 @@ async fn serve(engine: EngineArgs, args: ServeArgs) -> anyhow::Result<ExitCode> 
     health.set_service_status("", ServingStatus::NotServing).await;
     health.set_service_status(SERVICE_NAME, ServingStatus::NotServing).await;
 
-    let gallery = Arc::new(GalleryState::new(GallerySource {
-        path: args.gallery.clone(),
-        mode: engine.search_mode(),
-        params: engine.hnsw_params(),
-    }));
+    let gallery = Arc::new(GalleryState::new(GallerySource { path: args.gallery.clone(), engine: engine.clone() }));
     let inner = Arc::new(Inner {
         executor: OnceLock::new(),
         gallery: gallery.clone(),
@@ -152,7 +148,8 @@ async fn serve(engine: EngineArgs, args: ServeArgs) -> anyhow::Result<ExitCode> 
                 let executor = Executor::start(&models, workers, queue, engine.limits(), engine.detect());
                 tracing::info!(
                     gallery_version = %g.version, identities = g.identities.len(), embeddings = g.len(),
-                    index = g.index_kind(), ms = t.elapsed().as_millis() as u64, "models and gallery loaded"
+                    index = g.index_kind(), crowding_figures = g.crowding().is_some(),
+                    ms = t.elapsed().as_millis() as u64, "models and gallery loaded"
                 );
                 Ok(executor)
             })

@@ -1,17 +1,18 @@
 //! The serving gallery, swapped atomically on reload. Requests take an `Arc` snapshot when
 //! they start, so in-flight requests finish on the gallery they began with.
 
+use crate::config::EngineArgs;
 use anyhow::Context;
 use arc_swap::ArcSwapOption;
-use lookalike_engine::{Gallery, HnswParams, SearchMode};
+use lookalike_engine::Gallery;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 pub struct GallerySource {
     pub path: PathBuf,
-    pub mode: SearchMode,
-    pub params: HnswParams,
+    /// Index and ranking settings applied to every load.
+    pub engine: EngineArgs,
 }
 
 pub struct GalleryState {
@@ -39,7 +40,10 @@ impl GalleryState {
     /// error the serving gallery stays as it is.
     pub fn reload(&self) -> anyhow::Result<Arc<Gallery>> {
         let before = stamp(&self.source.path);
-        let g = Gallery::load(&self.source.path, self.source.mode, self.source.params)
+        let g = self
+            .source
+            .engine
+            .load_gallery(&self.source.path)
             .with_context(|| format!("loading gallery {}", self.source.path.display()))?;
         anyhow::ensure!(g.identities.len() >= 2, "gallery has fewer than two identities");
         let g = Arc::new(g);
