@@ -185,12 +185,15 @@ fi
 # --- 7. accuracy on lfw-dev (last: the slow, not timing-critical part) -------------------
 if want accuracy; then
   lk_g10=$(lk_embed g10 10 --first-only)
-  acc() { "$bench" accuracy --list "$list" --pairs "$lfw/pairsDevTrain.txt" --label "$1" --gallery "$2" --queries "$3" --json "$out/acc_$1.json" >/dev/null; }
+  # lookalike ranks as the matcher does by default (crowding correction, weight 0.4);
+  # the *_plain rows rank by plain distance (--crowding-weight 0), like the peer.
+  acc() { "$bench" accuracy --list "$list" --pairs "$lfw/pairsDevTrain.txt" --label "$1" --gallery "$2" --queries "$3" --json "$out/acc_$1.json" "${@:4}" >/dev/null; }
   # The peer as measured before (--upsample 0), gallery jitters 10 (its build default) and 0.
   peer_u0_q0=$(peer_embed u0-q0 0 0)
   peer_u0_g10=$(peer_embed u0-g10 0 10 --first-only)
   acc lk_g0 "$lk_q0" "$lk_q0"
   acc lk_g10 "$lk_g10" "$lk_q0"
+  acc lk_g10_plain "$lk_g10" "$lk_q0" --crowding-weight 0
   acc peer_u0_g0 "$peer_u0_q0" "$peer_u0_q0"
   acc peer_u0_g10 "$peer_u0_g10" "$peer_u0_q0"
   # Extra (--extra, or when already cached): the peer at --upsample 1 (the original service's setting).
@@ -206,6 +209,7 @@ if want accuracy; then
   # already averages random mirror images).
   lk_mirror=$(lk_embed mirror-q0 0 --mirror)
   acc lk_mirror_g10 "$lk_g10" "$lk_mirror"
+  acc lk_mirror_g10_plain "$lk_g10" "$lk_mirror" --crowding-weight 0
   acc lk_mirror_g0 "$lk_mirror" "$lk_mirror"
 fi
 

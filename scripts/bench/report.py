@@ -338,7 +338,9 @@ class Report:
     def accuracy(self):
         rows = []
         labels = {"lk_g10": "lookalike, gallery jitters 10", "lk_g0": "lookalike, gallery jitters 0",
+                  "lk_g10_plain": "lookalike --crowding-weight 0 (plain nearest), gallery jitters 10",
                   "lk_mirror_g10": "lookalike --mirror (queries mirror-averaged), gallery jitters 10",
+                  "lk_mirror_g10_plain": "lookalike --mirror --crowding-weight 0, gallery jitters 10",
                   "lk_mirror_g0": "lookalike --mirror, gallery jitters 0 (mirror-averaged too)",
                   "peer_u1_g10": "peer --upsample 1, gallery jitters 10 (original)",
                   "peer_u1_g0": "peer --upsample 1, gallery jitters 0",
@@ -369,6 +371,10 @@ class Report:
             return
         self.out("## 5. Accuracy on lfw-dev", "",
                  "Gallery = each person's first photo (main face, no quality filter: the engine API directly); "
+                 "lookalike ranks as the matcher does by default, with the crowding correction "
+                 "(distance − 0.4 × the identity's mean distance to its 10 nearest other gallery identities, "
+                 "computed from the gallery alone; `services/engine/src/search/crowding.rs`), the *plain* rows by "
+                 "plain distance like the peer; "
                  "every other photo is a query; a query without a face is a miss. Capped = at most 10 queries per "
                  "person. Verification: pairsDevTrain.txt (1,100 same + 1,100 different pairs), Euclidean distance of jitter-0 "
                  "embeddings, 'same' below the threshold, a pair with a faceless photo counts as 'different'; "

@@ -7,7 +7,7 @@ use lookalike_engine::gallery::BuildInfo;
 use lookalike_engine::search::exact;
 use lookalike_engine::search::half::HalfRows;
 use lookalike_engine::search::hnsw::HnswIndex;
-use lookalike_engine::{Embedding, Gallery, HnswParams, Identity, EMBEDDING_DIM};
+use lookalike_engine::{Embedding, Gallery, HnswParams, Identity, SearchMode, EMBEDDING_DIM};
 use serde_json::json;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -204,6 +204,9 @@ pub fn search(args: SearchArgs) -> Result<()> {
                            "agrees_top1": 1.0, "agrees_top10": 1.0, "memory_mb": (rows.len() * 4 + owners.len() * 4) as f64 / 1e6})
             }
         };
+        // The matcher's ranking with the crowding correction (default weight) over the
+        // exact search: what it adds per query. Up to 100k (figures cost one search per row).
+        let crowded = if size <= 100_000 { Some(crowded_ranking(&rows, &owners, &queries, &gt1)?) } else { None };
         // HNSW.
         let (m, efc) = (args.m, args.ef_construction);
         let params = HnswParams { m, ef_construction: efc, ..HnswParams::default() };
@@ -239,6 +242,7 @@ pub fn search(args: SearchArgs) -> Result<()> {
             "size": size, "real": n_base_real.min(size), "synthetic": size - n_base_real.min(size),
             "queries_nearest_is_real": nearest_real_vs_synth.0, "queries_nearest_is_synthetic": nearest_real_vs_synth.1,
             "exact": exact_engine,
+            "exact_crowded": crowded,
             "exact_f32": {"latency": lat_stats(&lat_f32), "cpu": lat_stats(&cpu_f32), "memory_mb": (rows.len() * 4 + owners.len() * 4) as f64 / 1e6},
             "hnsw": {"m": m, "ef_construction": efc, "build_seconds": build_s,
                      "memory_mb": rss1.saturating_sub(rss0) as f64 / 1e6,
@@ -251,6 +255,35 @@ pub fn search(args: SearchArgs) -> Result<()> {
         }
     }
     emit(&json!({"queries": queries.len(), "real_embeddings": n_real, "sizes": out}), args.json.as_deref())
+}
+
+/// Latency of `Gallery::search` (exact, crowding-corrected, top-1) and how often its
+/// answer differs from the plain nearest identity.
+fn crowded_ranking(rows: &[f32], owners: &[u32], queries: &[Embedding], plain: &[u32]) -> Result<serde_json::Value> {
+    let identities = owners.iter().copied().max().map_or(0, |m| m as usize + 1);
+    let blank = Identity {
+        name: String::new(),
+        alias: String::new(),
+        role: String::new(),
+        n_movies: 0,
+        photo_count: 0,
+        thumbnail_jpeg: Vec::new(),
+    };
+    let mut g = Gallery::new(vec![blank; identities], rows.to_vec(), owners.to_vec(), None, BuildInfo::default())?;
+    g.prepare_index(SearchMode::Exact, HnswParams::default());
+    let t = Instant::now();
+    g.compute_crowding(lookalike_engine::parallel::default_workers());
+    let figures_s = t.elapsed().as_secs_f64();
+    let (mut lat, mut cpu, mut changed) = (Vec::new(), Vec::new(), 0usize);
+    for (q, want) in queries.iter().zip(plain) {
+        let (t, c) = (Instant::now(), thread_cpu_ms());
+        let r = g.search(q, 1, None);
+        cpu.push(thread_cpu_ms() - c);
+        lat.push(ms(t.elapsed()));
+        changed += usize::from(r.first().map(|c| c.identity) != Some(*want));
+    }
+    Ok(json!({"weight": g.crowding_weight(), "figures_seconds": figures_s, "latency": lat_stats(&lat),
+              "cpu": lat_stats(&cpu), "top1_differs_from_plain": changed as f64 / queries.len() as f64}))
 }
 
 #[derive(Debug, clap::Args)]
@@ -305,6 +338,9 @@ pub fn make_gallery(args: MakeGalleryArgs) -> Result<()> {
         std::fs::write(prefix.with_extension("names"), text)?;
     }
     let mut g = Gallery::new(identities, rows, owners, None, info)?;
+    // Like `matcher gallery build`: the crowding figures travel with the gallery.
+    g.prepare_index(SearchMode::Exact, HnswParams::default());
+    g.compute_crowding(lookalike_engine::parallel::default_workers());
     g.save(&args.out)?;
     emit(
         &json!({"gallery": args.out.display().to_string(), "embeddings": g.len(), "identities": g.identities.len(), "real": n}),
