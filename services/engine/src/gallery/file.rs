@@ -178,7 +178,9 @@ pub(super) fn read(path: &Path, params: HnswParams) -> Result<Gallery, GalleryEr
         half: None,
         crowding,
         crowding_weight: crowding::DEFAULT_WEIGHT,
-    })
+        crowding_bias: Vec::new(),
+    }
+    .with_bias())
 }
 
 #[cfg(test)]

@@ -92,6 +92,9 @@ pub struct Gallery {
     crowding: Option<Crowding>,
     /// Weight of the crowding correction in the ranking (0 = plain nearest first).
     crowding_weight: f32,
+    /// weight x crowding figure per identity, what the exact scans subtract; empty when the
+    /// correction is off or the gallery has no figures.
+    crowding_bias: Vec<f32>,
 }
 
 impl Gallery {
@@ -119,6 +122,7 @@ impl Gallery {
             half: None,
             crowding: None,
             crowding_weight: crowding::DEFAULT_WEIGHT,
+            crowding_bias: Vec::new(),
         })
     }
 
@@ -174,6 +178,19 @@ impl Gallery {
             |q, n| self.plain_search(q, n),
         );
         self.crowding = Some(c);
+        self.refresh_bias();
+    }
+
+    pub(super) fn with_bias(mut self) -> Self {
+        self.refresh_bias();
+        self
+    }
+
+    fn refresh_bias(&mut self) {
+        self.crowding_bias = match &self.crowding {
+            Some(c) if self.crowding_weight > 0.0 => c.figures().iter().map(|f| f * self.crowding_weight).collect(),
+            _ => Vec::new(),
+        };
     }
 
     /// The crowding figures, one per identity, when the gallery has them.
@@ -184,6 +201,7 @@ impl Gallery {
     /// Weight of the crowding correction (0 turns it off); see `search::crowding`.
     pub fn set_crowding_weight(&mut self, weight: f32) {
         self.crowding_weight = if weight.is_finite() { weight.max(0.0) } else { 0.0 };
+        self.refresh_bias();
     }
 
     pub fn crowding_weight(&self) -> f32 {
@@ -198,11 +216,16 @@ impl Gallery {
     /// with crowding figures and a non-zero weight, by crowding-corrected distance (the
     /// reported distance and similarity stay the plain ones).
     pub fn search(&self, query: &Embedding, k: usize, max_distance: Option<f32>) -> Vec<Candidate> {
-        let hits = match &self.crowding {
-            Some(c) if self.crowding_weight > 0.0 => {
+        let hits = match (&self.crowding, &self.hnsw, &self.half) {
+            _ if self.crowding_bias.is_empty() => self.plain_search(query, k),
+            // One scan ranks by the corrected score directly.
+            (_, None, Some(half)) => half.search_biased(&self.embeddings, &self.owners, query, k, &self.crowding_bias),
+            (_, None, None) => exact::search_biased(&self.embeddings, &self.owners, query, k, &self.crowding_bias),
+            // The graph search is by plain distance: fetch more and re-rank.
+            (Some(c), Some(_), _) => {
                 c.rank(k, self.crowding_weight, self.identities.len(), |n| self.plain_search(query, n))
             }
-            _ => self.plain_search(query, k),
+            (None, Some(_), _) => self.plain_search(query, k),
         };
         hits.into_iter()
             .filter(|(_, d)| max_distance.is_none_or(|m| *d <= m))

@@ -16,6 +16,13 @@ pub const DEFAULT_NEIGHBOURS: usize = 10;
 /// Weight of the crowding figure in the ranking score, fitted on one half of lfw-dev's
 /// people and checked on the other half (0.3-0.5 were within 0.1 point of each other).
 pub const DEFAULT_WEIGHT: f32 = 0.4;
+/// Identities fetched by plain distance at first: each widening re-runs the search, and a
+/// scan for 64 costs about what a scan for 1 does.
+const FIRST_FETCH: usize = 64;
+/// Widening stops here (or at 4k): an identity beyond the 512 nearest would need a
+/// crowding figure far outside the gallery's spread to win, and unbounded widening would
+/// let one query scan the gallery many times.
+const MAX_FETCH: usize = 512;
 
 /// Per-identity crowding figures of a gallery.
 #[derive(Debug, Clone, PartialEq)]
@@ -95,8 +102,8 @@ impl Crowding {
 
     /// The `k` best identities by corrected score, as (identity, plain distance).
     /// `nearest(n)` gives the `n` nearest identities by plain distance, nearest first; it
-    /// is asked for more until no identity beyond those fetched could still enter: one at
-    /// plain distance `d` scores at least `d - weight * max`.
+    /// is asked for more until no identity beyond those fetched could still enter (one at
+    /// plain distance `d` scores at least `d - weight * max`), up to `MAX_FETCH`.
     pub fn rank(
         &self,
         k: usize,
@@ -105,7 +112,8 @@ impl Crowding {
         mut nearest: impl FnMut(usize) -> Vec<(u32, f32)>,
     ) -> Vec<(u32, f32)> {
         let k = k.max(1);
-        let mut fetch = (2 * k).max(k + 16).min(identities.max(1));
+        let cap = MAX_FETCH.max(4 * k);
+        let mut fetch = FIRST_FETCH.max(4 * k).min(identities.max(1));
         loop {
             let hits = nearest(fetch);
             let mut scored: Vec<(u32, f32, f32)> =
@@ -116,11 +124,11 @@ impl Crowding {
                 (Some(&(_, farthest)), Some(kth)) => farthest - weight * self.max >= kth.2,
                 _ => false,
             };
-            if exhausted || settled {
+            if exhausted || settled || fetch >= cap {
                 scored.truncate(k);
                 return scored.into_iter().map(|(id, d, _)| (id, d)).collect();
             }
-            fetch = (fetch * 2).min(identities);
+            fetch = (fetch * 4).min(identities).min(cap);
         }
     }
 }
@@ -184,6 +192,39 @@ mod tests {
                 let want: Vec<(u32, f32)> = want.into_iter().take(5).map(|(id, d, _)| (id, d)).collect();
                 let got = c.rank(5, weight, 300, |n| exact::search(&rows, &owners, &query, n));
                 assert_eq!(got, want, "weight {weight}");
+            }
+        }
+    }
+
+    #[test]
+    fn biased_scans_equal_scoring_every_row() {
+        let (rows, owners) = gallery(400, 3);
+        let c = Crowding::compute(&rows, &owners, 400, 10, 2, |q, n| exact::search(&rows, &owners, q, n));
+        let half = crate::search::half::HalfRows::new(&rows);
+        let queries = test_rows(30, 5, 1.0);
+        for weight in [0.4, 3.0] {
+            let bias: Vec<f32> = c.figures().iter().map(|f| f * weight).collect();
+            for q in queries.chunks_exact(EMBEDDING_DIM) {
+                let mut query = [0f32; EMBEDDING_DIM];
+                query.copy_from_slice(q);
+                let all = exact::search(&rows, &owners, &query, 400);
+                let mut want: Vec<(u32, f32, f32)> =
+                    all.iter().map(|&(id, d)| (id, d, d - bias[id as usize])).collect();
+                want.sort_by(|a, b| a.2.total_cmp(&b.2).then(a.0.cmp(&b.0)));
+                let ids = |v: &[(u32, f32)]| v.iter().map(|x| x.0).collect::<Vec<_>>();
+                let want_ids: Vec<u32> = want.iter().take(5).map(|x| x.0).collect();
+                let got = exact::search_biased(&rows, &owners, &query, 5, &bias);
+                assert_eq!(ids(&got), want_ids, "f32 scan, weight {weight}");
+                for ((_, d), (_, wd, _)) in got.iter().zip(&want) {
+                    assert!((d - wd).abs() < 1e-5, "plain distance reported");
+                }
+                if let Some(h) = &half {
+                    assert_eq!(
+                        ids(&h.search_biased(&rows, &owners, &query, 5, &bias)),
+                        want_ids,
+                        "f16 scan, weight {weight}"
+                    );
+                }
             }
         }
     }

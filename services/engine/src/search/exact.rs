@@ -18,6 +18,30 @@ pub fn l2_squared(a: &[f32; EMBEDDING_DIM], b: &[f32]) -> f32 {
     acc.iter().sum()
 }
 
+/// Best `k` identities by `distance - bias[identity]` (the crowding correction), as
+/// (identity, plain distance), best first.
+pub fn search_biased(rows: &[f32], owners: &[u32], query: &Embedding, k: usize, bias: &[f32]) -> Vec<(u32, f32)> {
+    let max_bias = bias.iter().copied().fold(0f32, f32::max);
+    let bias_of = |owner: u32| bias.get(owner as usize).copied().unwrap_or(0.0);
+    let mut top = TopK::new(k);
+    let mut reach2 = f32::INFINITY;
+    for (row, owner) in rows.chunks_exact(EMBEDDING_DIM).zip(owners) {
+        let d2 = l2_squared(query, row);
+        if d2 > reach2 {
+            continue;
+        }
+        let score = d2.sqrt() - bias_of(*owner);
+        if score < top.worst() {
+            top.offer(*owner, score);
+            let worst = top.worst();
+            if worst.is_finite() {
+                reach2 = (worst + max_bias).max(0.0).powi(2);
+            }
+        }
+    }
+    top.into_sorted().into_iter().map(|(id, score)| (id, score + bias_of(id))).collect()
+}
+
 /// Best `k` distinct identities for `query`: each identity's distance is that of its
 /// closest row. `owners[row]` is the identity of each row.
 pub fn search(rows: &[f32], owners: &[u32], query: &Embedding, k: usize) -> Vec<(u32, f32)> {

@@ -70,6 +70,51 @@ impl HalfRows {
         }
         exact.into_distances()
     }
+
+    /// The best `k` identities by `distance - bias[identity]` (the crowding correction), as
+    /// (identity, plain f32 distance), best first; same two passes and the same bound: the
+    /// bias is the same on both sides, so scores differ by no more than distances do.
+    pub fn search_biased(
+        &self,
+        rows: &[f32],
+        owners: &[u32],
+        query: &Embedding,
+        k: usize,
+        bias: &[f32],
+    ) -> Vec<(u32, f32)> {
+        let slack = 2.0 * self.eps;
+        let max_bias = bias.iter().copied().fold(0f32, f32::max);
+        let bias_of = |owner: u32| bias.get(owner as usize).copied().unwrap_or(0.0);
+        let mut top = TopK::new(k);
+        // Rows farther than this (squared) cannot score within the bound: no sqrt for them.
+        let mut reach2 = f32::INFINITY;
+        let mut candidates: Vec<u32> = Vec::new();
+        for (i, (row, owner)) in self.rows.chunks_exact(EMBEDDING_DIM).zip(owners).enumerate() {
+            let d2 = simd::l2_squared_f16(query, row);
+            if d2 > reach2 {
+                continue;
+            }
+            let score = d2.sqrt() - bias_of(*owner);
+            if score <= top.worst() + slack {
+                candidates.push(i as u32);
+                if score < top.worst() {
+                    top.offer(*owner, score);
+                    let worst = top.worst();
+                    if worst.is_finite() {
+                        reach2 = (worst + slack + max_bias).max(0.0).powi(2);
+                    }
+                }
+            }
+        }
+        let mut exact = TopK::new(k);
+        for i in candidates {
+            let i = i as usize;
+            if let (Some(row), Some(owner)) = (rows.get(i * EMBEDDING_DIM..(i + 1) * EMBEDDING_DIM), owners.get(i)) {
+                exact.offer(*owner, l2_squared(query, row).sqrt() - bias_of(*owner));
+            }
+        }
+        exact.into_sorted().into_iter().map(|(id, score)| (id, score + bias_of(id))).collect()
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
