@@ -9,6 +9,7 @@
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
 
 /// The lowest port the tests take; below it sit well-known services.
 const FLOOR: u16 = 10_000;
@@ -20,7 +21,9 @@ pub fn free_port() -> u16 {
     let ceiling = ephemeral_floor();
     if ceiling > FLOOR + 1_000 {
         let span = u32::from(ceiling - FLOOR);
-        let start = process_seed() % span;
+        // Drawn once: the picks then walk the range from it and never repeat in a process.
+        static START: OnceLock<u32> = OnceLock::new();
+        let start = *START.get_or_init(process_seed) % span;
         for _ in 0..span {
             let i = NEXT.fetch_add(1, Ordering::Relaxed);
             let port = FLOOR + ((start + i) % span) as u16;
