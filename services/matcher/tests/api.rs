@@ -23,6 +23,7 @@ async fn match_embed_identity_and_info_on_real_photos() {
     assert_eq!(info.index_kind, "exact");
     assert!(info.calibration.as_ref().is_some_and(|c| c.std > 0.0 && c.mean > 0.3));
     assert_eq!(info.workers, 2);
+    assert!((info.crowding_weight - 0.4).abs() < 1e-6, "a freshly built gallery has crowding figures");
 
     for (query, expected) in [
         ("lfw-dev/George_W_Bush/0002.jpg", "George W Bush"),
@@ -38,7 +39,9 @@ async fn match_embed_identity_and_info_on_real_photos() {
         let top = &f.candidates[0];
         assert_eq!(top.name, expected, "{query}: {:?}", f.candidates);
         assert!(top.distance < 0.6 && top.similarity_percent > 50.0, "{query}: {top:?}");
-        assert!(f.candidates.windows(2).all(|w| w[0].distance <= w[1].distance));
+        // Best first by the crowding-corrected score; the distance is the plain one.
+        assert!(f.candidates.windows(2).all(|w| w[0].score <= w[1].score), "{:?}", f.candidates);
+        assert!(f.candidates.iter().all(|c| c.score < c.distance), "the correction is on by default");
         let face = f.face.as_ref().expect("face");
         assert_eq!(face.landmarks.len(), 5);
         assert!(face.quality.as_ref().is_some_and(|q| q.eye_distance_px > 10.0));

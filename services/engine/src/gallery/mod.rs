@@ -73,6 +73,8 @@ pub struct Candidate {
     pub identity: u32,
     pub distance: f32,
     pub similarity: f32,
+    /// The ranking key: `distance` minus the crowding correction (equal to it when off).
+    pub score: f32,
 }
 
 pub struct Gallery {
@@ -233,6 +235,7 @@ impl Gallery {
                 identity,
                 distance,
                 similarity: self.calibration.similarity_percent(distance),
+                score: distance - self.crowding_bias.get(identity as usize).copied().unwrap_or(0.0),
             })
             .collect()
     }

@@ -34,6 +34,7 @@ pub fn candidates(g: &Gallery, found: &[Candidate]) -> Vec<pb::Candidate> {
                 alias: id.alias.clone(),
                 distance: c.distance,
                 similarity_percent: c.similarity,
+                score: c.score,
             })
         })
         .collect()
