@@ -186,7 +186,8 @@ fi
 if want accuracy; then
   lk_g10=$(lk_embed g10 10 --first-only)
   # lookalike ranks as the matcher does by default (crowding correction, weight 0.4);
-  # the *_plain rows rank by plain distance (--crowding-weight 0), like the peer.
+  # the *_plain rows rank by plain distance (--crowding-weight 0), as the peer's rows do
+  # (the peer's own `match` ranks by plain distance).
   acc() { "$bench" accuracy --list "$list" --pairs "$lfw/pairsDevTrain.txt" --label "$1" --gallery "$2" --queries "$3" --json "$out/acc_$1.json" "${@:4}" >/dev/null; }
   # The peer as measured before (--upsample 0), gallery jitters 10 (its build default) and 0.
   peer_u0_q0=$(peer_embed u0-q0 0 0)
@@ -194,16 +195,16 @@ if want accuracy; then
   acc lk_g0 "$lk_q0" "$lk_q0"
   acc lk_g10 "$lk_g10" "$lk_q0"
   acc lk_g10_plain "$lk_g10" "$lk_q0" --crowding-weight 0
-  acc peer_u0_g0 "$peer_u0_q0" "$peer_u0_q0"
-  acc peer_u0_g10 "$peer_u0_g10" "$peer_u0_q0"
+  acc peer_u0_g0 "$peer_u0_q0" "$peer_u0_q0" --crowding-weight 0
+  acc peer_u0_g10 "$peer_u0_g10" "$peer_u0_q0" --crowding-weight 0
   # Extra (--extra, or when already cached): the peer at --upsample 1 (the original service's setting).
   if [ $extra = 1 ] || [ -s "$cache/peer-$peer_key-$tag-u1-q0.f32" ]; then
     peer_u1_q0=$(peer_embed u1-q0 1 0)
-    acc peer_u1_g0 "$peer_u1_q0" "$peer_u1_q0"
+    acc peer_u1_g0 "$peer_u1_q0" "$peer_u1_q0" --crowding-weight 0
   fi
   if [ -n "${peer_u1_q0:-}" ] && { [ $extra = 1 ] || [ -s "$cache/peer-$peer_key-$tag-u1-g10.f32" ]; }; then
     peer_u1_g10=$(peer_embed u1-g10 1 10 --first-only)
-    acc peer_u1_g10 "$peer_u1_g10" "$peer_u1_q0"
+    acc peer_u1_g10 "$peer_u1_g10" "$peer_u1_q0" --crowding-weight 0
   fi
   # lookalike's --mirror option (mirror-averaged query embeddings; the jitter-10 gallery
   # already averages random mirror images).
