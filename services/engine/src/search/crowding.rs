@@ -76,8 +76,9 @@ impl Crowding {
                         })
                     })
                     .collect();
-                // A panicking search thread is a bug in the search code, not bad input.
-                handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+                // A panicking search thread is a bug in the search code, not bad input: re-raise
+                // it rather than return figures shifted against their rows.
+                handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
             })
         };
         let mut sum = vec![0f64; identities];
