@@ -218,15 +218,22 @@ impl Gallery {
     /// with crowding figures and a non-zero weight, by crowding-corrected distance (the
     /// reported distance and similarity stay the plain ones).
     pub fn search(&self, query: &Embedding, k: usize, max_distance: Option<f32>) -> Vec<Candidate> {
+        // With the correction, `max_distance` must act before the ranking: filtered after it,
+        // an over-limit identity could take the place of one within the limit.
+        let limit = max_distance.unwrap_or(f32::INFINITY);
+        let (rows, owners, bias) = (&self.embeddings, &self.owners, &self.crowding_bias);
         let hits = match (&self.crowding, &self.hnsw, &self.half) {
-            _ if self.crowding_bias.is_empty() => self.plain_search(query, k),
+            _ if bias.is_empty() => self.plain_search(query, k),
             // One scan ranks by the corrected score directly.
-            (_, None, Some(half)) => half.search_biased(&self.embeddings, &self.owners, query, k, &self.crowding_bias),
-            (_, None, None) => exact::search_biased(&self.embeddings, &self.owners, query, k, &self.crowding_bias),
+            (_, None, Some(half)) => half.search_biased(rows, owners, query, k, bias, limit),
+            (_, None, None) => exact::search_biased(rows, owners, query, k, bias, limit),
             // The graph search is by plain distance: fetch more and re-rank.
-            (Some(c), Some(_), _) => {
-                c.rank(k, self.crowding_weight, self.identities.len(), |n| self.plain_search(query, n))
-            }
+            (Some(c), Some(_), _) => c.rank(k, self.crowding_weight, self.identities.len(), |n| {
+                let mut hits = self.plain_search(query, n);
+                // Fewer than asked for tells `rank` that nothing farther is left to consider.
+                hits.retain(|(_, d)| *d <= limit);
+                hits
+            }),
             (None, Some(_), _) => self.plain_search(query, k),
         };
         hits.into_iter()

@@ -2,8 +2,8 @@
 //! region of the embedding space, close to many others, and come out as everybody's nearest
 //! identity more often than they should. Each identity gets a crowding figure, the mean
 //! distance to its `k` nearest *other* identities (computed from the gallery alone, when it
-//! is built), and candidates are ranked by `distance - weight * crowding`: a face in a
-//! sparse region must be genuinely closer to win. On lfw-dev (docs/BENCHMARKS.md) this adds
+//! is built), and candidates are ranked by `distance - weight * crowding`: an identity in a
+//! crowded region (small figure) must be genuinely closer to win a close call. On lfw-dev (docs/BENCHMARKS.md) this adds
 //! about half a point of rank-1 identification at no measurable query cost.
 //!
 //! The distance reported to callers stays the plain Euclidean distance; only the order of
@@ -203,6 +203,7 @@ mod tests {
         let c = Crowding::compute(&rows, &owners, 400, 10, 2, |q, n| exact::search(&rows, &owners, q, n));
         let half = crate::search::half::HalfRows::new(&rows);
         let queries = test_rows(30, 5, 1.0);
+        let mut limit_mattered = 0;
         for weight in [0.4, 3.0] {
             let bias: Vec<f32> = c.figures().iter().map(|f| f * weight).collect();
             for q in queries.chunks_exact(EMBEDDING_DIM) {
@@ -214,20 +215,27 @@ mod tests {
                 want.sort_by(|a, b| a.2.total_cmp(&b.2).then(a.0.cmp(&b.0)));
                 let ids = |v: &[(u32, f32)]| v.iter().map(|x| x.0).collect::<Vec<_>>();
                 let want_ids: Vec<u32> = want.iter().take(5).map(|x| x.0).collect();
-                let got = exact::search_biased(&rows, &owners, &query, 5, &bias);
+                let got = exact::search_biased(&rows, &owners, &query, 5, &bias, f32::INFINITY);
                 assert_eq!(ids(&got), want_ids, "f32 scan, weight {weight}");
                 for ((_, d), (_, wd, _)) in got.iter().zip(&want) {
                     assert!((d - wd).abs() < 1e-5, "plain distance reported");
                 }
                 if let Some(h) = &half {
-                    assert_eq!(
-                        ids(&h.search_biased(&rows, &owners, &query, 5, &bias)),
-                        want_ids,
-                        "f16 scan, weight {weight}"
-                    );
+                    let got16 = h.search_biased(&rows, &owners, &query, 5, &bias, f32::INFINITY);
+                    assert_eq!(ids(&got16), want_ids, "f16 scan, weight {weight}");
+                }
+                // With a distance limit: the best within it, not the best overall then filtered.
+                let limit = all[all.len() / 3].1;
+                let want_within: Vec<u32> = want.iter().filter(|x| x.1 <= limit).take(5).map(|x| x.0).collect();
+                limit_mattered += usize::from(want.iter().take(5).any(|x| x.1 > limit));
+                assert_eq!(ids(&exact::search_biased(&rows, &owners, &query, 5, &bias, limit)), want_within);
+                if let Some(h) = &half {
+                    assert_eq!(ids(&h.search_biased(&rows, &owners, &query, 5, &bias, limit)), want_within);
                 }
             }
         }
+        // Filtering after the ranking would have given a different answer for these.
+        assert!(limit_mattered > 0, "the limit never changed the top 5: the test proves nothing");
     }
 
     #[test]

@@ -19,15 +19,24 @@ pub fn l2_squared(a: &[f32; EMBEDDING_DIM], b: &[f32]) -> f32 {
 }
 
 /// Best `k` identities by `distance - bias[identity]` (the crowding correction), as
-/// (identity, plain distance), best first.
-pub fn search_biased(rows: &[f32], owners: &[u32], query: &Embedding, k: usize, bias: &[f32]) -> Vec<(u32, f32)> {
+/// (identity, plain distance), best first; rows farther than `max_distance` do not take part
+/// (filtering after ranking could let an over-limit identity take a qualifying one's place).
+pub fn search_biased(
+    rows: &[f32],
+    owners: &[u32],
+    query: &Embedding,
+    k: usize,
+    bias: &[f32],
+    max_distance: f32,
+) -> Vec<(u32, f32)> {
+    let limit2 = if max_distance.is_finite() { max_distance.max(0.0).powi(2) } else { f32::INFINITY };
     let max_bias = bias.iter().copied().fold(0f32, f32::max);
     let bias_of = |owner: u32| bias.get(owner as usize).copied().unwrap_or(0.0);
     let mut top = TopK::new(k);
     let mut reach2 = f32::INFINITY;
     for (row, owner) in rows.chunks_exact(EMBEDDING_DIM).zip(owners) {
         let d2 = l2_squared(query, row);
-        if d2 > reach2 {
+        if d2 > reach2 || d2 > limit2 {
             continue;
         }
         let score = d2.sqrt() - bias_of(*owner);

@@ -73,7 +73,8 @@ impl HalfRows {
 
     /// The best `k` identities by `distance - bias[identity]` (the crowding correction), as
     /// (identity, plain f32 distance), best first; same two passes and the same bound: the
-    /// bias is the same on both sides, so scores differ by no more than distances do.
+    /// bias is the same on both sides, so scores differ by no more than distances do. Rows
+    /// farther than `max_distance` (f32) do not take part.
     pub fn search_biased(
         &self,
         rows: &[f32],
@@ -81,8 +82,15 @@ impl HalfRows {
         query: &Embedding,
         k: usize,
         bias: &[f32],
+        max_distance: f32,
     ) -> Vec<(u32, f32)> {
         let slack = 2.0 * self.eps;
+        let (limit2, limit2_f16) = if max_distance.is_finite() {
+            let m = max_distance.max(0.0);
+            (m * m, (m + self.eps).powi(2))
+        } else {
+            (f32::INFINITY, f32::INFINITY)
+        };
         let max_bias = bias.iter().copied().fold(0f32, f32::max);
         let bias_of = |owner: u32| bias.get(owner as usize).copied().unwrap_or(0.0);
         let mut top = TopK::new(k);
@@ -91,7 +99,7 @@ impl HalfRows {
         let mut candidates: Vec<u32> = Vec::new();
         for (i, (row, owner)) in self.rows.chunks_exact(EMBEDDING_DIM).zip(owners).enumerate() {
             let d2 = simd::l2_squared_f16(query, row);
-            if d2 > reach2 {
+            if d2 > reach2 || d2 > limit2_f16 {
                 continue;
             }
             let score = d2.sqrt() - bias_of(*owner);
@@ -110,7 +118,10 @@ impl HalfRows {
         for i in candidates {
             let i = i as usize;
             if let (Some(row), Some(owner)) = (rows.get(i * EMBEDDING_DIM..(i + 1) * EMBEDDING_DIM), owners.get(i)) {
-                exact.offer(*owner, l2_squared(query, row).sqrt() - bias_of(*owner));
+                let d2 = l2_squared(query, row);
+                if d2 <= limit2 {
+                    exact.offer(*owner, d2.sqrt() - bias_of(*owner));
+                }
             }
         }
         exact.into_sorted().into_iter().map(|(id, score)| (id, score + bias_of(id))).collect()
