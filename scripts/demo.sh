@@ -9,7 +9,9 @@ echo "demo: building (release; the first build takes a few minutes)" >&2
 cargo build --release --locked -p lookalike-matcher --bin matcher
 matcher="$root/target/release/matcher"
 gallery="$root/assets/demo/gallery.lkg"
-if [ ! -f "$gallery" ] || [ "$root/assets/demo/catalog.json" -nt "$gallery" ]; then
+# Rebuilt when missing, older than its catalog, or made by an older build (no crowding figures).
+if [ ! -f "$gallery" ] || [ "$root/assets/demo/catalog.json" -nt "$gallery" ] \
+  || ! "$matcher" gallery info "$gallery" 2>/dev/null | grep -q '"crowding":true'; then
   echo "demo: building the demo gallery" >&2
   "$matcher" gallery build --photos assets/demo/photos --catalog assets/demo/catalog.json --out "$gallery" --jitters 10
 fi

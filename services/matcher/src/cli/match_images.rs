@@ -69,6 +69,8 @@ pub fn run(engine: &EngineArgs, args: MatchArgs) -> anyhow::Result<ExitCode> {
                                     Some(json!({
                                         "name": id.name, "alias": id.alias,
                                         "distance": round(c.distance, 4), "similarity": round(c.similarity, 1),
+                                        // The ranking key (distance minus the crowding correction).
+                                        "score": round(c.score, 4),
                                     }))
                                 })
                                 .collect();
