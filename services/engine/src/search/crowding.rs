@@ -3,8 +3,9 @@
 //! identity more often than they should. Each identity gets a crowding figure, the mean
 //! distance to its `k` nearest *other* identities (computed from the gallery alone, when it
 //! is built), and candidates are ranked by `distance - weight * crowding`: an identity in a
-//! crowded region (small figure) must be genuinely closer to win a close call. On lfw-dev (docs/BENCHMARKS.md) this adds
-//! about half a point of rank-1 identification at no measurable query cost.
+//! crowded region (small figure) must be genuinely closer to win a close call. On lfw-dev
+//! (docs/BENCHMARKS.md) this adds half a point of rank-1 with `--mirror`, for about 10% more
+//! time per exact search.
 //!
 //! The distance reported to callers stays the plain Euclidean distance; only the order of
 //! the candidates changes.
@@ -38,8 +39,12 @@ impl Crowding {
         if per_identity.len() != identities || per_identity.iter().any(|c| !c.is_finite() || *c < 0.0) {
             return None;
         }
+        Some(Self::new(per_identity))
+    }
+
+    fn new(per_identity: Vec<f32>) -> Self {
         let max = per_identity.iter().copied().fold(0.0, f32::max);
-        Some(Self { per_identity, max })
+        Self { per_identity, max }
     }
 
     /// Computes the figures: for each row, the mean distance to the `k` nearest other
@@ -89,8 +94,7 @@ impl Crowding {
         }
         let per_identity: Vec<f32> =
             sum.iter().zip(&count).map(|(s, n)| if *n == 0 { 0.0 } else { (s / f64::from(*n)) as f32 }).collect();
-        let max = per_identity.iter().copied().fold(0.0, f32::max);
-        Self { per_identity, max }
+        Self::new(per_identity)
     }
 
     pub fn figures(&self) -> &[f32] {

@@ -1,6 +1,6 @@
 //! Exact nearest-identity search over a flat, row-major f32 matrix.
 
-use super::TopK;
+use super::{BiasedTopK, TopK};
 use crate::face::{Embedding, EMBEDDING_DIM};
 
 /// Squared Euclidean distance, written with independent accumulators so that the compiler
@@ -29,26 +29,11 @@ pub fn search_biased(
     bias: &[f32],
     max_distance: f32,
 ) -> Vec<(u32, f32)> {
-    let limit2 = if max_distance.is_finite() { max_distance.max(0.0).powi(2) } else { f32::INFINITY };
-    let max_bias = bias.iter().copied().fold(0f32, f32::max);
-    let bias_of = |owner: u32| bias.get(owner as usize).copied().unwrap_or(0.0);
-    let mut top = TopK::new(k);
-    let mut reach2 = f32::INFINITY;
+    let mut top = BiasedTopK::new(k, bias, 0.0, max_distance);
     for (row, owner) in rows.chunks_exact(EMBEDDING_DIM).zip(owners) {
-        let d2 = l2_squared(query, row);
-        if d2 > reach2 || d2 > limit2 {
-            continue;
-        }
-        let score = d2.sqrt() - bias_of(*owner);
-        if score < top.worst() {
-            top.offer(*owner, score);
-            let worst = top.worst();
-            if worst.is_finite() {
-                reach2 = (worst + max_bias).max(0.0).powi(2);
-            }
-        }
+        top.offer(*owner, l2_squared(query, row));
     }
-    top.into_sorted().into_iter().map(|(id, score)| (id, score + bias_of(id))).collect()
+    top.into_distances()
 }
 
 /// Best `k` distinct identities for `query`: each identity's distance is that of its

@@ -6,7 +6,7 @@
 //! (detected at run time); without them the gallery uses the f32 scan.
 
 use super::exact::l2_squared;
-use super::TopK;
+use super::{BiasedTopK, TopK};
 use crate::face::{Embedding, EMBEDDING_DIM};
 
 /// Values beyond this do not fit f16 with a small relative error; such a gallery (never a
@@ -84,47 +84,23 @@ impl HalfRows {
         bias: &[f32],
         max_distance: f32,
     ) -> Vec<(u32, f32)> {
-        let slack = 2.0 * self.eps;
-        let (limit2, limit2_f16) = if max_distance.is_finite() {
-            let m = max_distance.max(0.0);
-            (m * m, (m + self.eps).powi(2))
-        } else {
-            (f32::INFINITY, f32::INFINITY)
-        };
-        let max_bias = bias.iter().copied().fold(0f32, f32::max);
-        let bias_of = |owner: u32| bias.get(owner as usize).copied().unwrap_or(0.0);
-        let mut top = TopK::new(k);
-        // Rows farther than this (squared) cannot score within the bound: no sqrt for them.
-        let mut reach2 = f32::INFINITY;
+        // Pass 1 (f16) keeps every row within twice the error bound of the k best scores (and
+        // within the limit plus the bound); pass 2 (f32) decides.
+        let mut top = BiasedTopK::new(k, bias, 2.0 * self.eps, max_distance.max(0.0) + self.eps);
         let mut candidates: Vec<u32> = Vec::new();
         for (i, (row, owner)) in self.rows.chunks_exact(EMBEDDING_DIM).zip(owners).enumerate() {
-            let d2 = simd::l2_squared_f16(query, row);
-            if d2 > reach2 || d2 > limit2_f16 {
-                continue;
-            }
-            let score = d2.sqrt() - bias_of(*owner);
-            if score <= top.worst() + slack {
+            if top.offer(*owner, simd::l2_squared_f16(query, row)) {
                 candidates.push(i as u32);
-                if score < top.worst() {
-                    top.offer(*owner, score);
-                    let worst = top.worst();
-                    if worst.is_finite() {
-                        reach2 = (worst + slack + max_bias).max(0.0).powi(2);
-                    }
-                }
             }
         }
-        let mut exact = TopK::new(k);
+        let mut exact = BiasedTopK::new(k, bias, 0.0, max_distance);
         for i in candidates {
             let i = i as usize;
             if let (Some(row), Some(owner)) = (rows.get(i * EMBEDDING_DIM..(i + 1) * EMBEDDING_DIM), owners.get(i)) {
-                let d2 = l2_squared(query, row);
-                if d2 <= limit2 {
-                    exact.offer(*owner, d2.sqrt() - bias_of(*owner));
-                }
+                exact.offer(*owner, l2_squared(query, row));
             }
         }
-        exact.into_sorted().into_iter().map(|(id, score)| (id, score + bias_of(id))).collect()
+        exact.into_distances()
     }
 }
 

@@ -68,6 +68,62 @@ impl TopK {
     }
 }
 
+/// The best `k` identities by `distance - bias[identity]` (the crowding correction), fed
+/// squared distances one row at a time; the scans in `exact` and `half` share it.
+pub(crate) struct BiasedTopK<'a> {
+    top: TopK,
+    bias: &'a [f32],
+    max_bias: f32,
+    /// How far above the current k-th score a row still counts as a candidate (the f16
+    /// pass's error bound; 0 for an exact pass).
+    slack: f32,
+    /// Squared distance beyond which no row can come within `slack` of entering: those
+    /// rows cost no square root.
+    reach2: f32,
+    /// Squared `max_distance`: farther rows do not take part.
+    limit2: f32,
+}
+
+impl<'a> BiasedTopK<'a> {
+    pub fn new(k: usize, bias: &'a [f32], slack: f32, max_distance: f32) -> Self {
+        let limit2 = if max_distance.is_finite() { max_distance.max(0.0).powi(2) } else { f32::INFINITY };
+        let max_bias = bias.iter().copied().fold(0f32, f32::max);
+        Self { top: TopK::new(k), bias, max_bias, slack, reach2: f32::INFINITY, limit2 }
+    }
+
+    fn bias_of(&self, owner: u32) -> f32 {
+        self.bias.get(owner as usize).copied().unwrap_or(0.0)
+    }
+
+    /// Offers a row at squared distance `d2`; true when it is within `slack` of the k best
+    /// (a candidate for an exact re-check).
+    #[inline]
+    pub fn offer(&mut self, owner: u32, d2: f32) -> bool {
+        if d2 > self.reach2 || d2 > self.limit2 {
+            return false;
+        }
+        let score = d2.sqrt() - self.bias_of(owner);
+        if score > self.top.worst() + self.slack {
+            return false;
+        }
+        if score < self.top.worst() {
+            self.top.offer(owner, score);
+            let worst = self.top.worst();
+            if worst.is_finite() {
+                self.reach2 = (worst + self.slack + self.max_bias).max(0.0).powi(2);
+            }
+        }
+        true
+    }
+
+    /// (identity, plain distance), best score first.
+    pub fn into_distances(self) -> Vec<(u32, f32)> {
+        let bias = self.bias;
+        let bias_of = |id: u32| bias.get(id as usize).copied().unwrap_or(0.0);
+        self.top.into_sorted().into_iter().map(|(id, score)| (id, score + bias_of(id))).collect()
+    }
+}
+
 /// Deterministic pseudo-random rows (components uniform in ±scale/2) for the search tests.
 #[cfg(test)]
 pub(crate) fn test_rows(n: usize, seed: u64, scale: f32) -> Vec<f32> {
