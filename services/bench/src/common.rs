@@ -209,3 +209,21 @@ pub fn thread_cpu_ms() -> f64 {
     }
     t.tv_sec as f64 * 1e3 + t.tv_nsec as f64 / 1e6
 }
+
+/// A gallery over `rows`/`owners` (identities 0..`identities`, unnamed) with the exact index a
+/// gallery below the HNSW threshold gets; callers add the crowding figures
+/// (`compute_crowding`), timed or not.
+pub fn exact_gallery(rows: &[f32], owners: &[u32], identities: usize) -> Result<lookalike_engine::Gallery> {
+    use lookalike_engine::{gallery::BuildInfo, Gallery, HnswParams, Identity, SearchMode};
+    let blank = Identity {
+        name: String::new(),
+        alias: String::new(),
+        role: String::new(),
+        n_movies: 0,
+        photo_count: 0,
+        thumbnail_jpeg: Vec::new(),
+    };
+    let mut g = Gallery::new(vec![blank; identities], rows.to_vec(), owners.to_vec(), None, BuildInfo::default())?;
+    g.prepare_index(SearchMode::Exact, HnswParams::default());
+    Ok(g)
+}

@@ -3,14 +3,10 @@
 
 use crate::common::*;
 use anyhow::{Context, Result};
-use lookalike_engine::gallery::BuildInfo;
 use lookalike_engine::parallel::map_items;
 use lookalike_engine::search::crowding;
 use lookalike_engine::search::exact;
-use lookalike_engine::{
-    AnalyzeOptions, DecodeLimits, DetectConfig, Embedding, FaceAnalyzer, Gallery, HnswParams, Identity, Models,
-    SearchMode, EMBEDDING_DIM,
-};
+use lookalike_engine::{AnalyzeOptions, DecodeLimits, DetectConfig, Embedding, FaceAnalyzer, Models, EMBEDDING_DIM};
 use serde_json::json;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -205,18 +201,7 @@ pub fn accuracy(args: AccuracyArgs) -> Result<()> {
     }
     let gallery_row_of: HashMap<u32, usize> = owners.iter().enumerate().map(|(r, o)| (*o, r)).collect();
     // Ranked the way the matcher ranks: an exact-search gallery with its crowding figures.
-    let identities = (0..person_id.len())
-        .map(|i| Identity {
-            name: i.to_string(),
-            alias: i.to_string(),
-            role: String::new(),
-            n_movies: 0,
-            photo_count: 1,
-            thumbnail_jpeg: Vec::new(),
-        })
-        .collect();
-    let mut gallery = Gallery::new(identities, rows.clone(), owners.clone(), None, BuildInfo::default())?;
-    gallery.prepare_index(SearchMode::Exact, HnswParams::default());
+    let mut gallery = exact_gallery(&rows, &owners, person_id.len())?;
     gallery.compute_crowding(lookalike_engine::parallel::default_workers());
     gallery.set_crowding_weight(args.crowding_weight);
     let mut misses: Vec<(Option<f32>, f32)> = Vec::new();

@@ -261,16 +261,7 @@ pub fn search(args: SearchArgs) -> Result<()> {
 /// answer differs from the plain nearest identity.
 fn crowded_ranking(rows: &[f32], owners: &[u32], queries: &[Embedding], plain: &[u32]) -> Result<serde_json::Value> {
     let identities = owners.iter().copied().max().map_or(0, |m| m as usize + 1);
-    let blank = Identity {
-        name: String::new(),
-        alias: String::new(),
-        role: String::new(),
-        n_movies: 0,
-        photo_count: 0,
-        thumbnail_jpeg: Vec::new(),
-    };
-    let mut g = Gallery::new(vec![blank; identities], rows.to_vec(), owners.to_vec(), None, BuildInfo::default())?;
-    g.prepare_index(SearchMode::Exact, HnswParams::default());
+    let mut g = exact_gallery(rows, owners, identities)?;
     let t = Instant::now();
     g.compute_crowding(lookalike_engine::parallel::default_workers());
     let figures_s = t.elapsed().as_secs_f64();
@@ -283,7 +274,7 @@ fn crowded_ranking(rows: &[f32], owners: &[u32], queries: &[Embedding], plain: &
         lat.push(ms(t.elapsed()));
         let got = r.first().map(|c| c.identity);
         changed += usize::from(got != Some(*want));
-        // Every identity scored: the answer the bounded widening must reproduce.
+        // Every identity scored: the answer the one-pass biased scan must reproduce.
         let mut best = vec![f32::INFINITY; identities];
         for (row, o) in rows.chunks_exact(EMBEDDING_DIM).zip(owners) {
             best[*o as usize] = best[*o as usize].min(exact::l2_squared(q, row));

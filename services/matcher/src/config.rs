@@ -38,7 +38,8 @@ pub struct EngineArgs {
     pub mirror: bool,
     /// Crowding correction: rank candidates by distance minus this times the identity's
     /// mean distance to its 10 nearest other identities, so that faces in crowded regions
-    /// do not win every close call (+0.5 point of rank-1 on lfw-dev, docs/BENCHMARKS.md).
+    /// do not win every close call (rank-1 on lfw-dev: +0.6 point with --mirror, +0.1 without;
+    /// docs/BENCHMARKS.md).
     /// 0 ranks by plain distance; galleries built before it have no figures and rank plainly.
     #[arg(long, env = "LOOKALIKE_CROWDING_WEIGHT", default_value_t = lookalike_engine::search::crowding::DEFAULT_WEIGHT, global = true)]
     pub crowding_weight: f32,

@@ -206,8 +206,14 @@ impl Gallery {
         self.refresh_bias();
     }
 
+    /// The crowding weight in effect: the configured one, or 0 when the gallery has no
+    /// figures (the ranking is then plain).
     pub fn crowding_weight(&self) -> f32 {
-        self.crowding_weight
+        if self.crowding.is_some() {
+            self.crowding_weight
+        } else {
+            0.0
+        }
     }
 
     pub fn hnsw(&self) -> Option<&HnswIndex> {

@@ -372,7 +372,7 @@ impl Matcher for MatcherService {
                     samples: g.calibration.samples,
                 }),
                 index_kind: g.index_kind().to_string(),
-                crowding_weight: if g.crowding().is_some() { g.crowding_weight() } else { 0.0 },
+                crowding_weight: g.crowding_weight(),
                 limits: Some(pb::Limits {
                     max_image_bytes: inner.limits.decode.max_bytes as u64,
                     max_image_pixels: inner.limits.decode.max_pixels,
