@@ -18,7 +18,8 @@ use crate::outbox::Outbox;
 use crate::polling::{self, retry_until_ok, PollingConfig};
 use crate::reply::LinkTemplate;
 use crate::telegram::BotApi;
-use crate::thumbs::ThumbnailCache;
+use crate::prefs::Prefs;
+use crate::thumbs::{CelebrityCache, ThumbnailCache};
 use crate::user_limit::UserLimiter;
 use crate::webhook::{self, WebhookServerConfig};
 
@@ -76,6 +77,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         },
     );
 
+    let prefs = Prefs::load(args.prefs_file.clone(), args.cards).context("reading the users' preferences")?;
+    tracing::info!(cards = args.cards, prefs_file = ?args.prefs_file, "replies");
     let flood = FloodControl::new(FloodConfig {
         global_rate: config.per_replica_rate(),
         chat_interval: Duration::from_millis(args.chat_interval_ms),
@@ -92,6 +95,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         },
         links: LinkTemplate::new(&args.link_template),
         thumbs: ThumbnailCache::default(),
+        celebrities: CelebrityCache::default(),
+        prefs,
         users: UserLimiter::new(args.user_photos_per_minute),
         max_faces: args.max_faces,
     });

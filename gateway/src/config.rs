@@ -99,6 +99,17 @@ pub struct Args {
     #[arg(long, env = "GATEWAY_STATE_FILE")]
     pub state_file: Option<PathBuf>,
 
+    /// Answer a match with a card (the sender's face beside the celebrity's, with the name
+    /// and percentage drawn on it) instead of the celebrity's photo alone. Each user can
+    /// still turn cards off for themselves with `/cards off`; `false` turns them off for all.
+    #[arg(long, env = "GATEWAY_CARDS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub cards: bool,
+
+    /// File keeping users' reply preferences (who sent `/cards off`: user ids only), so a
+    /// restart keeps them. Without it they last until the process ends.
+    #[arg(long, env = "GATEWAY_PREFS_FILE")]
+    pub prefs_file: Option<PathBuf>,
+
     /// Deadline of one matcher call (each retry gets a new one).
     #[arg(long, env = "GATEWAY_MATCHER_TIMEOUT_MS", default_value_t = 10_000)]
     pub matcher_timeout_ms: u64,

@@ -1,22 +1,25 @@
 //! One update, start to finish: classify, check the user's quota, download, match, answer.
 //! Every failure becomes a friendly answer: the user never meets silence.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use lookalike_proto::v1::{FaceMatch, MatchResponse};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::card::{self, Pair};
 use crate::i18n::{self, Lang};
-use crate::input::{classify, ImageFile, Input, InputRules};
+use crate::input::{classify, Command, ImageFile, Input, InputRules};
 use crate::matcher::{Matcher, MatcherError};
 use crate::metrics::METRICS;
 use crate::outbox::{Outbox, SendTimings};
-use crate::reply::{self, FaceLine, LinkTemplate};
+use crate::prefs::Prefs;
+use crate::reply::{self, FaceLine, LinkTemplate, PhotoCredit};
 use crate::telegram::types::{Message, Update};
 use crate::telegram::{OutgoingBody, OutgoingMessage, PhotoSource, TelegramError};
 use crate::telemetry;
-use crate::thumbs::ThumbnailCache;
+use crate::thumbs::{Celebrity, CelebrityCache, ThumbnailCache};
 use crate::trace_context::TraceContext;
 use crate::user_limit::UserLimiter;
 
@@ -27,9 +30,16 @@ pub struct Bot {
     pub rules: InputRules,
     pub links: LinkTemplate,
     pub thumbs: ThumbnailCache,
+    /// Celebrity thumbnails and credits for cards (and the plain reply's credit).
+    pub celebrities: CelebrityCache,
+    /// Who turned cards off.
+    pub prefs: Prefs,
     pub users: UserLimiter,
     pub max_faces: u32,
 }
+
+/// Why a card was due but a plain reply went instead (a metrics label).
+type Fallback = &'static str;
 
 /// Where one update's time went; the rest is the gateway's own overhead.
 #[derive(Debug, Default)]
@@ -88,6 +98,20 @@ impl Bot {
         let lang = Lang::from_code(msg.from.as_ref().and_then(|u| u.language_code.as_deref()));
         match classify(msg, &self.rules) {
             Input::Ignore => "ignored",
+            Input::Command(Command::Cards(choice)) => {
+                let user = sender(msg);
+                if let Some(on) = choice {
+                    if let Err(e) = self.prefs.set_cards(user, on).await {
+                        tracing::error!(error = %e, "could not save the cards setting");
+                        self.say(msg, i18n::setting_not_saved(lang).to_owned(), t).await;
+                        return "settings_error";
+                    }
+                    tracing::info!(cards = on, "cards setting changed");
+                }
+                let text = i18n::cards_setting(lang, self.prefs.cards(user), self.prefs.cards_available());
+                self.say(msg, text.to_owned(), t).await;
+                "settings"
+            }
             Input::Command(_) => {
                 self.say(msg, i18n::help(lang).to_owned(), t).await;
                 "help"
@@ -118,7 +142,7 @@ impl Bot {
         trace: &TraceContext,
         t: &mut Timings,
     ) -> Outcome {
-        let user = msg.from.as_ref().map_or(msg.chat.id, |u| u.id);
+        let user = sender(msg);
         if !self.users.allow(user) {
             METRICS.user_rate_limited();
             self.say(msg, i18n::rate_limited(lang).to_owned(), t).await;
@@ -146,8 +170,10 @@ impl Bot {
             document = file.from_document,
             "downloaded"
         );
+        // The sender's face chips are asked for only when they will be shown to them.
+        let cards = self.prefs.cards(user);
         let started = Instant::now();
-        let result = self.matcher.match_photo(image.to_vec(), self.max_faces, trace).await;
+        let result = self.matcher.match_photo(image.to_vec(), self.max_faces, cards, trace).await;
         t.matcher += started.elapsed();
         let response = match result {
             Ok(r) => r,
@@ -171,7 +197,7 @@ impl Bot {
             self.say(msg, i18n::no_face(lang).to_owned(), t).await;
             return "no_face";
         }
-        self.answer_match(msg, lang, response, trace, t).await;
+        self.answer_match(msg, lang, response, cards, trace, t).await;
         "match"
     }
 
@@ -180,6 +206,7 @@ impl Bot {
         msg: &Message,
         lang: Lang,
         response: MatchResponse,
+        cards: bool,
         trace: &TraceContext,
         t: &mut Timings,
     ) {
@@ -211,20 +238,124 @@ impl Bot {
             }
         }
         let caption = reply::caption(lang, &lines, &self.links);
+        let gallery = response.gallery_version;
+        if cards {
+            // The chips move into the card; `faces` keeps only what the caption needed.
+            let chips: Vec<Vec<u8>> = faces.iter_mut().map(|f| std::mem::take(&mut f.chip_jpeg)).collect();
+            match self.answer_with_card(msg, &gallery, chips, &lines, &caption, trace, t).await {
+                Ok(()) => return,
+                Err(reason) => {
+                    tracing::warn!(reason, "no card for this match; answering with the celebrity's photo");
+                    METRICS.reply_form(&format!("fallback_{reason}"));
+                }
+            }
+        } else {
+            METRICS.reply_form("plain");
+        }
+        self.answer_plain(msg, &gallery, &lines, caption, trace, t).await;
+    }
+
+    /// The card: the sender's face beside each celebrity's. Sent to this chat only; the
+    /// card and the chips are dropped once sent. `Err` says why a plain reply is due
+    /// instead (nothing was sent then).
+    #[allow(clippy::too_many_arguments)]
+    async fn answer_with_card(
+        &self,
+        msg: &Message,
+        gallery: &str,
+        chips: Vec<Vec<u8>>,
+        lines: &[Option<FaceLine>],
+        caption: &str,
+        trace: &TraceContext,
+        t: &mut Timings,
+    ) -> Result<(), Fallback> {
+        let mut pairs = Vec::with_capacity(lines.len());
+        let mut caption = caption.to_owned();
+        let mut credited = Vec::new();
+        for (chip, line) in chips.into_iter().zip(lines) {
+            let Some(line) = line else { continue };
+            if chip.is_empty() {
+                return Err("no_chip");
+            }
+            let celebrity = self.celebrity(gallery, line.identity_id, trace, t).await.ok_or("no_thumbnail")?;
+            // Each celebrity photo shown is credited once in the caption (linked).
+            if !credited.contains(&line.identity_id) {
+                credited.push(line.identity_id);
+                caption = reply::with_credit(caption, celebrity.credit.as_ref());
+            }
+            pairs.push(Pair {
+                user_chip_jpeg: chip.into(),
+                celebrity_chip_jpeg: celebrity.thumbnail_jpeg.clone(),
+                name: line.name.clone(),
+                percent: reply::percent(line.similarity_percent),
+                credit: celebrity.credit.as_ref().and_then(PhotoCredit::card_line),
+            });
+        }
+        if pairs.is_empty() {
+            return Err("no_match");
+        }
+        let footer = self.rules.bot_username.as_ref().map(|u| format!("@{u}"));
+        let started = Instant::now();
+        // CPU work (two JPEG decodes, scaling, text, a JPEG encode per card): off the
+        // async workers.
+        let composed = tokio::task::spawn_blocking(move || card::compose(&pairs, footer.as_deref())).await;
+        let composed = match composed {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "card not composed");
+                return Err("compose_failed");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "card task failed");
+                return Err("compose_failed");
+            }
+        };
+        let compose_time = started.elapsed();
+        METRICS.card_composed(compose_time);
+        tracing::debug!(
+            compose_ms = compose_time.as_secs_f64() * 1000.0,
+            bytes = composed.jpeg.len(),
+            width = composed.width,
+            height = composed.height,
+            "card composed"
+        );
+        METRICS.reply_form("card");
+        let upload = PhotoSource::Upload { bytes: composed.jpeg.into(), file_name: "lookalike.jpg".into() };
+        if let Err(e) = self.send(msg, photo(msg, upload, &caption), t).await {
+            tracing::warn!(error = %e, "answer not delivered");
+        }
+        Ok(())
+    }
+
+    /// The celebrity's photo with the caption; the thumbnail's Telegram file_id is reused
+    /// once uploaded.
+    async fn answer_plain(
+        &self,
+        msg: &Message,
+        gallery: &str,
+        lines: &[Option<FaceLine>],
+        caption: String,
+        trace: &TraceContext,
+        t: &mut Timings,
+    ) {
         // The thumbnail shown is the first (leftmost) face's celebrity.
         let Some(first) = lines.iter().flatten().next() else {
             self.say(msg, caption, t).await;
             return;
         };
-        let gallery = response.gallery_version;
         let id = first.identity_id;
-        if let Some(file_id) = self.thumbs.get(&gallery, id) {
+        let Some(celebrity) = self.celebrity(gallery, id, trace, t).await else {
+            self.say(msg, caption, t).await;
+            return;
+        };
+        let caption = reply::with_credit(caption, celebrity.credit.as_ref());
+        if let Some(file_id) = self.thumbs.get(gallery, id) {
             METRICS.thumbnail_cache(true);
             match self.send(msg, photo(msg, PhotoSource::FileId(file_id), &caption), t).await {
                 Ok(_) => return,
                 Err(e) if e.is_bad_file_id() => {
                     tracing::warn!(identity_id = id, error = %e, "cached thumbnail id refused; uploading again");
-                    self.thumbs.forget(&gallery, id);
+                    self.thumbs.forget(gallery, id);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "answer not delivered");
@@ -234,32 +365,53 @@ impl Bot {
         } else {
             METRICS.thumbnail_cache(false);
         }
-        let started = Instant::now();
-        let identity = self.matcher.identity(id, trace).await;
-        t.matcher += started.elapsed();
-        let thumbnail = match identity {
-            Ok(i) if !i.thumbnail_jpeg.is_empty() => i.thumbnail_jpeg,
-            Ok(_) => {
-                tracing::warn!(identity_id = id, "identity has no thumbnail; answering in text");
-                self.say(msg, caption, t).await;
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(identity_id = id, error = %e, "GetIdentity failed; answering in text");
-                self.say(msg, caption, t).await;
-                return;
-            }
+        let upload = PhotoSource::Upload {
+            bytes: celebrity.thumbnail_jpeg.clone(),
+            file_name: format!("{}.jpg", first.alias),
         };
-        let upload = PhotoSource::Upload { bytes: thumbnail.into(), file_name: format!("{}.jpg", first.alias) };
         match self.send(msg, photo(msg, upload, &caption), t).await {
             Ok(sent) => {
                 // Telegram returns several sizes of what it stored; any of their ids
                 // resends the photo, the largest keeps the most detail.
                 if let Some(p) = sent.photo.as_deref().and_then(|s| s.iter().max_by_key(|p| p.width)) {
-                    self.thumbs.put(&gallery, id, p.file_id.clone());
+                    self.thumbs.put(gallery, id, p.file_id.clone());
                 }
             }
             Err(e) => tracing::warn!(error = %e, "answer not delivered"),
+        }
+    }
+
+    /// A celebrity's thumbnail and photo credit: from the cache, else from the matcher
+    /// (GetIdentity). `None` (logged) when the matcher has none to give.
+    async fn celebrity(&self, gallery: &str, id: u32, trace: &TraceContext, t: &mut Timings) -> Option<Arc<Celebrity>> {
+        if let Some(c) = self.celebrities.get(gallery, id) {
+            return Some(c);
+        }
+        let started = Instant::now();
+        let identity = self.matcher.identity(id, trace).await;
+        t.matcher += started.elapsed();
+        match identity {
+            Ok(i) if !i.thumbnail_jpeg.is_empty() => {
+                let credit = i.photo_credit.map(|c| PhotoCredit {
+                    author: c.author,
+                    license: c.license,
+                    license_url: c.license_url,
+                    source_url: c.source_url,
+                });
+                let c = Arc::new(Celebrity { thumbnail_jpeg: i.thumbnail_jpeg.into(), credit });
+                // Ids are per gallery: the answer's own version is the key (a reload
+                // between Match and GetIdentity would only cost a re-fetch later).
+                self.celebrities.put(gallery, id, c.clone());
+                Some(c)
+            }
+            Ok(_) => {
+                tracing::warn!(identity_id = id, "identity has no thumbnail; answering in text");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(identity_id = id, error = %e, "GetIdentity failed; answering in text");
+                None
+            }
         }
     }
 
@@ -303,6 +455,11 @@ fn photo(msg: &Message, photo: PhotoSource, caption: &str) -> OutgoingMessage {
         reply_to: Some(msg.message_id),
         body: OutgoingBody::Photo { photo, caption_html: caption.to_owned() },
     }
+}
+
+/// Who sent the message (the chat, for messages without a sender, e.g. channel posts).
+fn sender(msg: &Message) -> i64 {
+    msg.from.as_ref().map_or(msg.chat.id, |u| u.id)
 }
 
 fn face_left(f: &FaceMatch) -> i32 {

@@ -22,12 +22,16 @@ pub fn help(lang: Lang) -> &'static str {
         Lang::En => {
             "👋 Send me a selfie and I will tell you which celebrity you look like.\n\n\
             Tips: face the camera, in good light, one face close up. Group photos work too: \
-            I answer for each face, left to right."
+            I answer for each face, left to right.\n\n\
+            I answer with a card of your face beside your celebrity's, for you alone; \
+            /cards off sends the celebrity's photo only, /cards on brings the cards back."
         }
         Lang::Ru => {
             "👋 Пришлите селфи, и я скажу, на какую знаменитость вы похожи.\n\n\
             Советы: смотрите в камеру, при хорошем свете, лицо крупно. Групповые фото тоже \
-            подходят: отвечу для каждого лица слева направо."
+            подходят: отвечу для каждого лица слева направо.\n\n\
+            Я отвечаю карточкой: ваше лицо рядом с лицом знаменитости, только вам; \
+            /cards off — присылать только фото знаменитости, /cards on — снова карточки."
         }
     }
 }
@@ -128,5 +132,31 @@ mod tests {
         assert_eq!(Lang::from_code(Some("en")), Lang::En);
         assert_eq!(Lang::from_code(Some("de")), Lang::En);
         assert_eq!(Lang::from_code(None), Lang::En);
+    }
+}
+
+/// The answer to `/cards ...`: the user's setting as it now is.
+pub fn cards_setting(lang: Lang, on: bool, available: bool) -> &'static str {
+    match (lang, available, on) {
+        (Lang::En, false, _) => "Cards are turned off on this bot: I answer with the celebrity's photo.",
+        (Lang::Ru, false, _) => "Карточки на этом боте выключены: я отвечаю фото знаменитости.",
+        (Lang::En, true, true) => {
+            "Cards are on: I answer with your face beside your celebrity's (sent only to this chat, \
+            never stored). /cards off to get the celebrity's photo only."
+        }
+        (Lang::Ru, true, true) => {
+            "Карточки включены: я отвечаю вашим лицом рядом с лицом знаменитости (только в этот чат, \
+            без сохранения). /cards off — только фото знаменитости."
+        }
+        (Lang::En, true, false) => "Cards are off: I answer with the celebrity's photo only. /cards on to bring them back.",
+        (Lang::Ru, true, false) => "Карточки выключены: я присылаю только фото знаменитости. /cards on — вернуть их.",
+    }
+}
+
+/// The bot could not record the choice (its settings file is not writable).
+pub fn setting_not_saved(lang: Lang) -> &'static str {
+    match lang {
+        Lang::En => "I could not save this setting right now. Please try again later.",
+        Lang::Ru => "Не удалось сохранить настройку. Попробуйте позже.",
     }
 }

@@ -7,6 +7,8 @@ use crate::telegram::types::{Message, PhotoSize};
 pub enum Command {
     Start,
     Help,
+    /// `/cards on`, `/cards off`; `/cards` alone (or another word) asks for the setting.
+    Cards(Option<bool>),
 }
 
 /// The file to download for matching.
@@ -93,9 +95,15 @@ pub fn classify(msg: &Message, rules: &InputRules) -> Input {
                     return Input::Ignore;
                 }
             }
+            let arg = cmd.split_whitespace().nth(1).map(str::to_ascii_lowercase);
             return match name.to_ascii_lowercase().as_str() {
                 "start" => Input::Command(Command::Start),
                 "help" => Input::Command(Command::Help),
+                "cards" => Input::Command(Command::Cards(match arg.as_deref() {
+                    Some("on" | "вкл") => Some(true),
+                    Some("off" | "выкл") => Some(false),
+                    _ => None,
+                })),
                 _ if private => Input::Command(Command::Help),
                 _ => Input::Ignore,
             };
@@ -208,5 +216,10 @@ mod tests {
         assert_eq!(cmd("/weird", "group"), Input::Ignore);
         assert_eq!(cmd("hello", "private"), Input::Text);
         assert_eq!(cmd("hello", "supergroup"), Input::Ignore);
+        assert_eq!(cmd("/cards off", "private"), Input::Command(Command::Cards(Some(false))));
+        assert_eq!(cmd("/cards@LookBot ON", "group"), Input::Command(Command::Cards(Some(true))));
+        assert_eq!(cmd("/cards выкл", "private"), Input::Command(Command::Cards(Some(false))));
+        assert_eq!(cmd("/cards", "private"), Input::Command(Command::Cards(None)));
+        assert_eq!(cmd("/cards maybe", "private"), Input::Command(Command::Cards(None)));
     }
 }

@@ -2,6 +2,7 @@
 //! matcher which celebrity each face resembles, and answers within Telegram's limits.
 
 pub mod app;
+pub mod card;
 pub mod config;
 pub mod flood;
 pub mod handler;
@@ -11,6 +12,7 @@ pub mod matcher;
 pub mod metrics;
 pub mod outbox;
 pub mod polling;
+pub mod prefs;
 pub mod reply;
 pub mod secret;
 pub mod state;

@@ -62,6 +62,14 @@ const FAMILIES: &[(&str, Family)] = &[
         "tg_gateway_thumbnail_cache_total",
         Family { help: "Thumbnail file_id cache lookups, by result.", kind: "counter" },
     ),
+    (
+        "tg_gateway_cards_total",
+        Family {
+            help: "Match replies by form: card sent, or plain reply (user's choice, or fallback with its reason).",
+            kind: "counter",
+        },
+    ),
+    ("tg_gateway_card_compose_seconds", Family { help: "Time to compose one reply card.", kind: "histogram" }),
     ("tg_gateway_user_rate_limited_total", Family { help: "Photos refused by the per-user limit.", kind: "counter" }),
     ("tg_gateway_in_flight", Family { help: "Updates being processed.", kind: "gauge" }),
     ("tg_gateway_matcher_endpoints", Family { help: "Matcher endpoints currently known.", kind: "gauge" }),
@@ -146,6 +154,16 @@ impl Metrics {
     pub fn thumbnail_cache(&self, hit: bool) {
         let result = if hit { "hit" } else { "miss" };
         self.inc("tg_gateway_thumbnail_cache_total", &[("result", result)]);
+    }
+
+    /// How a match was answered: "card", "plain" (the user's or operator's choice), or
+    /// "fallback_<reason>" (a card was due but could not be made).
+    pub fn reply_form(&self, form: &str) {
+        self.inc("tg_gateway_cards_total", &[("form", form)]);
+    }
+
+    pub fn card_composed(&self, d: Duration) {
+        self.observe("tg_gateway_card_compose_seconds", &[], d);
     }
 
     pub fn user_rate_limited(&self) {

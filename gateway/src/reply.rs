@@ -55,9 +55,80 @@ pub struct FaceLine {
     pub similarity_percent: f32,
 }
 
+/// Attribution of the celebrity photo shown (the matcher's `PhotoCredit`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PhotoCredit {
+    pub author: String,
+    pub license: String,
+    pub license_url: String,
+    pub source_url: String,
+}
+
+impl PhotoCredit {
+    /// Whether the licence asks for credit: every licence but public domain and CC0 (free
+    /// licences such as CC BY and CC BY-SA require attribution; a photo with no licence
+    /// named is credited too, to be safe, as long as there is someone to credit).
+    pub fn required(&self) -> bool {
+        let l = self.license.trim().to_ascii_lowercase();
+        if l.is_empty() {
+            return !self.author.trim().is_empty();
+        }
+        !(l.starts_with("public domain") || l == "pd" || l.starts_with("pd-") || l.starts_with("cc0"))
+    }
+
+    /// "Photo: Jane Doe, CC BY-SA 4.0" (plain text, for the card: the card's font has no
+    /// emoji), if credit is required.
+    pub fn card_line(&self) -> Option<String> {
+        if !self.required() {
+            return None;
+        }
+        let parts: Vec<&str> = [self.author.trim(), self.license.trim()].into_iter().filter(|p| !p.is_empty()).collect();
+        Some(format!("Photo: {}", parts.join(", ")))
+    }
+
+    /// The caption's credit line, linked to the photo's page and the licence, if required.
+    pub fn caption_line(&self) -> Option<String> {
+        if !self.required() {
+            return None;
+        }
+        let link = |text: &str, url: &str| {
+            if url.trim().is_empty() {
+                escape_html(text)
+            } else {
+                format!("<a href=\"{}\">{}</a>", escape_html(url.trim()), escape_html(text))
+            }
+        };
+        let mut parts = Vec::new();
+        if !self.author.trim().is_empty() {
+            parts.push(link(self.author.trim(), &self.source_url));
+        }
+        if !self.license.trim().is_empty() {
+            parts.push(link(self.license.trim(), &self.license_url));
+        }
+        Some(format!("📷 {}", parts.join(", ")))
+    }
+}
+
+/// Adds the photo credit (if the licence asks for one) to a caption, within Telegram's
+/// caption limit (the credit is kept; the caption's end is cut if it must be).
+pub fn with_credit(caption: String, credit: Option<&PhotoCredit>) -> String {
+    let Some(line) = credit.and_then(PhotoCredit::caption_line) else { return caption };
+    let room = CAPTION_LIMIT.saturating_sub(line.len() + 1);
+    if caption.len() <= room {
+        return format!("{caption}\n{line}");
+    }
+    let mut cut = room.saturating_sub(2);
+    while !caption.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    // Cut at a line break so no HTML tag is split.
+    let cut = caption[..cut].rfind('\n').unwrap_or(0);
+    format!("{}\n…\n{line}", &caption[..cut])
+}
+
 /// Whole percent; never "100%": the matcher caps at 99.9, and claiming a perfect match
 /// would be false.
-fn percent(p: f32) -> u32 {
+pub fn percent(p: f32) -> u32 {
     if p.is_finite() {
         p.round().clamp(0.0, 99.0) as u32
     } else {
@@ -148,6 +219,36 @@ mod tests {
         assert_eq!(lines[1], "1. <a href=\"https://w/a\">A</a> — 90%");
         assert_eq!(lines[2], "2. no close match");
         assert_eq!(lines[3], "3. <a href=\"https://w/c\">C</a> — 10%");
+    }
+
+    #[test]
+    fn credit_when_the_licence_asks() {
+        let by = PhotoCredit {
+            author: "Jane <Doe>".into(),
+            license: "CC BY-SA 4.0".into(),
+            license_url: "https://creativecommons.org/licenses/by-sa/4.0".into(),
+            source_url: "https://commons.wikimedia.org/wiki/File:X.jpg".into(),
+        };
+        assert_eq!(by.card_line().as_deref(), Some("Photo: Jane <Doe>, CC BY-SA 4.0"));
+        assert_eq!(
+            by.caption_line().as_deref(),
+            Some(
+                "📷 <a href=\"https://commons.wikimedia.org/wiki/File:X.jpg\">Jane &lt;Doe&gt;</a>, \
+                 <a href=\"https://creativecommons.org/licenses/by-sa/4.0\">CC BY-SA 4.0</a>"
+            )
+        );
+        for free in ["Public domain", "CC0", "cc0 1.0", "PD-US"] {
+            let c = PhotoCredit { license: free.into(), ..by.clone() };
+            assert!(c.card_line().is_none() && c.caption_line().is_none(), "{free}");
+        }
+        assert!(PhotoCredit::default().card_line().is_none(), "nothing to credit");
+        let c = with_credit("You look like X".into(), Some(&by));
+        assert!(c.starts_with("You look like X\n📷 <a href="), "{c}");
+        assert_eq!(with_credit("A".into(), None), "A");
+        let long = (0..40).map(|i| format!("{i}. <a href=\"https://w/x\">Name</a> — 50%")).collect::<Vec<_>>().join("\n");
+        let c = with_credit(long, Some(&by));
+        assert!(c.len() <= CAPTION_LIMIT && c.ends_with("CC BY-SA 4.0</a>"), "{c}");
+        assert_eq!(c.matches("<a ").count(), c.matches("</a>").count());
     }
 
     #[test]

@@ -28,15 +28,20 @@ pub fn load(path: &Path) -> Result<Persisted, StateError> {
 }
 
 pub fn save(path: &Path, state: &Persisted) -> Result<(), StateError> {
-    let io = |source| StateError::Io { path: path.to_owned(), source };
     let json = serde_json::to_vec(state).map_err(|source| StateError::Parse { path: path.to_owned(), source })?;
+    write_atomic(path, &json)
+}
+
+/// Replaces `path` with `bytes`: temporary file, fsync, rename.
+pub fn write_atomic(path: &Path, json: &[u8]) -> Result<(), StateError> {
+    let io = |source| StateError::Io { path: path.to_owned(), source };
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
     {
         use std::io::Write;
         let mut f = std::fs::File::create(&tmp).map_err(io)?;
-        f.write_all(&json).map_err(io)?;
+        f.write_all(json).map_err(io)?;
         f.sync_all().map_err(io)?;
     }
     std::fs::rename(&tmp, path).map_err(io)

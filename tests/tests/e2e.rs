@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use lookalike_e2e::fake_telegram::{Call, FakeTelegram, Fault, PhotoArg, Sender};
 use lookalike_e2e::fixtures::{
-    assert_no_token, face, max_in_window, photo_sizes, serial, Gateway, GatewayOptions, Matcher, KIT_QUERY,
-    OBAMA_QUERY, TOKEN,
+    assert_no_token, face, jpeg_variant, load_image, max_in_window, photo_sizes, serial, Gateway, GatewayOptions,
+    Matcher, KIT_QUERY, OBAMA_QUERY, TOKEN,
 };
+use lookalike_proto::v1 as pb;
 use lookalike_e2e::procs::{binary, free_port, Logs, Process};
 use serde_json::Value;
 
@@ -55,7 +56,8 @@ async fn photo_and_document_get_name_similarity_link_and_thumbnail() -> anyhow::
     let _serial = serial().await;
     let tg = FakeTelegram::start(TOKEN).await?;
     let matcher = Matcher::start(None).await?;
-    let gw = Gateway::start(&tg, &matcher.url(), GatewayOptions::default()).await?;
+    // The plain reply (celebrity thumbnail + caption); cards have their own test below.
+    let gw = Gateway::start(&tg, &matcher.url(), GatewayOptions::default().arg("--cards", "false")).await?;
 
     // A photo as Telegram sends it: four sizes. The 800 px one is the smallest >= 640.
     let sizes = photo_sizes(&tg, &face(OBAMA_QUERY), &[90, 320, 800, 1280])?;
@@ -580,6 +582,131 @@ async fn two_matcher_replicas_share_the_load_and_cover_for_each_other() -> anyho
         let r = delivered_to(&tg.calls(), *chat);
         assert_eq!(r[0].method, "sendPhoto", "chat {chat}: {}", r[0].text());
     }
+    gw.assert_no_token();
+    Ok(())
+}
+
+/// The card's layout (gateway/src/card.rs), as a reader of the picture sees it: 692 px wide;
+/// each row has the sender's face at x 20 and the celebrity's at x 352, both 320 x 320, the
+/// first row's faces at y 20; a row is 470 px (faces, percentage, name), and the footer
+/// (the bot's @username) adds 24 px under the last row, after a 20 px top margin.
+const CARD_WIDTH: u32 = 692;
+const CARD_FACE: u32 = 320;
+const CARD_USER_X: u32 = 20;
+const CARD_CELEBRITY_X: u32 = 352;
+const CARD_TOP: u32 = 20;
+const CARD_ROW: u32 = 470;
+const CARD_FOOTER: u32 = 24;
+
+fn rgb(jpeg: &[u8]) -> image::RgbImage {
+    image::load_from_memory(jpeg).expect("a decodable image").to_rgb8()
+}
+
+/// One face square of a card, scaled back to the chips' 160 px.
+fn card_face(card: &image::RgbImage, x: u32, y: u32) -> image::RgbImage {
+    let crop = image::imageops::crop_imm(card, x, y, CARD_FACE, CARD_FACE).to_image();
+    image::imageops::resize(&crop, 160, 160, image::imageops::FilterType::Triangle)
+}
+
+fn mean_abs_diff(a: &image::RgbImage, b: &image::RgbImage) -> f64 {
+    assert_eq!(a.dimensions(), b.dimensions());
+    let sum: u64 = a.as_raw().iter().zip(b.as_raw()).map(|(x, y)| u64::from(x.abs_diff(*y))).sum();
+    sum as f64 / a.as_raw().len() as f64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reply_is_a_card_of_both_faces_and_cards_off_gives_the_plain_reply() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let tg = FakeTelegram::start(TOKEN).await?;
+    let matcher = Matcher::start(None).await?;
+    let dir = tempfile::tempdir()?;
+    let prefs = dir.path().join("prefs.json");
+    let gw =
+        Gateway::start(&tg, &matcher.url(), GatewayOptions::default().arg("--prefs-file", prefs.display())).await?;
+
+    // The gateway downloads the 800 px variant (the smallest >= 640): the reference chip is
+    // the matcher's for those very bytes.
+    let (variant, ..) = jpeg_variant(&load_image(&face(OBAMA_QUERY))?, 800)?;
+    let mut client = pb::matcher_client::MatcherClient::connect(matcher.url()).await?;
+    let direct = client
+        .r#match(pb::MatchRequest {
+            query: Some(pb::match_request::Query::Image(variant)),
+            faces: pb::FaceSelection::All as i32,
+            max_faces: 5,
+            return_chips: true,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let user_chip = rgb(&direct.faces[0].chip_jpeg);
+    let top = direct.faces[0].candidates[0].clone();
+    assert_eq!(top.name, "Barack Obama");
+    let thumbnail = rgb(
+        &client
+            .get_identity(pb::GetIdentityRequest { identity_id: top.identity_id, omit_thumbnail: false })
+            .await?
+            .into_inner()
+            .thumbnail_jpeg,
+    );
+
+    let sizes = photo_sizes(&tg, &face(OBAMA_QUERY), &[90, 320, 800, 1280])?;
+    tg.push(tg.photo_message(Sender::private(3001), &sizes));
+    let reply = reply_to(&tg, 3001).await;
+    assert_eq!(reply.method, "sendPhoto", "{}", tg.format_log());
+    assert!(reply.text().starts_with("You look like <b>Barack Obama</b> — "), "{}", reply.text());
+    let Some(PhotoArg::Upload(card)) = &reply.photo else { panic!("expected a card upload, got {:?}", reply.photo) };
+    let card = rgb(card);
+    assert_eq!(card.dimensions(), (CARD_WIDTH, CARD_TOP + CARD_ROW + CARD_FOOTER), "one face: one row");
+    let user_half = card_face(&card, CARD_USER_X, CARD_TOP);
+    let celebrity_half = card_face(&card, CARD_CELEBRITY_X, CARD_TOP);
+    let user_vs_chip = mean_abs_diff(&user_half, &user_chip);
+    let celebrity_vs_thumb = mean_abs_diff(&celebrity_half, &thumbnail);
+    let user_vs_thumb = mean_abs_diff(&user_half, &thumbnail);
+    eprintln!(
+        "card {}x{}: sender's half vs sender's chip {user_vs_chip:.2}, celebrity's half vs thumbnail \
+         {celebrity_vs_thumb:.2}, sender's half vs thumbnail {user_vs_thumb:.2} (mean abs diff per channel)",
+        card.width(),
+        card.height()
+    );
+    assert!(user_vs_chip < 6.0, "the left half is not the sender's face: {user_vs_chip:.2}");
+    assert!(celebrity_vs_thumb < 6.0, "the right half is not the celebrity's: {celebrity_vs_thumb:.2}");
+    assert!(user_vs_thumb > 3.0 * user_vs_chip.max(1.0), "the halves are told apart: {user_vs_thumb:.2}");
+    // The percentage and the name are drawn under the faces (bright text on the dark card).
+    let text_rows = (CARD_TOP + CARD_FACE..CARD_TOP + CARD_ROW)
+        .filter(|&y| (0..CARD_WIDTH).any(|x| card.get_pixel(x, y).0[1] > 150))
+        .count();
+    assert!(text_rows > 60, "text under the faces: {text_rows} rows");
+
+    // A group photo: one card, a row per face (up to the face limit), numbered like the caption.
+    let group = photo_sizes(&tg, &face("scenes/group-t1.jpg"), &[320, 800, 1280])?;
+    tg.push(tg.photo_message(Sender::private(3002), &group));
+    let reply = reply_to(&tg, 3002).await;
+    let faces = reply.text().lines().filter(|l| l.contains("<a href=")).count() as u32;
+    assert!(faces >= 2, "{}", reply.text());
+    let Some(PhotoArg::Upload(card)) = &reply.photo else { panic!("expected a card upload, got {:?}", reply.photo) };
+    assert_eq!(rgb(card).dimensions(), (CARD_WIDTH, CARD_TOP + faces * CARD_ROW + CARD_FOOTER));
+
+    // /cards off: the plain reply (the celebrity's thumbnail, the same caption), kept in the
+    // prefs file; other users still get cards.
+    tg.push(tg.text_message(Sender::private(3001), "/cards off"));
+    let ok = tg.wait_until(REPLY_TIMEOUT, |c| delivered_to(c, 3001).len() >= 2).await;
+    assert!(ok, "{}", tg.format_log());
+    assert!(delivered_to(&tg.calls(), 3001)[1].text().contains("Cards are off"));
+    let stored: Value = serde_json::from_slice(&std::fs::read(&prefs)?)?;
+    assert_eq!(stored["cards_off"], serde_json::json!([3001]), "{stored}");
+    tg.push(tg.photo_message(Sender::private(3001), &sizes));
+    let ok = tg.wait_until(REPLY_TIMEOUT, |c| delivered_to(c, 3001).len() >= 3).await;
+    assert!(ok, "{}", tg.format_log());
+    let plain = delivered_to(&tg.calls(), 3001).remove(2);
+    assert_eq!(plain.method, "sendPhoto");
+    assert!(plain.text().starts_with("You look like <b>Barack Obama</b> — "), "{}", plain.text());
+    match &plain.photo {
+        Some(PhotoArg::Upload(jpeg)) => assert_eq!(rgb(jpeg), thumbnail, "the plain reply is the thumbnail itself"),
+        other => panic!("expected the thumbnail upload, got {other:?}"),
+    }
+    let metrics = gw.metrics().await?;
+    assert!(metrics.contains("tg_gateway_cards_total{form=\"card\"} 2"), "{metrics}");
+    assert!(metrics.contains("tg_gateway_cards_total{form=\"plain\"} 1"), "{metrics}");
     gw.assert_no_token();
     Ok(())
 }

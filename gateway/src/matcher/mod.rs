@@ -74,11 +74,13 @@ impl Matcher {
         Self { backends, policy }
     }
 
-    /// All faces of the photo, left to right, best candidate each.
+    /// All faces of the photo, left to right, best candidate each; with `chips`, each
+    /// face's aligned chip too (for the reply card).
     pub async fn match_photo(
         &self,
         image: Vec<u8>,
         max_faces: u32,
+        chips: bool,
         trace: &TraceContext,
     ) -> Result<MatchResponse, MatcherError> {
         let req = MatchRequest {
@@ -86,6 +88,7 @@ impl Matcher {
             top_k: 1,
             faces: FaceSelection::All as i32,
             max_faces,
+            return_chips: chips,
             ..Default::default()
         };
         self.call("Match", trace, req, |mut c, r| async move { c.r#match(r).await }).await

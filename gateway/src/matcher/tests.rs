@@ -104,7 +104,7 @@ async fn retries_overload_then_succeeds_with_trace_context() {
     let addr = serve(fake.clone()).await;
     let m = matcher(&[format!("http://{addr}")], 3);
     let trace = TraceContext::new_root();
-    let r = m.match_photo(vec![1, 2, 3], 5, &trace).await.unwrap();
+    let r = m.match_photo(vec![1, 2, 3], 5, false, &trace).await.unwrap();
     assert_eq!(r.gallery_version, "a");
     assert_eq!(fake.calls.load(Ordering::SeqCst), 3);
     let tps = fake.traceparents.lock().unwrap().clone();
@@ -121,7 +121,7 @@ async fn gives_up_as_busy_after_the_retries() {
     let fake = Fake::new("a", 100, Code::Unavailable);
     let addr = serve(fake.clone()).await;
     let m = matcher(&[format!("http://{addr}")], 2);
-    let err = m.match_photo(vec![1], 5, &TraceContext::new_root()).await.unwrap_err();
+    let err = m.match_photo(vec![1], 5, false, &TraceContext::new_root()).await.unwrap_err();
     assert!(matches!(err, MatcherError::Busy { .. }), "{err}");
     assert_eq!(fake.calls.load(Ordering::SeqCst), 3);
 }
@@ -131,7 +131,7 @@ async fn invalid_argument_is_not_retried() {
     let fake = Fake::new("a", 100, Code::InvalidArgument);
     let addr = serve(fake.clone()).await;
     let m = matcher(&[format!("http://{addr}")], 3);
-    let err = m.match_photo(vec![1], 5, &TraceContext::new_root()).await.unwrap_err();
+    let err = m.match_photo(vec![1], 5, false, &TraceContext::new_root()).await.unwrap_err();
     assert!(matches!(err, MatcherError::InvalidImage(_)), "{err}");
     assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
 }
@@ -144,7 +144,7 @@ async fn calls_are_spread_and_a_dead_replica_is_skipped() {
     // Nothing listens on port 9: every call there is UNAVAILABLE and retried elsewhere.
     let m = matcher(&[format!("http://{aa}"), format!("http://{ba}"), "http://127.0.0.1:9".to_owned()], 3);
     for _ in 0..30 {
-        m.match_photo(vec![1], 5, &TraceContext::new_root()).await.unwrap();
+        m.match_photo(vec![1], 5, false, &TraceContext::new_root()).await.unwrap();
     }
     let (na, nb) = (a.calls.load(Ordering::SeqCst), b.calls.load(Ordering::SeqCst));
     assert_eq!(na + nb, 30);

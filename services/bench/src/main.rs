@@ -3,6 +3,7 @@
 //! Every subcommand prints one JSON object (and writes it to `--json FILE`).
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod cards;
 mod common;
 mod engine_bench;
 mod grpc;
@@ -40,6 +41,8 @@ enum Cmd {
     MakeGallery(search_bench::MakeGalleryArgs),
     /// gRPC load generator against `matcher serve`, with its memory.
     Grpc(grpc::GrpcArgs),
+    /// The reply card's cost (compose ms, bytes) next to the matcher's for the same photo.
+    Cards(cards::CardsArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,5 +57,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Search(a) => search_bench::search(a),
         Cmd::MakeGallery(a) => search_bench::make_gallery(a),
         Cmd::Grpc(a) => grpc::grpc(a, &m),
+        Cmd::Cards(a) => cards::cards(a, &m),
     }
 }

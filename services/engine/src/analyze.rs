@@ -4,7 +4,7 @@ use crate::decode::{decode, DecodeLimits};
 use crate::detect::{detect_faces, to_matrix, DetectConfig};
 use crate::dlib::face_chip;
 use crate::error::{AnalyzeError, NativeError};
-use crate::face::{eye_geometry, Face, FaceBox};
+use crate::face::{eye_geometry, Face, FaceBox, CHIP_PADDING};
 use crate::models::WorkerModels;
 use dlib_face_recognition::{LandmarkPredictorTrait, Rectangle};
 use image::RgbImage;
@@ -23,7 +23,8 @@ pub struct AnalyzeOptions {
     /// On lfw-dev it raises rank-1 by about a point, for one more network pass per face
     /// (about a third more CPU per photo): see docs/BENCHMARKS.md.
     pub mirror: bool,
-    /// Side of an aligned face chip to return with each face (thumbnails), if any.
+    /// Side of an aligned face chip to return with each face (thumbnails, and the chips a
+    /// caller asks for; `face::CHIP_SIZE` for both), if any.
     pub chip_size: Option<u32>,
 }
 
@@ -157,7 +158,7 @@ impl FaceAnalyzer {
             let landmarks = points_of(shape);
             let (eye_distance, roll_degrees) = eye_geometry(&landmarks);
             let chip = match opts.chip_size {
-                Some(size) => Some(face_chip(&full, shape, size, 0.25).map_err(NativeError)?),
+                Some(size) => Some(face_chip(&full, shape, size, CHIP_PADDING).map_err(NativeError)?),
                 None => None,
             };
             faces.push(Face {

@@ -4,6 +4,23 @@ use serde::{Deserialize, Serialize};
 
 pub const EMBEDDING_DIM: usize = 128;
 
+/// Side in pixels of the aligned face chips: the gallery's identity thumbnails and the
+/// chips the matcher returns on request are cut the same way (this size, `CHIP_PADDING`),
+/// so a user's face and a celebrity's line up when shown side by side.
+pub const CHIP_SIZE: u32 = 160;
+/// Margin around the face in an aligned chip, as a share of the face (dlib's `padding`).
+pub const CHIP_PADDING: f64 = 0.25;
+/// JPEG quality of encoded chips: ~8 KB for a 160-px chip.
+const CHIP_JPEG_QUALITY: u8 = 85;
+
+/// JPEG of an aligned RGB8 chip of `size` x `size` pixels.
+pub fn chip_jpeg(chip: &[u8], size: u32) -> Result<Vec<u8>, image::ImageError> {
+    let mut out = Vec::with_capacity(12 * 1024);
+    let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, CHIP_JPEG_QUALITY);
+    image::ImageEncoder::write_image(enc, chip, size, size, image::ExtendedColorType::Rgb8)?;
+    Ok(out)
+}
+
 /// A 128-d face embedding (dlib ResNet; Euclidean distance < 0.6 means "same person").
 pub type Embedding = [f32; EMBEDDING_DIM];
 

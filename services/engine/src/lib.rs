@@ -18,7 +18,7 @@ pub use analyze::{Analysis, AnalyzeOptions, FaceAnalyzer, StageTimings};
 pub use calibration::Calibration;
 pub use decode::DecodeLimits;
 pub use detect::DetectConfig;
-pub use face::{Embedding, Face, FaceBox, EMBEDDING_DIM};
+pub use face::{chip_jpeg, Embedding, Face, FaceBox, CHIP_SIZE, EMBEDDING_DIM};
 pub use gallery::{Candidate, Gallery, GalleryError, Identity, SearchMode};
 pub use models::{Models, WorkerModels};
 pub use search::hnsw::HnswParams;

@@ -105,6 +105,70 @@ async fn match_embed_identity_and_info_on_real_photos() {
     assert!(none.faces.is_empty());
 }
 
+/// Mean absolute difference per channel between two same-size RGB images.
+fn mean_abs_diff(a: &image::RgbImage, b: &image::RgbImage) -> f64 {
+    assert_eq!(a.dimensions(), b.dimensions());
+    assert!(a.width() > 0);
+    let sum: u64 = a.as_raw().iter().zip(b.as_raw()).map(|(x, y)| u64::from(x.abs_diff(*y))).sum();
+    sum as f64 / a.as_raw().len() as f64
+}
+
+fn rgb(jpeg: &[u8]) -> image::RgbImage {
+    image::load_from_memory(jpeg).expect("a decodable JPEG").to_rgb8()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chips_come_on_request_aligned_like_the_gallery_thumbnails() {
+    let server = serving().await;
+    let mut c = server.client().await;
+    // Off by default: internal callers do not pay for them.
+    let plain = c.r#match(match_image(photo("lfw-dev/Colin_Powell/0001.jpg"), 1)).await.expect("match").into_inner();
+    assert_eq!(plain.faces.len(), 1);
+    assert!(plain.faces[0].chip_jpeg.is_empty());
+
+    // The gallery's own photo of Colin Powell: the chip is cut exactly like his thumbnail.
+    let r = c
+        .r#match(pb::MatchRequest { return_chips: true, ..match_image(photo("lfw-dev/Colin_Powell/0001.jpg"), 1) })
+        .await
+        .expect("match with chips")
+        .into_inner();
+    let f = &r.faces[0];
+    let top = &f.candidates[0];
+    assert_eq!(top.name, "Colin Powell");
+    let chip = rgb(&f.chip_jpeg);
+    assert_eq!(chip.dimensions(), (160, 160));
+    let identity = |id| {
+        let mut c = c.clone();
+        async move {
+            c.get_identity(pb::GetIdentityRequest { identity_id: id, omit_thumbnail: false })
+                .await
+                .expect("identity")
+                .into_inner()
+        }
+    };
+    let own = rgb(&identity(top.identity_id).await.thumbnail_jpeg);
+    let same = mean_abs_diff(&chip, &own);
+    assert!(same < 4.0, "the chip differs from the thumbnail of the same photo by {same:.2} per channel");
+    let other_id = if top.identity_id == 0 { 1 } else { 0 };
+    let other = mean_abs_diff(&chip, &rgb(&identity(other_id).await.thumbnail_jpeg));
+    assert!(other > 5.0 * same.max(1.0), "another person's thumbnail: {other:.2} vs {same:.2}");
+
+    // A group photo: one chip per face.
+    let group = c
+        .r#match(pb::MatchRequest {
+            query: Some(pb::match_request::Query::Image(photo("scenes/group-t1.jpg"))),
+            faces: pb::FaceSelection::All as i32,
+            max_faces: 20,
+            return_chips: true,
+            ..Default::default()
+        })
+        .await
+        .expect("group")
+        .into_inner();
+    assert!(group.faces.len() >= 4);
+    assert!(group.faces.iter().all(|f| rgb(&f.chip_jpeg).dimensions() == (160, 160)));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn match_stream_answers_many_photos_in_order() {
     let server = serving().await;

@@ -6,7 +6,7 @@ use super::{BuildInfo, Gallery, GalleryError, Identity};
 use crate::analyze::{AnalyzeOptions, FaceAnalyzer};
 use crate::decode::DecodeLimits;
 use crate::detect::DetectConfig;
-use crate::face::Face;
+use crate::face::{chip_jpeg, Face, CHIP_SIZE};
 use crate::models::Models;
 use crate::parallel::map_items;
 use serde::Serialize;
@@ -41,7 +41,7 @@ impl Default for BuildConfig {
             max_roll_degrees: 35.0,
             ambiguity_ratio: 0.5,
             max_photos_per_person: 20,
-            thumbnail_size: 160,
+            thumbnail_size: CHIP_SIZE,
             limits: DecodeLimits::default(),
             detect: DetectConfig::default(),
         }
@@ -134,15 +134,6 @@ fn judge(analyzer: &mut FaceAnalyzer, job: &Job, cfg: &BuildConfig) -> Result<Fa
     Ok(face)
 }
 
-fn thumbnail_jpeg(chip: &[u8], size: u32) -> Vec<u8> {
-    let mut out = Vec::new();
-    let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85);
-    match image::ImageEncoder::write_image(enc, chip, size, size, image::ExtendedColorType::Rgb8) {
-        Ok(()) => out,
-        Err(_) => Vec::new(),
-    }
-}
-
 /// Builds a gallery from `sources`. `progress(done, total)` is called after each photo.
 pub fn build(
     models: &Models,
@@ -186,7 +177,7 @@ pub fn build(
             continue;
         };
         let id = identities.len() as u32;
-        let thumbnail = first.chip.as_deref().map(|c| thumbnail_jpeg(c, cfg.thumbnail_size)).unwrap_or_default();
+        let thumbnail = first.chip.as_deref().and_then(|c| chip_jpeg(c, cfg.thumbnail_size).ok()).unwrap_or_default();
         identities.push(Identity {
             name: person.name.clone(),
             alias: person.alias.clone(),

@@ -7,7 +7,7 @@ use super::metrics::Metrics;
 use super::state::GalleryState;
 use super::telemetry;
 use futures::{Stream, StreamExt};
-use lookalike_engine::{AnalyzeOptions, DecodeLimits, Embedding, EMBEDDING_DIM};
+use lookalike_engine::{chip_jpeg, AnalyzeOptions, DecodeLimits, Embedding, CHIP_SIZE, EMBEDDING_DIM};
 use lookalike_proto::v1 as pb;
 use lookalike_proto::v1::matcher_server::Matcher;
 use std::pin::Pin;
@@ -44,6 +44,8 @@ struct MatchParams {
     all_faces: bool,
     max_faces: usize,
     max_distance: Option<f32>,
+    /// Return each face's aligned chip as JPEG.
+    chips: bool,
 }
 
 enum Query {
@@ -94,7 +96,7 @@ impl Inner {
             None => return Err(Status::invalid_argument("the request has neither an image nor an embedding")),
         };
         let max_distance = (r.max_distance > 0.0).then_some(r.max_distance);
-        Ok((query, MatchParams { top_k: top_k as usize, all_faces, max_faces, max_distance }))
+        Ok((query, MatchParams { top_k: top_k as usize, all_faces, max_faces, max_distance, chips: r.return_chips }))
     }
 
     pub async fn do_match(&self, r: pb::MatchRequest, deadline: Option<Instant>) -> Result<pb::MatchResponse, Status> {
@@ -114,17 +116,18 @@ impl Inner {
                             let t = Instant::now();
                             let found =
                                 tracing::info_span!("search").in_scope(|| g.search(&e, p.top_k, p.max_distance));
-                            (Ok((None, vec![found])), t.elapsed())
+                            (Ok((None, vec![found], Vec::new())), t.elapsed())
                         }
                         Query::Image(bytes) => {
                             let opts = AnalyzeOptions {
                                 all_faces: p.all_faces,
                                 max_faces: p.max_faces,
                                 mirror,
+                                chip_size: p.chips.then_some(CHIP_SIZE),
                                 ..Default::default()
                             };
                             match analyzer.analyze_bytes(&bytes, &opts) {
-                                Ok(a) => {
+                                Ok(mut a) => {
                                     let t = Instant::now();
                                     let found = tracing::info_span!("search", faces = a.faces.len()).in_scope(|| {
                                         a.faces
@@ -132,7 +135,11 @@ impl Inner {
                                             .map(|f| g.search(&f.embedding, p.top_k, p.max_distance))
                                             .collect()
                                     });
-                                    (Ok((Some(a), found)), t.elapsed())
+                                    let search_time = t.elapsed();
+                                    // Encoded here, on the worker, like the rest of the
+                                    // per-photo CPU work; the raw chips are dropped.
+                                    let chips = a.faces.iter_mut().map(|f| encode_chip(f.chip.take())).collect();
+                                    (Ok((Some(a), found, chips)), search_time)
                                 }
                                 Err(e) => (Err(e), Duration::ZERO),
                             }
@@ -142,7 +149,7 @@ impl Inner {
             })
             .await
             .map_err(exec_status)?;
-        let (analysis, found) = outcome.map_err(analyze_status)?;
+        let (analysis, found, mut chips) = outcome.map_err(analyze_status)?;
         let total = start.elapsed();
         let response = match analysis {
             Some(a) => pb::MatchResponse {
@@ -150,9 +157,11 @@ impl Inner {
                     .faces
                     .iter()
                     .zip(&found)
-                    .map(|(f, c)| pb::FaceMatch {
+                    .enumerate()
+                    .map(|(i, (f, c))| pb::FaceMatch {
                         face: Some(convert::detected_face(f)),
                         candidates: convert::candidates(&gallery, c),
+                        chip_jpeg: chips.get_mut(i).map(std::mem::take).unwrap_or_default(),
                     })
                     .collect(),
                 image_width: a.width,
@@ -163,7 +172,11 @@ impl Inner {
             None => pb::MatchResponse {
                 faces: found
                     .iter()
-                    .map(|c| pb::FaceMatch { face: None, candidates: convert::candidates(&gallery, c) })
+                    .map(|c| pb::FaceMatch {
+                        face: None,
+                        candidates: convert::candidates(&gallery, c),
+                        chip_jpeg: Vec::new(),
+                    })
                     .collect(),
                 image_width: 0,
                 image_height: 0,
@@ -240,6 +253,19 @@ impl Inner {
     ) -> CallGuard<impl FnOnce(tonic::Code)> {
         let inner = self.clone();
         CallGuard::new(deadline, move |code| inner.observe_code(method, start, code, Some("the handler was dropped")))
+    }
+}
+
+/// A face's chip as JPEG; empty when none was cut (or, never in practice, the encoder
+/// failed: a missing chip costs the caller a picture, not the match).
+fn encode_chip(chip: Option<Vec<u8>>) -> Vec<u8> {
+    let Some(raw) = chip else { return Vec::new() };
+    match chip_jpeg(&raw, CHIP_SIZE) {
+        Ok(jpeg) => jpeg,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not encode a face chip");
+            Vec::new()
+        }
     }
 }
 
@@ -345,6 +371,8 @@ impl Matcher for MatcherService {
                 photo_count: id.photo_count,
                 thumbnail_jpeg: if r.omit_thumbnail { Vec::new() } else { id.thumbnail_jpeg.clone() },
                 gallery_version: g.version.clone(),
+                // The gallery file carries no attribution yet.
+                photo_credit: None,
             })
         });
         self.inner.observe("GetIdentity", start, &result);
