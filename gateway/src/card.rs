@@ -40,6 +40,8 @@ const ACCENT: Rgb<u8> = Rgb([255, 200, 61]);
 const TEXT: Rgb<u8> = Rgb([245, 245, 245]);
 const MUTED: Rgb<u8> = Rgb([165, 165, 180]);
 const JPEG_QUALITY: u8 = 88;
+/// Rows on one card: 20 rows of ~450 px keep width + height under Telegram's 10000.
+pub const MAX_ROWS: usize = 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CardError {
@@ -48,7 +50,9 @@ pub enum CardError {
     #[error("cannot decode the {which} face chip: {source}")]
     Chip { which: &'static str, source: image::ImageError },
     #[error("cannot encode the card: {0}")]
-    Encode(image::ImageError),
+    Encode(jpeg_encoder::EncodingError),
+    #[error("a card of {height} px is too tall to encode")]
+    TooTall { height: u32 },
     #[error("the bundled font cannot be read")]
     Font,
 }
@@ -143,6 +147,9 @@ pub fn compose(pairs: &[Pair], footer: Option<&str>) -> Result<Card, CardError> 
     if pairs.is_empty() {
         return Err(CardError::Empty);
     }
+    // Telegram wants width + height <= 10000: at most MAX_ROWS rows (the caption still
+    // names every face).
+    let pairs = &pairs[..pairs.len().min(MAX_ROWS)];
     let f = fonts()?;
     let (rows, height) = layout_with(&f, pairs, footer.is_some());
     let mut card = RgbImage::from_pixel(WIDTH, height, BACKGROUND);
@@ -165,8 +172,10 @@ pub fn compose(pairs: &[Pair], footer: Option<&str>) -> Result<Card, CardError> 
         draw_centred(&mut card, &f.regular, FOOTER_PX, FOOTER_PX, footer, y, MUTED);
     }
     let mut jpeg = Vec::with_capacity(64 * 1024 * pairs.len());
-    let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, JPEG_QUALITY);
-    image::ImageEncoder::write_image(enc, card.as_raw(), WIDTH, height, image::ExtendedColorType::Rgb8)
+    let h16 = u16::try_from(height).map_err(|_| CardError::TooTall { height })?;
+    let w16 = u16::try_from(WIDTH).map_err(|_| CardError::TooTall { height })?;
+    jpeg_encoder::Encoder::new(&mut jpeg, JPEG_QUALITY)
+        .encode(card.as_raw(), w16, h16, jpeg_encoder::ColorType::Rgb)
         .map_err(CardError::Encode)?;
     Ok(Card { jpeg, width: WIDTH, height })
 }
@@ -301,8 +310,7 @@ mod tests {
 
     /// Rows of `img` between y0 and y1 holding text-bright pixels (ink), as a height.
     fn ink_rows(img: &RgbImage, y0: u32, y1: u32) -> u32 {
-        (y0..y1.min(img.height())).filter(|&y| (0..img.width()).any(|x| img.get_pixel(x, y).0[1] > 150)).count()
-            as u32
+        (y0..y1.min(img.height())).filter(|&y| (0..img.width()).any(|x| img.get_pixel(x, y).0[1] > 150)).count() as u32
     }
 
     #[test]
@@ -359,7 +367,9 @@ mod tests {
         let img = image::load_from_memory(&card.jpeg).unwrap().to_rgb8();
         // Nothing drawn into the side margins: the name was shrunk and cut to fit.
         let margin_ink = (0..img.height())
-            .filter(|&y| (0..MARGIN - 4).any(|x| img.get_pixel(x, y).0[1] > 150 || img.get_pixel(WIDTH - 1 - x, y).0[1] > 150))
+            .filter(|&y| {
+                (0..MARGIN - 4).any(|x| img.get_pixel(x, y).0[1] > 150 || img.get_pixel(WIDTH - 1 - x, y).0[1] > 150)
+            })
             .count();
         assert_eq!(margin_ink, 0);
     }

@@ -365,10 +365,8 @@ impl Bot {
         } else {
             METRICS.thumbnail_cache(false);
         }
-        let upload = PhotoSource::Upload {
-            bytes: celebrity.thumbnail_jpeg.clone(),
-            file_name: format!("{}.jpg", first.alias),
-        };
+        let upload =
+            PhotoSource::Upload { bytes: celebrity.thumbnail_jpeg.clone(), file_name: format!("{}.jpg", first.alias) };
         match self.send(msg, photo(msg, upload, &caption), t).await {
             Ok(sent) => {
                 // Telegram returns several sizes of what it stored; any of their ids

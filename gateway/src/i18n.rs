@@ -148,7 +148,9 @@ pub fn cards_setting(lang: Lang, on: bool, available: bool) -> &'static str {
             "Карточки включены: я отвечаю вашим лицом рядом с лицом знаменитости (только в этот чат, \
             без сохранения). /cards off — только фото знаменитости."
         }
-        (Lang::En, true, false) => "Cards are off: I answer with the celebrity's photo only. /cards on to bring them back.",
+        (Lang::En, true, false) => {
+            "Cards are off: I answer with the celebrity's photo only. /cards on to bring them back."
+        }
         (Lang::Ru, true, false) => "Карточки выключены: я присылаю только фото знаменитости. /cards on — вернуть их.",
     }
 }

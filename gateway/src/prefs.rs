@@ -78,7 +78,9 @@ impl Prefs {
 
 fn read(path: &Path) -> Result<Stored, StateError> {
     match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StateError::Parse { path: path.to_owned(), source }),
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes).map_err(|source| StateError::Parse { path: path.to_owned(), source })
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Stored::default()),
         Err(source) => Err(StateError::Io { path: path.to_owned(), source }),
     }

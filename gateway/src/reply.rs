@@ -82,7 +82,8 @@ impl PhotoCredit {
         if !self.required() {
             return None;
         }
-        let parts: Vec<&str> = [self.author.trim(), self.license.trim()].into_iter().filter(|p| !p.is_empty()).collect();
+        let parts: Vec<&str> =
+            [self.author.trim(), self.license.trim()].into_iter().filter(|p| !p.is_empty()).collect();
         Some(format!("Photo: {}", parts.join(", ")))
     }
 
@@ -245,7 +246,8 @@ mod tests {
         let c = with_credit("You look like X".into(), Some(&by));
         assert!(c.starts_with("You look like X\n📷 <a href="), "{c}");
         assert_eq!(with_credit("A".into(), None), "A");
-        let long = (0..40).map(|i| format!("{i}. <a href=\"https://w/x\">Name</a> — 50%")).collect::<Vec<_>>().join("\n");
+        let long =
+            (0..40).map(|i| format!("{i}. <a href=\"https://w/x\">Name</a> — 50%")).collect::<Vec<_>>().join("\n");
         let c = with_credit(long, Some(&by));
         assert!(c.len() <= CAPTION_LIMIT && c.ends_with("CC BY-SA 4.0</a>"), "{c}");
         assert_eq!(c.matches("<a ").count(), c.matches("</a>").count());

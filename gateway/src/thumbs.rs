@@ -96,7 +96,8 @@ mod tests {
     #[test]
     fn celebrities_per_gallery_least_recently_used_out() {
         let c = CelebrityCache::with_capacity(NonZeroUsize::MIN.saturating_add(1));
-        let entry = |b: &'static [u8]| Arc::new(Celebrity { thumbnail_jpeg: bytes::Bytes::from_static(b), credit: None });
+        let entry =
+            |b: &'static [u8]| Arc::new(Celebrity { thumbnail_jpeg: bytes::Bytes::from_static(b), credit: None });
         c.put("v1", 1, entry(b"a"));
         c.put("v1", 2, entry(b"b"));
         assert!(c.get("v2", 1).is_none());

@@ -16,8 +16,8 @@ use lookalike_e2e::fixtures::{
     assert_no_token, face, jpeg_variant, load_image, max_in_window, photo_sizes, serial, Gateway, GatewayOptions,
     Matcher, KIT_QUERY, OBAMA_QUERY, TOKEN,
 };
-use lookalike_proto::v1 as pb;
 use lookalike_e2e::procs::{binary, free_port, Logs, Process};
+use lookalike_proto::v1 as pb;
 use serde_json::Value;
 
 const REPLY_TIMEOUT: Duration = Duration::from_secs(180);
@@ -588,15 +588,15 @@ async fn two_matcher_replicas_share_the_load_and_cover_for_each_other() -> anyho
 
 /// The card's layout (gateway/src/card.rs), as a reader of the picture sees it: 692 px wide;
 /// each row has the sender's face at x 20 and the celebrity's at x 352, both 320 x 320, the
-/// first row's faces at y 20; a row is 470 px (faces, percentage, name), and the footer
-/// (the bot's @username) adds 24 px under the last row, after a 20 px top margin.
+/// first row's faces at y 20; a row is 452 px (faces, percentage, name, margin), and the
+/// footer (the bot's @username) adds 20 px under the last row, after a 20 px top margin.
 const CARD_WIDTH: u32 = 692;
 const CARD_FACE: u32 = 320;
 const CARD_USER_X: u32 = 20;
 const CARD_CELEBRITY_X: u32 = 352;
 const CARD_TOP: u32 = 20;
-const CARD_ROW: u32 = 470;
-const CARD_FOOTER: u32 = 24;
+const CARD_ROW: u32 = 452;
+const CARD_FOOTER: u32 = 20;
 
 fn rgb(jpeg: &[u8]) -> image::RgbImage {
     image::load_from_memory(jpeg).expect("a decodable image").to_rgb8()
@@ -641,13 +641,11 @@ async fn the_reply_is_a_card_of_both_faces_and_cards_off_gives_the_plain_reply()
     let user_chip = rgb(&direct.faces[0].chip_jpeg);
     let top = direct.faces[0].candidates[0].clone();
     assert_eq!(top.name, "Barack Obama");
-    let thumbnail = rgb(
-        &client
-            .get_identity(pb::GetIdentityRequest { identity_id: top.identity_id, omit_thumbnail: false })
-            .await?
-            .into_inner()
-            .thumbnail_jpeg,
-    );
+    let thumbnail = rgb(&client
+        .get_identity(pb::GetIdentityRequest { identity_id: top.identity_id, omit_thumbnail: false })
+        .await?
+        .into_inner()
+        .thumbnail_jpeg);
 
     let sizes = photo_sizes(&tg, &face(OBAMA_QUERY), &[90, 320, 800, 1280])?;
     tg.push(tg.photo_message(Sender::private(3001), &sizes));

@@ -44,12 +44,8 @@ pub fn cards(args: CardsArgs, models_dir: &Path) -> Result<()> {
     let gallery = load_gallery(&args.gallery)?;
     let mut analyzer = FaceAnalyzer::new(models.worker_set(), DecodeLimits::default(), DetectConfig::default());
     let renames: Vec<(&str, &str)> = args.names.iter().filter_map(|n| n.split_once('=')).collect();
-    let opts = AnalyzeOptions {
-        all_faces: true,
-        max_faces: args.max_faces,
-        chip_size: Some(CHIP_SIZE),
-        ..Default::default()
-    };
+    let opts =
+        AnalyzeOptions { all_faces: true, max_faces: args.max_faces, chip_size: Some(CHIP_SIZE), ..Default::default() };
     if let Some(dir) = &args.out {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
