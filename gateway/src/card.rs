@@ -14,7 +14,7 @@
 
 use ab_glyph::{Font, FontRef, GlyphId, PxScale, ScaleFont};
 use bytes::Bytes;
-use image::imageops::FilterType;
+use fast_image_resize::{self as fir, ResizeAlg, ResizeOptions, Resizer};
 use image::{Rgb, RgbImage};
 
 static BOLD: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans-Bold.ttf");
@@ -49,6 +49,8 @@ pub enum CardError {
     Empty,
     #[error("cannot decode the {which} face chip: {source}")]
     Chip { which: &'static str, source: image::ImageError },
+    #[error("cannot scale the {which} face chip: {detail}")]
+    Resize { which: &'static str, detail: String },
     #[error("cannot encode the card: {0}")]
     Encode(jpeg_encoder::EncodingError),
     #[error("a card of {height} px is too tall to encode")]
@@ -187,7 +189,10 @@ fn face(jpeg: &[u8], which: &'static str) -> Result<RgbImage, CardError> {
     if chip.dimensions() == (FACE, FACE) {
         return Ok(chip);
     }
-    Ok(image::imageops::resize(&chip, FACE, FACE, FilterType::CatmullRom))
+    let mut out = RgbImage::new(FACE, FACE);
+    let bicubic = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(fir::FilterType::CatmullRom));
+    Resizer::new().resize(&chip, &mut out, &bicubic).map_err(|e| CardError::Resize { which, detail: e.to_string() })?;
+    Ok(out)
 }
 
 /// Glyphs of `text` laid out on one line at `px`, with kerning: (glyph, x offset) and width.
@@ -342,7 +347,7 @@ mod tests {
         // A chat shows a photo ~320 px wide on a phone (Telegram's "m" size).
         let preview_w = 320;
         let preview_h = card.height * preview_w / card.width;
-        let small = image::imageops::resize(&img, preview_w, preview_h, FilterType::Triangle);
+        let small = image::imageops::resize(&img, preview_w, preview_h, image::imageops::FilterType::Triangle);
         let (rows, _) = layout(&[pair], false).unwrap();
         let scale = |v: u32| v * preview_w / card.width;
         let f = fonts().unwrap();
