@@ -12,9 +12,12 @@
 #   scripts/bench.sh --extra          also the peer at --upsample 1 on lfw-dev (about 25 min more the
 #                                     first time; cached)
 #   scripts/bench.sh --no-docs        print the table only (do not touch docs/)
+#   scripts/bench.sh --sections cards --splice   re-run sections and put only their parts into the
+#                                     existing docs/BENCHMARKS.md (the rest of the report stays as it was)
 #
-# Sections: embed accuracy throughput grpc stages search gbuild (embed feeds accuracy,
-# search and the 12k gallery, so it always runs; from the cache when it can).
+# Sections: embed accuracy throughput grpc stages search gbuild cards (embed feeds accuracy,
+# search and the 12k gallery, so it runs whenever one of them does; from the cache when it can;
+# cards needs neither it nor the peer).
 # Environment: LOOKALIKE_FACES (default <repo>/../shared/faces), LOOKALIKE_MODELS (default
 # <repo>/assets/models), BENCH_NOTE (a Markdown file shown under the report's header), PEER_PYTHON (default: the venv of shared/peers/setup.sh, built if
 # missing), CARGO_TARGET_DIR (default <repo>/target), LOOKALIKE_BENCH_CACHE (default
@@ -22,21 +25,27 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-quick=0 fresh=0 docs=1 extra=0 sections="embed,accuracy,throughput,grpc,stages,search,gbuild"
+all_sections="embed,accuracy,throughput,grpc,stages,search,gbuild,cards"
+quick=0 fresh=0 docs=1 extra=0 splice=0 sections=$all_sections
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
     --fresh) fresh=1 ;;
     --extra) extra=1 ;;
     --no-docs) docs=0 ;;
-    --sections) sections="embed,$2"; shift ;;
-    --sections=*) sections="embed,${1#*=}" ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    --splice) splice=1 ;;
+    --sections) sections="$2"; shift ;;
+    --sections=*) sections="${1#*=}" ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
 done
 want() { [[ ",$sections," == *",$1,"* ]]; }
+# The LFW embeddings and the 12k gallery feed every section but cards; so does the peer.
+need_lfw=0
+for sec in embed accuracy throughput grpc stages search gbuild; do want "$sec" && need_lfw=1; done
+[ $need_lfw = 1 ] && sections="embed,$sections"
 
 faces=${LOOKALIKE_FACES:-$repo/../shared/faces}
 faces=$(cd "$faces" && pwd)
@@ -51,14 +60,14 @@ export OPENBLAS_NUM_THREADS=1   # as .cargo/config.toml sets for lookalike; the 
 mode=$([ $quick = 1 ] && echo quick || echo full)
 out="$CARGO_TARGET_DIR/bench/$mode"
 # A full set of sections starts from a clean results folder; --sections adds to the last one.
-[ "$sections" = "embed,accuracy,throughput,grpc,stages,search,gbuild" ] && rm -rf "$out"
+[ "$sections" = "$all_sections" ] && rm -rf "$out"
 mkdir -p "$out" "$cache"
 started=$(date +%s)
 log() { printf '[bench %4ds] %s\n' $(( $(date +%s) - started )) "$*" >&2; }
 
 # --- tools -------------------------------------------------------------------------------
 peer_py=${PEER_PYTHON:-$HOME/.cache/lookalike-peer/venv/bin/python}
-if [ ! -x "$peer_py" ]; then
+if [ $need_lfw = 1 ] && [ ! -x "$peer_py" ]; then
   log "building the peer's venv (shared/peers/setup.sh)"
   peer_py=$("$(dirname "$peer_script")/setup.sh")
 fi
@@ -91,7 +100,8 @@ tg_photos=$(find "$tg" -type f \( -name '*.jpg' -o -name '*.png' \) | sort)
 # Only the code that shapes an embedding counts (search, gallery and calibration do not).
 engine_key=$( (cd "$repo" && find services/engine -type f -not -path '*/tests/*' -not -path '*/src/search/*' \
   -not -path '*/src/gallery/*' -not -name calibration.rs | sort | xargs sha256sum; ls -l "$LOOKALIKE_MODELS") | sha256sum | cut -c1-12)
-peer_key=$( (cat "$peer_script"; "$peer_py" -c 'import dlib, sys; print(dlib.__version__, sys.version)') | sha256sum | cut -c1-12)
+peer_key=none
+[ $need_lfw = 1 ] && peer_key=$( (cat "$peer_script"; "$peer_py" -c 'import dlib, sys; print(dlib.__version__, sys.version)') | sha256sum | cut -c1-12)
 [ $fresh = 1 ] && rm -f "$cache"/lk-*"$tag"* "$cache"/peer-*"$tag"*
 list="$cache/lfw-$tag.tsv"
 
@@ -120,11 +130,12 @@ peer_embed() { # name upsample jitters extra-args...
   cp "$f.json" "$out/embed_peer_$name.json"
   echo "$f"
 }
-lk_q0=$(lk_embed q0 0)
-
-# The 12k gallery (real LFW embeddings, padded with synthetic ones) for serving and matching.
-"$bench" make-gallery --emb "$lk_q0" --list "$list" --size 12000 --out "$out/g12k.lkg" --peer-prefix "$out/g12k" >/dev/null
-peer --peer "$peer_script" npz --rows "$out/g12k.f32" --names "$out/g12k.names" --out "$out/g12k.npz" >/dev/null
+if [ $need_lfw = 1 ]; then
+  lk_q0=$(lk_embed q0 0)
+  # The 12k gallery (real LFW embeddings, padded with synthetic ones) for serving and matching.
+  "$bench" make-gallery --emb "$lk_q0" --list "$list" --size 12000 --out "$out/g12k.lkg" --peer-prefix "$out/g12k" >/dev/null
+  peer --peer "$peer_script" npz --rows "$out/g12k.f32" --names "$out/g12k.names" --out "$out/g12k.npz" >/dev/null
+fi
 
 # --- 2. photos per second on tg1280: engine 1/2 workers vs the peer, interleaved ---------
 if want throughput; then
@@ -214,10 +225,26 @@ if want accuracy; then
   acc lk_mirror_g0 "$lk_mirror" "$lk_mirror"
 fi
 
+# --- 8. reply cards: composing the card vs the match, for the same photo --------------------
+if want cards; then
+  log "reply cards: compose cost vs the match (demo gallery: real thumbnails)"
+  "$matcher" gallery build --quiet --photos "$repo/assets/demo/photos" --catalog "$repo/assets/demo/catalog.json" \
+    --out "$out/demo.lkg" >/dev/null
+  card_out=(); [ $docs = 1 ] && card_out=(--out "$repo/docs/cards")
+  # The Cyrillic card shows the name a Russian-language gallery would carry.
+  "$bench" cards --gallery "$out/demo.lkg" --reps 20 "${card_out[@]}" --name "kit-harington=Кит Харингтон" \
+    "single=$tg/Barack_Obama/1.jpg" "group=$faces/scenes/group-t1.jpg" "cyrillic=$tg/Kit_Harington/2.jpg" \
+    --json "$out/cards.json" >/dev/null
+fi
+
 # --- report -------------------------------------------------------------------------------
 log "report"
 rargs=(--results "$out" --mode "$mode" --repo "$repo" --peer-python "$peer_py" --seconds $(( $(date +%s) - started )))
-[ $docs = 1 ] && rargs+=(--md "$repo/docs/BENCHMARKS.md" --plot "$repo/docs/benchmarks.png")
+if [ $docs = 1 ] && [ $splice = 1 ]; then
+  rargs+=(--splice "$repo/docs/BENCHMARKS.md" --only "${sections#embed,}")
+elif [ $docs = 1 ]; then
+  rargs+=(--md "$repo/docs/BENCHMARKS.md" --plot "$repo/docs/benchmarks.png")
+fi
 # BENCH_NOTE: a Markdown file put under the header (how a run made in parts was assembled).
 [ -n "${BENCH_NOTE:-}" ] && rargs+=(--note "$BENCH_NOTE")
 "$venv/bin/python" "$repo/scripts/bench/report.py" "${rargs[@]}"

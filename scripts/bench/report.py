@@ -446,6 +446,27 @@ class Report:
             rows.append([j, "peer, 1 process", f(pps), "1x"])
         self.table(["jitters", "system", "photos/s", "vs peer"], rows)
 
+    def cards(self):
+        c = self.j("cards.json")
+        if not c:
+            return
+        self.out("## 7. Reply cards", "",
+                 "The bot's card (the sender's face beside the celebrity's, percentage and name drawn under them) "
+                 "next to the match it illustrates, for the same photo: *match* is the matcher's work as `Match` "
+                 "with `return_chips` does it (decode, detect, landmarks, encode, search, chip JPEGs; in process, "
+                 "one worker, demo gallery), *compose* is `tg_gateway::card::compose` (decode the two chips per face, "
+                 "scale them to 320 px, draw the text, encode the JPEG) from those chips and the gallery's "
+                 f"thumbnails. Medians of {c.get('reps')} runs each. The pictures are in `docs/cards/`.", "")
+        rows = []
+        for x in c["cards"]:
+            w, h = x["card_size"]
+            photo = os.path.relpath(x["photo"], os.path.dirname(self.a.repo))
+            rows.append([f"{x.get('label', '')}: `{photo}`", x["faces"], ", ".join(x["names"]), f(x["match_ms"], 1),
+                         f(x["chips_ms"], 2), f(x["compose_ms"], 2), pct(x["compose_share_of_match"]),
+                         f(x["card_bytes"] / 1024, 0), f"{w}x{h}"])
+        self.table(["photo", "faces", "matched", "match ms", "of which chips ms", "compose ms", "compose / match",
+                    "card KB", "card px"], rows)
+
     # ---- output --------------------------------------------------------------------------------
     def header(self):
         cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip()
@@ -565,6 +586,34 @@ class Report:
         return lines + ["</details>", ""]
 
 
+def splice(a, r, sections):
+    """Renders `sections` alone and puts each into the existing report `a.splice` in place of
+    its earlier version (or before "## Commands"), with a line saying when and on which commit
+    it was measured; the rest of the report is left as it was."""
+    with open(a.splice) as fh:
+        lines = fh.read().split("\n")
+    commit = sh(f"git -C {a.repo} rev-parse --short HEAD") or "unknown"
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    for section in sections:
+        r.md = []
+        section()
+        if not r.md:
+            continue
+        r.md[1:1] = ["", f"*Re-run alone on {when}, commit {commit}: `scripts/bench.sh --sections "
+                         f"{section.__name__} --splice`; machine as in the header.*"]
+        heading = r.md[0]
+        if heading in lines:
+            start = lines.index(heading)
+            end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+            lines[start:end] = r.md
+        else:
+            at = lines.index("## Commands") if "## Commands" in lines else len(lines)
+            lines[at:at] = r.md
+        print("\n".join(r.md))
+    with open(a.splice, "w") as fh:
+        fh.write("\n".join(lines))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--results", required=True)
@@ -575,10 +624,16 @@ def main():
     ap.add_argument("--md")
     ap.add_argument("--plot")
     ap.add_argument("--note", help="a Markdown file inserted after the header (how a partial run was assembled)")
+    ap.add_argument("--splice", help="an existing report: replace only the --only sections in it")
+    ap.add_argument("--only", default="", help="comma-separated section names for --splice (e.g. cards)")
     a = ap.parse_args()
     r = Report(a)
     r.header()
-    for section in (r.throughput, r.grpc, r.stages, r.search, r.accuracy, r.gbuild):
+    sections = (r.throughput, r.grpc, r.stages, r.search, r.accuracy, r.gbuild, r.cards)
+    if a.splice:
+        splice(a, r, [s for s in sections if s.__name__ in a.only.split(",")])
+        return
+    for section in sections:
         try:
             section()
         except Exception as e:  # noqa: BLE001 - one broken section must not lose the others

@@ -17,9 +17,10 @@ use tg_gateway::card::{self, Pair};
 pub struct CardsArgs {
     #[arg(long)]
     pub gallery: PathBuf,
-    /// Photos to answer (each: every face, up to --max-faces, like the bot).
+    /// Photos to answer (each: every face, up to --max-faces, like the bot), as `PATH` or
+    /// `LABEL=PATH` (the card's file name with --out: `LABEL.png`, else the photo's stem).
     #[arg(required = true)]
-    pub photos: Vec<PathBuf>,
+    pub photos: Vec<String>,
     #[arg(long, default_value_t = 5)]
     pub max_faces: usize,
     /// Timed repetitions per photo (the median is reported).
@@ -50,7 +51,12 @@ pub fn cards(args: CardsArgs, models_dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let mut rows = Vec::new();
-    for path in &args.photos {
+    for arg in &args.photos {
+        let (label, path) = match arg.split_once('=') {
+            Some((label, path)) => (Some(label), PathBuf::from(path)),
+            None => (None, PathBuf::from(arg)),
+        };
+        let path = &path;
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let mut match_ms = Vec::new();
         let mut chips_ms = Vec::new();
@@ -98,13 +104,14 @@ pub fn cards(args: CardsArgs, models_dir: &Path) -> Result<()> {
             composed = Some(c);
         }
         let Some(c) = composed else { bail!("no card") };
-        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("card");
+        let stem = label.or_else(|| path.file_stem().and_then(|s| s.to_str())).unwrap_or("card");
         if let Some(dir) = &args.out {
             let png = dir.join(format!("{stem}.png"));
             image::load_from_memory(&c.jpeg)?.save(&png).with_context(|| format!("writing {}", png.display()))?;
         }
         let (m, k) = (median(&match_ms), median(&compose_ms));
         rows.push(json!({
+            "label": stem,
             "photo": path.display().to_string(),
             "faces": pairs.len(),
             "names": pairs.iter().map(|p| p.name.clone()).collect::<Vec<_>>(),
