@@ -322,7 +322,7 @@ mod tests {
     fn one_pair_puts_each_face_in_its_half_with_the_text_below() {
         let (user, celeb) = (chip([200, 40, 40]), chip([40, 40, 200]));
         let pair = pair(&user, &celeb, "Barack Obama", 87, None);
-        let card = compose(&[pair.clone()], None).unwrap();
+        let card = compose(std::slice::from_ref(&pair), None).unwrap();
         let img = image::load_from_memory(&card.jpeg).unwrap().to_rgb8();
         assert_eq!(img.dimensions(), (card.width, card.height));
         let (rows, height) = layout(&[pair], false).unwrap();
@@ -342,7 +342,7 @@ mod tests {
     fn legible_at_telegrams_preview_size() {
         let (user, celeb) = (chip([120, 120, 120]), chip([90, 90, 90]));
         let pair = pair(&user, &celeb, "HHHHHHHH", 88, None);
-        let card = compose(&[pair.clone()], None).unwrap();
+        let card = compose(std::slice::from_ref(&pair), None).unwrap();
         let img = image::load_from_memory(&card.jpeg).unwrap().to_rgb8();
         // A chat shows a photo ~320 px wide on a phone (Telegram's "m" size).
         let preview_w = 320;

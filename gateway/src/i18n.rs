@@ -121,20 +121,6 @@ pub fn more_info(lang: Lang) -> &'static str {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn language_from_code() {
-        assert_eq!(Lang::from_code(Some("ru")), Lang::Ru);
-        assert_eq!(Lang::from_code(Some("ru-RU")), Lang::Ru);
-        assert_eq!(Lang::from_code(Some("en")), Lang::En);
-        assert_eq!(Lang::from_code(Some("de")), Lang::En);
-        assert_eq!(Lang::from_code(None), Lang::En);
-    }
-}
-
 /// The answer to `/cards ...`: the user's setting as it now is.
 pub fn cards_setting(lang: Lang, on: bool, available: bool) -> &'static str {
     match (lang, available, on) {
@@ -160,5 +146,19 @@ pub fn setting_not_saved(lang: Lang) -> &'static str {
     match lang {
         Lang::En => "I could not save this setting right now. Please try again later.",
         Lang::Ru => "Не удалось сохранить настройку. Попробуйте позже.",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn language_from_code() {
+        assert_eq!(Lang::from_code(Some("ru")), Lang::Ru);
+        assert_eq!(Lang::from_code(Some("ru-RU")), Lang::Ru);
+        assert_eq!(Lang::from_code(Some("en")), Lang::En);
+        assert_eq!(Lang::from_code(Some("de")), Lang::En);
+        assert_eq!(Lang::from_code(None), Lang::En);
     }
 }

@@ -65,10 +65,12 @@ async fn build_gallery() -> anyhow::Result<PathBuf> {
     let _ = std::fs::remove_dir_all(&photos);
     std::fs::create_dir_all(&photos)?;
     let held_out = [face(OBAMA_QUERY), face(KIT_QUERY)];
+    let mut catalog = Vec::new();
     for person in std::fs::read_dir(&src).with_context(|| format!("reading {}", src.display()))? {
         let person = person?.path();
         let name = person.file_name().context("person dir name")?.to_owned();
         std::fs::create_dir_all(photos.join(&name))?;
+        let mut files = Vec::new();
         for photo in std::fs::read_dir(&person)? {
             let photo = photo?.path();
             if held_out.iter().any(|h| h == &photo) {
@@ -76,14 +78,20 @@ async fn build_gallery() -> anyhow::Result<PathBuf> {
             }
             let fname = photo.file_name().context("photo name")?;
             std::os::unix::fs::symlink(&photo, photos.join(&name).join(fname))?;
+            files.push(fname.to_string_lossy().into_owned());
         }
+        catalog.push(catalog_entry(&name.to_string_lossy(), &files));
     }
+    let catalog_path = dir.join("catalog.json");
+    std::fs::write(&catalog_path, serde_json::to_vec_pretty(&catalog)?)?;
     let out = dir.join("gallery.lkg");
     let started = Instant::now();
     let status = Command::new(binary("matcher")?)
         .env("LOOKALIKE_MODELS", models_dir())
         .args(["gallery", "build", "--jitters", "0", "--quiet", "--photos"])
         .arg(&photos)
+        .arg("--catalog")
+        .arg(&catalog_path)
         .arg("--out")
         .arg(&out)
         .status()
@@ -94,6 +102,38 @@ async fn build_gallery() -> anyhow::Result<PathBuf> {
     }
     eprintln!("e2e: gallery built in {:.1}s", started.elapsed().as_secs_f64());
     Ok(out)
+}
+
+/// The credit the test catalog gives Barack Obama's gallery photos (test data, in the shape
+/// the photo fetcher writes from Wikimedia Commons' `extmetadata`: Artist, LicenseShortName,
+/// LicenseUrl and the file's description page).
+pub const OBAMA_CREDIT_AUTHOR: &str = "E2E Test Photographer";
+pub const OBAMA_CREDIT_LICENSE: &str = "CC BY-SA 4.0";
+pub const OBAMA_CREDIT_SOURCE: &str = "https://commons.wikimedia.org/wiki/File:E2E_test_Obama.jpg";
+
+/// A catalog entry in the original service's shape, named like the folder ("Barack_Obama"
+/// -> "Barack Obama", alias "barack-obama", as the gallery names folders without a catalog);
+/// Barack Obama's photos carry [`OBAMA_CREDIT_AUTHOR`]'s credit, the others none.
+fn catalog_entry(folder: &str, files: &[String]) -> serde_json::Value {
+    let name = folder.replace('_', " ");
+    let alias = name.to_lowercase().replace(' ', "-");
+    let photos: Vec<serde_json::Value> = if folder == "Barack_Obama" {
+        files
+            .iter()
+            .map(|f| {
+                serde_json::json!({
+                    "file": f,
+                    "author": OBAMA_CREDIT_AUTHOR,
+                    "license": OBAMA_CREDIT_LICENSE,
+                    "license_url": "https://creativecommons.org/licenses/by-sa/4.0",
+                    "source_url": OBAMA_CREDIT_SOURCE,
+                })
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    serde_json::json!({"name": name, "alias": alias, "role": "", "n_movies": 0, "photos": photos})
 }
 
 /// A running matcher.

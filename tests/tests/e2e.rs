@@ -14,7 +14,7 @@ use std::time::Duration;
 use lookalike_e2e::fake_telegram::{Call, FakeTelegram, Fault, PhotoArg, Sender};
 use lookalike_e2e::fixtures::{
     assert_no_token, face, jpeg_variant, load_image, max_in_window, photo_sizes, serial, Gateway, GatewayOptions,
-    Matcher, KIT_QUERY, OBAMA_QUERY, TOKEN,
+    Matcher, KIT_QUERY, OBAMA_CREDIT_AUTHOR, OBAMA_CREDIT_LICENSE, OBAMA_CREDIT_SOURCE, OBAMA_QUERY, TOKEN,
 };
 use lookalike_e2e::procs::{binary, free_port, Logs, Process};
 use lookalike_proto::v1 as pb;
@@ -597,6 +597,8 @@ const CARD_CELEBRITY_X: u32 = 352;
 const CARD_TOP: u32 = 20;
 const CARD_ROW: u32 = 452;
 const CARD_FOOTER: u32 = 20;
+/// A row whose celebrity photo needs credit has one more line.
+const CARD_CREDIT: u32 = 18;
 
 fn rgb(jpeg: &[u8]) -> image::RgbImage {
     image::load_from_memory(jpeg).expect("a decodable image").to_rgb8()
@@ -652,9 +654,20 @@ async fn the_reply_is_a_card_of_both_faces_and_cards_off_gives_the_plain_reply()
     let reply = reply_to(&tg, 3001).await;
     assert_eq!(reply.method, "sendPhoto", "{}", tg.format_log());
     assert!(reply.text().starts_with("You look like <b>Barack Obama</b> — "), "{}", reply.text());
+    // The test catalog credits Obama's gallery photos (CC BY-SA): linked in the caption, a
+    // credit line on the card.
+    let credit = format!(
+        "📷 <a href=\"{OBAMA_CREDIT_SOURCE}\">{OBAMA_CREDIT_AUTHOR}</a>, \
+         <a href=\"https://creativecommons.org/licenses/by-sa/4.0\">{OBAMA_CREDIT_LICENSE}</a>"
+    );
+    assert!(reply.text().ends_with(&credit), "{}", reply.text());
     let Some(PhotoArg::Upload(card)) = &reply.photo else { panic!("expected a card upload, got {:?}", reply.photo) };
     let card = rgb(card);
-    assert_eq!(card.dimensions(), (CARD_WIDTH, CARD_TOP + CARD_ROW + CARD_FOOTER), "one face: one row");
+    assert_eq!(
+        card.dimensions(),
+        (CARD_WIDTH, CARD_TOP + CARD_ROW + CARD_CREDIT + CARD_FOOTER),
+        "one face: one row, with the photo credit"
+    );
     let user_half = card_face(&card, CARD_USER_X, CARD_TOP);
     let celebrity_half = card_face(&card, CARD_CELEBRITY_X, CARD_TOP);
     let user_vs_chip = mean_abs_diff(&user_half, &user_chip);
@@ -674,6 +687,10 @@ async fn the_reply_is_a_card_of_both_faces_and_cards_off_gives_the_plain_reply()
         .filter(|&y| (0..CARD_WIDTH).any(|x| card.get_pixel(x, y).0[1] > 150))
         .count();
     assert!(text_rows > 60, "text under the faces: {text_rows} rows");
+    let credit_rows = (CARD_TOP + CARD_ROW - 20..CARD_TOP + CARD_ROW + CARD_CREDIT)
+        .filter(|&y| (0..CARD_WIDTH).any(|x| card.get_pixel(x, y).0[1] > 120))
+        .count();
+    assert!(credit_rows >= 8, "the credit line is drawn: {credit_rows} rows");
 
     // A group photo: one card, a row per face (up to the face limit), numbered like the caption.
     let group = photo_sizes(&tg, &face("scenes/group-t1.jpg"), &[320, 800, 1280])?;
@@ -682,7 +699,11 @@ async fn the_reply_is_a_card_of_both_faces_and_cards_off_gives_the_plain_reply()
     let faces = reply.text().lines().filter(|l| l.contains("<a href=")).count() as u32;
     assert!(faces >= 2, "{}", reply.text());
     let Some(PhotoArg::Upload(card)) = &reply.photo else { panic!("expected a card upload, got {:?}", reply.photo) };
-    assert_eq!(rgb(card).dimensions(), (CARD_WIDTH, CARD_TOP + faces * CARD_ROW + CARD_FOOTER));
+    let credited = u32::from(reply.text().contains(OBAMA_CREDIT_AUTHOR));
+    assert_eq!(
+        rgb(card).dimensions(),
+        (CARD_WIDTH, CARD_TOP + faces * CARD_ROW + credited * CARD_CREDIT + CARD_FOOTER)
+    );
 
     // /cards off: the plain reply (the celebrity's thumbnail, the same caption), kept in the
     // prefs file; other users still get cards.
@@ -698,6 +719,7 @@ async fn the_reply_is_a_card_of_both_faces_and_cards_off_gives_the_plain_reply()
     let plain = delivered_to(&tg.calls(), 3001).remove(2);
     assert_eq!(plain.method, "sendPhoto");
     assert!(plain.text().starts_with("You look like <b>Barack Obama</b> — "), "{}", plain.text());
+    assert!(plain.text().ends_with(&credit), "the plain reply credits the photo too: {}", plain.text());
     match &plain.photo {
         Some(PhotoArg::Upload(jpeg)) => assert_eq!(rgb(jpeg), thumbnail, "the plain reply is the thumbnail itself"),
         other => panic!("expected the thumbnail upload, got {other:?}"),

@@ -222,6 +222,7 @@ pub fn exact_gallery(rows: &[f32], owners: &[u32], identities: usize) -> Result<
         n_movies: 0,
         photo_count: 0,
         thumbnail_jpeg: Vec::new(),
+        credits: Vec::new(),
     };
     let mut g = Gallery::new(vec![blank; identities], rows.to_vec(), owners.to_vec(), None, BuildInfo::default())?;
     g.prepare_index(SearchMode::Exact, HnswParams::default());

@@ -337,6 +337,7 @@ pub fn make_gallery(args: MakeGalleryArgs) -> Result<()> {
             n_movies: 0,
             photo_count: *c,
             thumbnail_jpeg: Vec::new(),
+            credits: Vec::new(),
         })
         .collect();
     let info = BuildInfo { built_at: "bench".into(), jitters: 0, photos_seen: owners.len() as u32, photos_rejected: 0 };

@@ -19,6 +19,6 @@ pub use calibration::Calibration;
 pub use decode::DecodeLimits;
 pub use detect::DetectConfig;
 pub use face::{chip_jpeg, Embedding, Face, FaceBox, CHIP_SIZE, EMBEDDING_DIM};
-pub use gallery::{Candidate, Gallery, GalleryError, Identity, SearchMode};
+pub use gallery::{Candidate, Gallery, GalleryError, Identity, PhotoCredit, SearchMode};
 pub use models::{Models, WorkerModels};
 pub use search::hnsw::HnswParams;

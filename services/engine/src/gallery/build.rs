@@ -2,7 +2,7 @@
 //! rejected photo, jittered embeddings on all cores, thumbnails, calibration.
 
 use super::catalog::Sources;
-use super::{BuildInfo, Gallery, GalleryError, Identity};
+use super::{BuildInfo, Gallery, GalleryError, Identity, PhotoCredit};
 use crate::analyze::{AnalyzeOptions, FaceAnalyzer};
 use crate::decode::DecodeLimits;
 use crate::detect::DetectConfig;
@@ -165,13 +165,15 @@ pub fn build(
         let reject = |reason| Rejection { photo: job.photo.clone(), person: person.name.clone(), reason };
         match result {
             Ok(face) if accepted_per_person[job.person].len() < cfg.max_photos_per_person => {
-                accepted_per_person[job.person].push(face)
+                let credit = person.credit(&job.photo).cloned().unwrap_or_default();
+                accepted_per_person[job.person].push((face, credit))
             }
             Ok(_) => report.rejected.push(reject(RejectReason::TooManyPhotos)),
             Err(reason) => report.rejected.push(reject(reason)),
         }
     }
     for (person, faces) in sources.people.iter().zip(accepted_per_person) {
+        let (faces, credits): (Vec<Face>, Vec<PhotoCredit>) = faces.into_iter().unzip();
         let Some(first) = faces.first() else {
             report.people_without_usable_photo.push(person.name.clone());
             continue;
@@ -185,6 +187,8 @@ pub fn build(
             n_movies: person.n_movies,
             photo_count: faces.len() as u32,
             thumbnail_jpeg: thumbnail,
+            // Kept only when the catalog credits at least one photo.
+            credits: if credits.iter().all(PhotoCredit::is_empty) { Vec::new() } else { credits },
         });
         for face in &faces {
             embeddings.extend_from_slice(&face.embedding);

@@ -1,7 +1,11 @@
 //! Where gallery photos come from: `DIR/<Person_Name>/<photo>` or `DIR/<alias>.<ext>`,
 //! optionally driven by a catalog JSON of the original service's shape:
-//! `[{"name": "Tilda Swinton", "alias": "tilda-swinton", "role": "actor", "n_movies": 14}]`.
+//! `[{"name": "Tilda Swinton", "alias": "tilda-swinton", "role": "actor", "n_movies": 14}]`,
+//! where an entry may also credit its photos, by file name:
+//! `"photos": [{"file": "tilda-swinton.jpg", "author": "Jane Doe", "license": "CC BY-SA 4.0",
+//! "license_url": "https://creativecommons.org/licenses/by-sa/4.0", "source_url": "https://..."}]`.
 
+use super::PhotoCredit;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,6 +18,18 @@ pub struct CatalogEntry {
     pub role: String,
     #[serde(default)]
     pub n_movies: u32,
+    /// Attribution of the entry's photos, by file name.
+    #[serde(default)]
+    pub photos: Vec<CatalogPhoto>,
+}
+
+/// One photo of a catalog entry and its attribution.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct CatalogPhoto {
+    /// The file's name in the person's folder (or `<alias>.<ext>`), without directories.
+    pub file: String,
+    #[serde(flatten)]
+    pub credit: PhotoCredit,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +52,15 @@ pub struct PersonPhotos {
     pub role: String,
     pub n_movies: u32,
     pub photos: Vec<PathBuf>,
+    /// Attribution by file name, from the catalog.
+    pub credits: BTreeMap<String, PhotoCredit>,
+}
+
+impl PersonPhotos {
+    /// The catalog's credit for `photo` (matched by file name), if any.
+    pub fn credit(&self, photo: &Path) -> Option<&PhotoCredit> {
+        photo.file_name().and_then(|n| n.to_str()).and_then(|n| self.credits.get(n))
+    }
 }
 
 #[derive(Debug, Default)]
@@ -131,6 +156,7 @@ pub fn collect(dir: &Path, catalog: Option<&[CatalogEntry]>) -> Result<Sources, 
                     role: String::new(),
                     n_movies: 0,
                     photos,
+                    credits: BTreeMap::new(),
                 });
             }
         }
@@ -154,6 +180,7 @@ pub fn collect(dir: &Path, catalog: Option<&[CatalogEntry]>) -> Result<Sources, 
                         role: e.role.clone(),
                         n_movies: e.n_movies,
                         photos,
+                        credits: e.photos.iter().map(|p| (p.file.clone(), p.credit.clone())).collect(),
                     }),
                     _ => sources.entries_without_photos.push(e.name.clone()),
                 }

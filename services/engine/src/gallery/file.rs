@@ -1,7 +1,10 @@
 //! The gallery file: `LKGALLRY` magic, format version (u32 LE), payload length (u64 LE),
 //! payload (bincode), SHA-256 of the payload. The version string is the hash's prefix.
-//! Format 2 added the crowding figures; format-1 files are still read (without them).
+//! Format 2 added the crowding figures, format 3 the photo credits per identity; older files
+//! are still read (without them).
 
+#[cfg(test)]
+use super::PhotoCredit;
 use super::{validate, BuildInfo, Gallery, Identity};
 use crate::calibration::Calibration;
 use crate::search::crowding::{self, Crowding};
@@ -11,7 +14,7 @@ use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// The oldest format this build still reads.
 const OLDEST_READABLE: u32 = 1;
 const MAGIC: &[u8; 8] = b"LKGALLRY";
@@ -49,11 +52,51 @@ struct Payload {
     crowding: Vec<f32>,
 }
 
+/// An identity in formats 1 and 2: without the photo credits.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct IdentityV2 {
+    name: String,
+    alias: String,
+    role: String,
+    n_movies: u32,
+    photo_count: u32,
+    thumbnail_jpeg: Vec<u8>,
+}
+
+impl From<IdentityV2> for Identity {
+    fn from(v: IdentityV2) -> Self {
+        let IdentityV2 { name, alias, role, n_movies, photo_count, thumbnail_jpeg } = v;
+        Self { name, alias, role, n_movies, photo_count, thumbnail_jpeg, credits: Vec::new() }
+    }
+}
+
+/// Format 2: format 3 without the photo credits.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct PayloadV2 {
+    identities: Vec<IdentityV2>,
+    embeddings: Vec<f32>,
+    owners: Vec<u32>,
+    calibration: Calibration,
+    build: BuildInfo,
+    hnsw: Option<HnswBlob>,
+    crowding: Vec<f32>,
+}
+
+impl From<PayloadV2> for Payload {
+    fn from(v2: PayloadV2) -> Self {
+        let PayloadV2 { identities, embeddings, owners, calibration, build, hnsw, crowding } = v2;
+        let identities = identities.into_iter().map(Identity::from).collect();
+        Self { identities, embeddings, owners, calibration, build, hnsw, crowding }
+    }
+}
+
 /// Format 1: format 2 without the crowding figures.
 #[derive(Deserialize)]
 #[cfg_attr(test, derive(Serialize))]
 struct PayloadV1 {
-    identities: Vec<Identity>,
+    identities: Vec<IdentityV2>,
     embeddings: Vec<f32>,
     owners: Vec<u32>,
     calibration: Calibration,
@@ -64,7 +107,7 @@ struct PayloadV1 {
 impl From<PayloadV1> for Payload {
     fn from(v1: PayloadV1) -> Self {
         let PayloadV1 { identities, embeddings, owners, calibration, build, hnsw } = v1;
-        Self { identities, embeddings, owners, calibration, build, hnsw, crowding: Vec::new() }
+        PayloadV2 { identities, embeddings, owners, calibration, build, hnsw, crowding: Vec::new() }.into()
     }
 }
 
@@ -143,10 +186,10 @@ pub(super) fn read(path: &Path, params: HnswParams) -> Result<Gallery, GalleryEr
         return Err(GalleryError::Corrupt { path: p() });
     }
     let corrupt = |_| GalleryError::Corrupt { path: p() };
-    let payload: Payload = if format == 1 {
-        bincode::serde::decode_from_slice::<PayloadV1, _>(body, bincode_config()).map_err(corrupt)?.0.into()
-    } else {
-        bincode::serde::decode_from_slice(body, bincode_config()).map_err(corrupt)?.0
+    let payload: Payload = match format {
+        1 => bincode::serde::decode_from_slice::<PayloadV1, _>(body, bincode_config()).map_err(corrupt)?.0.into(),
+        2 => bincode::serde::decode_from_slice::<PayloadV2, _>(body, bincode_config()).map_err(corrupt)?.0.into(),
+        _ => bincode::serde::decode_from_slice(body, bincode_config()).map_err(corrupt)?.0,
     };
     validate(&payload.identities, &payload.embeddings, &payload.owners)?;
     let hnsw = match payload.hnsw {
@@ -188,8 +231,8 @@ mod tests {
     use super::*;
     use crate::search::hnsw::HnswParams;
 
-    fn identity(name: &str) -> Identity {
-        Identity {
+    fn identity(name: &str) -> IdentityV2 {
+        IdentityV2 {
             name: name.into(),
             alias: name.into(),
             role: String::new(),
@@ -230,6 +273,37 @@ mod tests {
 
         std::fs::write(&path, file_with(FORMAT_VERSION + 1, &body)).expect("write");
         let err = read(&path, HnswParams::default()).err().expect("a newer format is refused");
-        assert!(err.to_string().contains("versions 1 to 2"), "{err}");
+        assert!(err.to_string().contains("versions 1 to 3"), "{err}");
+    }
+
+    #[test]
+    fn format_2_files_load_without_credits_and_format_3_keeps_them() {
+        let rows = crate::search::test_rows(4, 3, 1.0);
+        let calibration = Calibration::fit_nearest_other(&rows, &[0, 0, 1, 1], 100).expect("fit");
+        let v2 = PayloadV2 {
+            identities: vec![identity("a"), identity("b")],
+            embeddings: rows.clone(),
+            owners: vec![0, 0, 1, 1],
+            calibration: calibration.clone(),
+            build: BuildInfo::default(),
+            hnsw: None,
+            crowding: vec![0.5, 0.6],
+        };
+        let body = bincode::serde::encode_to_vec(&v2, bincode_config()).expect("encode");
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("v2.lkg");
+        std::fs::write(&path, file_with(2, &body)).expect("write");
+        let g = read(&path, HnswParams::default()).expect("a format-2 file loads");
+        assert!(g.crowding().is_some(), "its crowding figures are kept");
+        assert!(g.identities.iter().all(|i| i.credits.is_empty() && i.thumbnail_credit().is_none()));
+
+        let mut g3 = g;
+        let credit = PhotoCredit { author: "Jane Doe".into(), license: "CC BY 4.0".into(), ..Default::default() };
+        g3.identities[1].credits = vec![credit.clone(), PhotoCredit::default()];
+        let path3 = dir.path().join("v3.lkg");
+        write(&g3, &path3).expect("write format 3");
+        let back = read(&path3, HnswParams::default()).expect("read format 3");
+        assert_eq!(back.identities[1].thumbnail_credit(), Some(&credit));
+        assert!(back.identities[0].thumbnail_credit().is_none());
     }
 }

@@ -27,6 +27,53 @@ pub struct Identity {
     pub photo_count: u32,
     /// Aligned face thumbnail (JPEG) for clients to show.
     pub thumbnail_jpeg: Vec<u8>,
+    /// Attribution of each accepted photo, in the order of the identity's embeddings (the
+    /// first is the thumbnail's photo); empty when the catalog gave none (format-1/2 files).
+    pub credits: Vec<PhotoCredit>,
+}
+
+impl Identity {
+    /// Attribution of the photo the thumbnail was cut from, if the catalog gave one.
+    pub fn thumbnail_credit(&self) -> Option<&PhotoCredit> {
+        self.credits.first().filter(|c| !c.is_empty())
+    }
+}
+
+/// Photos of these identities per licence name ("unknown" when the catalog named none).
+pub fn photos_per_license<'a>(
+    identities: impl IntoIterator<Item = &'a Identity>,
+) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for id in identities {
+        for i in 0..id.photo_count as usize {
+            let license = id.credits.get(i).map(|c| c.license.trim()).filter(|l| !l.is_empty());
+            *counts.entry(license.unwrap_or("unknown").to_owned()).or_default() += 1;
+        }
+    }
+    counts
+}
+
+/// Who made a gallery photo and under which licence, as its source states it (e.g. the
+/// Wikimedia Commons `extmetadata` of the file).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PhotoCredit {
+    /// The author as a person would credit them, plain text.
+    #[serde(default)]
+    pub author: String,
+    /// Short licence name, e.g. "CC BY-SA 4.0", "Public domain".
+    #[serde(default)]
+    pub license: String,
+    #[serde(default)]
+    pub license_url: String,
+    /// The photo's page at its source.
+    #[serde(default)]
+    pub source_url: String,
+}
+
+impl PhotoCredit {
+    pub fn is_empty(&self) -> bool {
+        self.author.is_empty() && self.license.is_empty() && self.license_url.is_empty() && self.source_url.is_empty()
+    }
 }
 
 /// How the gallery is searched.

@@ -5,7 +5,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use lookalike_engine::gallery::build::{build, BuildConfig};
-use lookalike_engine::gallery::catalog;
+use lookalike_engine::gallery::{catalog, photos_per_license};
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -67,6 +67,7 @@ pub fn run(engine: &EngineArgs, cmd: GalleryCommand) -> anyhow::Result<ExitCode>
                     "version": g.version, "identities": g.identities.len(), "embeddings": g.len(),
                     "index": g.index_kind(), "calibration": g.calibration, "build": g.build,
                     "crowding": g.crowding().is_some(), "crowding_weight": g.crowding_weight(),
+                    "photos_per_license": photos_per_license(&g.identities),
                 })
             );
             Ok(ExitCode::SUCCESS)

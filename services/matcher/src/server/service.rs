@@ -371,8 +371,12 @@ impl Matcher for MatcherService {
                 photo_count: id.photo_count,
                 thumbnail_jpeg: if r.omit_thumbnail { Vec::new() } else { id.thumbnail_jpeg.clone() },
                 gallery_version: g.version.clone(),
-                // The gallery file carries no attribution yet.
-                photo_credit: None,
+                photo_credit: id.thumbnail_credit().map(|c| pb::PhotoCredit {
+                    author: c.author.clone(),
+                    license: c.license.clone(),
+                    license_url: c.license_url.clone(),
+                    source_url: c.source_url.clone(),
+                }),
             })
         });
         self.inner.observe("GetIdentity", start, &result);
