@@ -72,8 +72,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         backends,
         RetryPolicy {
             timeout: config.matcher_timeout(),
-            retries: args.matcher_retries,
+            deadline: Duration::from_secs(args.matcher_retry_deadline_secs),
             backoff_base: Duration::from_millis(200),
+            backoff_cap: Duration::from_secs(4),
+            max_waiting: args.matcher_max_waiting,
         },
     );
 

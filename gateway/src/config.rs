@@ -114,10 +114,17 @@ pub struct Args {
     #[arg(long, env = "GATEWAY_MATCHER_TIMEOUT_MS", default_value_t = 10_000)]
     pub matcher_timeout_ms: u64,
 
-    /// Retries of a matcher call on UNAVAILABLE / RESOURCE_EXHAUSTED, with backoff, each on
-    /// the next replica.
-    #[arg(long, env = "GATEWAY_MATCHER_RETRIES", default_value_t = 3)]
-    pub matcher_retries: u32,
+    /// How long a matcher call is retried on UNAVAILABLE / RESOURCE_EXHAUSTED (exponential
+    /// backoff with jitter, each attempt on the next replica) before the user gets the "busy"
+    /// answer; the "uploading photo" status is kept up meanwhile. Covers a rollout, a gallery
+    /// reload or a node drain.
+    #[arg(long, env = "GATEWAY_MATCHER_RETRY_DEADLINE_SECS", default_value_t = 45)]
+    pub matcher_retry_deadline_secs: u64,
+
+    /// Photos allowed to wait for an unavailable matcher at once (the circuit breaker):
+    /// past it, new photos get the "busy" answer at once instead of waiting.
+    #[arg(long, env = "GATEWAY_MATCHER_MAX_WAITING", default_value_t = 32)]
+    pub matcher_max_waiting: usize,
 
     /// How often a `dns:///` matcher address is resolved again.
     #[arg(long, env = "GATEWAY_MATCHER_DNS_REFRESH_SECS", default_value_t = 10)]

@@ -38,6 +38,9 @@ pub struct Bot {
     pub max_faces: u32,
 }
 
+/// How often a long matcher call renews the chat's "uploading photo" status (it lasts 5 s).
+const CHAT_ACTION_RENEWAL: Duration = Duration::from_millis(4_500);
+
 /// Why a card was due but a plain reply went instead (a metrics label).
 type Fallback = &'static str;
 
@@ -149,7 +152,8 @@ impl Bot {
             return "user_rate_limited";
         }
         let started = Instant::now();
-        let (_, downloaded) = tokio::join!(self.outbox.chat_action(msg.chat.id, "upload_photo"), self.download(file));
+        let (status_shown, downloaded) =
+            tokio::join!(self.outbox.chat_action(msg.chat.id, "upload_photo"), self.download(file));
         t.download = started.elapsed();
         let image = match downloaded {
             Ok(bytes) => bytes,
@@ -173,7 +177,8 @@ impl Bot {
         // The sender's face chips are asked for only when they will be shown to them.
         let cards = self.prefs.cards(user);
         let started = Instant::now();
-        let result = self.matcher.match_photo(image.to_vec(), self.max_faces, cards, trace).await;
+        let call = self.matcher.match_photo(image.to_vec(), self.max_faces, cards, trace);
+        let result = self.keep_uploading_status(msg.chat.id, status_shown, call).await;
         t.matcher += started.elapsed();
         let response = match result {
             Ok(r) => r,
@@ -409,6 +414,33 @@ impl Bot {
             Err(e) => {
                 tracing::warn!(identity_id = id, error = %e, "GetIdentity failed; answering in text");
                 None
+            }
+        }
+    }
+
+    /// Awaits `work`, renewing the chat's "uploading photo" status while it lasts (Telegram
+    /// shows a status for 5 s): a photo waiting out a matcher outage still looks alive.
+    async fn keep_uploading_status<T>(
+        &self,
+        chat_id: i64,
+        shown: bool,
+        work: impl std::future::Future<Output = T>,
+    ) -> T {
+        tokio::pin!(work);
+        let mut next = Instant::now() + if shown { CHAT_ACTION_RENEWAL } else { Duration::from_millis(200) };
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                _ = tokio::time::sleep_until(next) => {
+                    // Chat actions take a global send slot only when one is free: when many
+                    // photos wait together, a skipped renewal is tried again shortly, at a
+                    // random moment so they do not all collide again.
+                    next = if self.outbox.chat_action(chat_id, "upload_photo").await {
+                        Instant::now() + CHAT_ACTION_RENEWAL
+                    } else {
+                        Instant::now() + Duration::from_millis(fastrand::u64(50..400))
+                    };
+                }
             }
         }
     }

@@ -70,6 +70,17 @@ const FAMILIES: &[(&str, Family)] = &[
         },
     ),
     ("tg_gateway_card_compose_seconds", Family { help: "Time to compose one reply card.", kind: "histogram" }),
+    (
+        "tg_gateway_matcher_waiting",
+        Family { help: "Matcher calls waiting (retrying) for an unavailable or overloaded matcher.", kind: "gauge" },
+    ),
+    (
+        "tg_gateway_matcher_shed_total",
+        Family {
+            help: "Matcher calls given up at once because too many already wait for the matcher (circuit breaker).",
+            kind: "counter",
+        },
+    ),
     ("tg_gateway_user_rate_limited_total", Family { help: "Photos refused by the per-user limit.", kind: "counter" }),
     ("tg_gateway_in_flight", Family { help: "Updates being processed.", kind: "gauge" }),
     ("tg_gateway_matcher_endpoints", Family { help: "Matcher endpoints currently known.", kind: "gauge" }),
@@ -90,6 +101,7 @@ pub struct Metrics {
     histograms: Mutex<BTreeMap<Key, Histogram>>,
     in_flight: AtomicI64,
     endpoints: AtomicI64,
+    matcher_waiting: AtomicI64,
 }
 
 fn labels(pairs: &[(&str, &str)]) -> String {
@@ -166,6 +178,14 @@ impl Metrics {
         self.observe("tg_gateway_card_compose_seconds", &[], d);
     }
 
+    pub fn set_matcher_waiting(&self, n: usize) {
+        self.matcher_waiting.store(i64::try_from(n).unwrap_or(i64::MAX), Ordering::Relaxed);
+    }
+
+    pub fn matcher_shed(&self, method: &str) {
+        self.inc("tg_gateway_matcher_shed_total", &[("method", method)]);
+    }
+
     pub fn user_rate_limited(&self) {
         self.inc("tg_gateway_user_rate_limited_total", &[]);
     }
@@ -205,6 +225,7 @@ impl Metrics {
                 _ => {
                     let v = match *name {
                         "tg_gateway_in_flight" => self.in_flight.load(Ordering::Relaxed),
+                        "tg_gateway_matcher_waiting" => self.matcher_waiting.load(Ordering::Relaxed),
                         _ => self.endpoints.load(Ordering::Relaxed),
                     };
                     let _ = writeln!(out, "{name} {v}");

@@ -100,14 +100,17 @@ impl Outbox {
 
     /// "upload_photo" and the like: cosmetic, so sent only if the global budget has a free
     /// slot right now, and failures are ignored.
-    pub async fn chat_action(&self, chat_id: i64, action: &str) {
+    /// Sends a chat action if a global slot is free right now; `false` if it was skipped
+    /// for want of one (the caller may try again shortly).
+    pub async fn chat_action(&self, chat_id: i64, action: &str) -> bool {
         if !self.flood.try_global() {
             tracing::debug!(chat_id, "no free slot for a chat action; skipped");
-            return;
+            return false;
         }
         if let Err(e) = self.api.send_chat_action(chat_id, action).await {
             tracing::debug!(chat_id, error = %e, "chat action failed (ignored)");
         }
+        true
     }
 
     pub fn api(&self) -> &BotApi {

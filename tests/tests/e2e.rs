@@ -371,7 +371,9 @@ async fn matcher_down_gets_a_busy_answer_and_recovers() -> anyhow::Result<()> {
     let tg = FakeTelegram::start(TOKEN).await?;
     let mut matcher = Matcher::start(None).await?;
     let port = matcher.port;
-    let gw = Gateway::start(&tg, &matcher.url(), GatewayOptions::default()).await?;
+    // A short wait for the matcher, so the "busy" answer comes within the test's patience.
+    let opts = GatewayOptions::default().arg("--matcher-retry-deadline-secs", 5);
+    let gw = Gateway::start(&tg, &matcher.url(), opts).await?;
     let sizes = photo_sizes(&tg, &face(OBAMA_QUERY), &[320, 800])?;
 
     tg.push(tg.photo_message(Sender::private(5001), &sizes));
@@ -727,6 +729,80 @@ async fn the_reply_is_a_card_of_both_faces_and_cards_off_gives_the_plain_reply()
     let metrics = gw.metrics().await?;
     assert!(metrics.contains("tg_gateway_cards_total{form=\"card\"} 2"), "{metrics}");
     assert!(metrics.contains("tg_gateway_cards_total{form=\"plain\"} 1"), "{metrics}");
+    gw.assert_no_token();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_matcher_down_for_10_s_costs_a_wait_not_a_refusal() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let tg = FakeTelegram::start(TOKEN).await?;
+    let mut matcher = Matcher::start(None).await?;
+    let port = matcher.port;
+    // The defaults: 45 s of retries, 32 waiting photos at most.
+    let gw = Gateway::start(&tg, &matcher.url(), GatewayOptions::default()).await?;
+    let sizes = photo_sizes(&tg, &face(OBAMA_QUERY), &[320, 800])?;
+    matcher.stop().await;
+    let chats: Vec<i64> = (0..12).map(|i| 9_000 + i).collect();
+    for chat in &chats {
+        tg.push(tg.photo_message(Sender::private(*chat), &sizes));
+    }
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(tg.delivered().is_empty(), "nobody is answered while the matcher is down:\n{}", tg.format_log());
+    let _matcher = Matcher::start(Some(port)).await?;
+    let all = tg.wait_until(REPLY_TIMEOUT, |c| chats.iter().all(|chat| !delivered_to(c, *chat).is_empty())).await;
+    assert!(all, "{}", tg.format_log());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let calls = tg.calls();
+    for chat in &chats {
+        let replies = delivered_to(&calls, *chat);
+        assert_eq!(replies.len(), 1, "chat {chat}: {replies:?}");
+        assert_eq!(replies[0].method, "sendPhoto", "chat {chat} got {}", replies[0].text());
+        assert!(replies[0].text().contains("Barack Obama"), "{}", replies[0].text());
+        // The "uploading photo" status was renewed while the photo waited.
+        let actions = to_chat(&calls, *chat).iter().filter(|c| c.method == "sendChatAction").count();
+        assert!(actions >= 2, "chat {chat}: {actions} chat actions");
+    }
+    let metrics = gw.metrics().await?;
+    assert!(!metrics.contains("tg_gateway_matcher_shed_total{"), "nobody was shed: {metrics}");
+    assert!(metrics.contains("tg_gateway_matcher_waiting 0"), "{metrics}");
+    gw.assert_no_token();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_matcher_down_past_the_deadline_gets_one_polite_refusal_each_and_the_breaker_sheds() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let tg = FakeTelegram::start(TOKEN).await?;
+    let mut matcher = Matcher::start(None).await?;
+    let opts = GatewayOptions::default().arg("--matcher-retry-deadline-secs", 6).arg("--matcher-max-waiting", 3);
+    let gw = Gateway::start(&tg, &matcher.url(), opts).await?;
+    let sizes = photo_sizes(&tg, &face(OBAMA_QUERY), &[320, 800])?;
+    matcher.stop().await;
+    let chats: Vec<i64> = (0..8).map(|i| 9_100 + i).collect();
+    let pushed = tg.elapsed().as_secs_f64();
+    for chat in &chats {
+        tg.push(tg.photo_message(Sender::private(*chat), &sizes));
+    }
+    let all = tg.wait_until(REPLY_TIMEOUT, |c| chats.iter().all(|chat| !delivered_to(c, *chat).is_empty())).await;
+    assert!(all, "{}", tg.format_log());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let calls = tg.calls();
+    let mut waited = Vec::new();
+    for chat in &chats {
+        let replies = delivered_to(&calls, *chat);
+        assert_eq!(replies.len(), 1, "chat {chat}: exactly one answer, got {replies:?}");
+        assert!(replies[0].text().contains("try again in a minute"), "{}", replies[0].text());
+        waited.push(replies[0].at.as_secs_f64() - pushed);
+    }
+    // Three photos waited out the deadline; the others were answered at once (the breaker).
+    let slow = waited.iter().filter(|&&w| w >= 5.0).count();
+    let fast = waited.iter().filter(|&&w| w < 3.0).count();
+    eprintln!("matcher down: seconds to the busy answer per photo: {waited:.1?}");
+    assert_eq!(slow, 3, "{waited:?}");
+    assert_eq!(fast, chats.len() - 3, "{waited:?}");
+    let metrics = gw.metrics().await?;
+    assert!(metrics.contains("tg_gateway_matcher_shed_total{method=\"Match\"} 5"), "{metrics}");
     gw.assert_no_token();
     Ok(())
 }

@@ -1,10 +1,14 @@
-//! The matcher's gRPC API, as the gateway uses it: deadline per call, retries with
+//! The matcher's gRPC API, as the gateway uses it: deadline per attempt, retries with
 //! exponential backoff and jitter on UNAVAILABLE / RESOURCE_EXHAUSTED (each on the next
-//! replica), and a W3C `traceparent` in the metadata of every attempt.
+//! replica) until a deadline per call, so a matcher blip (a rollout, a reload, a node drain)
+//! costs the user a wait, not a refusal; a bound on how many calls wait like that at once
+//! (past it, a failing call gives up at once: a long outage does not pile up waiting
+//! updates); and a W3C `traceparent` in the metadata of every attempt.
 
 pub mod endpoints;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,17 +56,61 @@ impl From<Status> for MatcherError {
 pub struct RetryPolicy {
     /// Deadline of one attempt.
     pub timeout: Duration,
-    /// Attempts after the first.
-    pub retries: u32,
-    /// First backoff; doubles per retry, with ±50 % jitter so a burst of callers that all
-    /// saw RESOURCE_EXHAUSTED does not come back at the same instant.
+    /// Retries of UNAVAILABLE / RESOURCE_EXHAUSTED stop when the next attempt would start
+    /// later than this after the first one; the call then fails as busy.
+    pub deadline: Duration,
+    /// First backoff; doubles per retry up to `backoff_cap`, with ±50 % jitter so a burst
+    /// of callers that all saw RESOURCE_EXHAUSTED does not come back at the same instant.
     pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+    /// Calls allowed to wait for the matcher at once (the circuit breaker): past it, a call
+    /// whose first attempt fails gives up at once.
+    pub max_waiting: usize,
+}
+
+impl RetryPolicy {
+    /// The wait before retry number `attempt + 1`.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let base = self.backoff_base.saturating_mul(2u32.saturating_pow(attempt.min(16))).min(self.backoff_cap);
+        base.mul_f64(0.5 + fastrand::f64())
+    }
+}
+
+/// One call waiting for the matcher to come back; counted in `Waiting` until dropped.
+struct WaitingSlot(Arc<AtomicUsize>);
+
+impl WaitingSlot {
+    /// A slot if fewer than `max` calls wait now.
+    fn take(waiting: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
+        let mut now = waiting.load(Ordering::Relaxed);
+        loop {
+            if now >= max {
+                return None;
+            }
+            match waiting.compare_exchange_weak(now, now + 1, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => {
+                    METRICS.set_matcher_waiting(now + 1);
+                    return Some(Self(waiting.clone()));
+                }
+                Err(actual) => now = actual,
+            }
+        }
+    }
+}
+
+impl Drop for WaitingSlot {
+    fn drop(&mut self) {
+        let before = self.0.fetch_sub(1, Ordering::AcqRel);
+        METRICS.set_matcher_waiting(before.saturating_sub(1));
+    }
 }
 
 #[derive(Clone)]
 pub struct Matcher {
     backends: Arc<Backends>,
     policy: RetryPolicy,
+    /// Calls now waiting for the matcher to come back (see `RetryPolicy::max_waiting`).
+    waiting: Arc<AtomicUsize>,
 }
 
 fn retryable(code: Code) -> bool {
@@ -71,7 +119,7 @@ fn retryable(code: Code) -> bool {
 
 impl Matcher {
     pub fn new(backends: Arc<Backends>, policy: RetryPolicy) -> Self {
-        Self { backends, policy }
+        Self { backends, policy, waiting: Arc::new(AtomicUsize::new(0)) }
     }
 
     /// All faces of the photo, left to right, best candidate each; with `chips`, each
@@ -112,6 +160,8 @@ impl Matcher {
         Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
         let mut attempt = 0u32;
+        let first = Instant::now();
+        let mut waiting: Option<WaitingSlot> = None;
         loop {
             // One client span per attempt; its id is the matcher's parent span id.
             let attempt_span = tracing::info_span!(
@@ -160,9 +210,33 @@ impl Matcher {
             );
             match result {
                 Ok(r) => return Ok(r.into_inner()),
-                Err(s) if retryable(s.code()) && attempt < self.policy.retries => {
-                    let base = self.policy.backoff_base * 2u32.saturating_pow(attempt);
-                    let backoff = base.mul_f64(0.5 + fastrand::f64());
+                Err(s) if retryable(s.code()) => {
+                    if waiting.is_none() {
+                        waiting = WaitingSlot::take(&self.waiting, self.policy.max_waiting);
+                        if waiting.is_none() {
+                            METRICS.matcher_shed(method);
+                            tracing::warn!(
+                                method,
+                                code = ?s.code(),
+                                max_waiting = self.policy.max_waiting,
+                                "matcher unavailable and too many calls already wait for it; giving up at once"
+                            );
+                            return Err(s.into());
+                        }
+                    }
+                    // The last attempt is made at the deadline rather than given up early.
+                    let remaining = self.policy.deadline.saturating_sub(first.elapsed());
+                    let backoff = self.policy.backoff(attempt).min(remaining);
+                    if remaining.is_zero() {
+                        tracing::warn!(
+                            method,
+                            code = ?s.code(),
+                            attempts = attempt + 1,
+                            waited_ms = first.elapsed().as_millis() as u64,
+                            "matcher still unavailable at the call's deadline; giving up"
+                        );
+                        return Err(s.into());
+                    }
                     tracing::info!(
                         method,
                         endpoint,

@@ -92,17 +92,30 @@ async fn serve(fake: Arc<Fake>) -> SocketAddr {
     addr
 }
 
-fn matcher(urls: &[String], retries: u32) -> Matcher {
+fn matcher(urls: &[String], deadline_ms: u64) -> Matcher {
+    matcher_with(urls, deadline_ms, 100)
+}
+
+fn matcher_with(urls: &[String], deadline_ms: u64, max_waiting: usize) -> Matcher {
     let b = Arc::new(Backends::new());
     b.set(urls).unwrap();
-    Matcher::new(b, RetryPolicy { timeout: Duration::from_secs(5), retries, backoff_base: Duration::from_millis(10) })
+    Matcher::new(
+        b,
+        RetryPolicy {
+            timeout: Duration::from_secs(5),
+            deadline: Duration::from_millis(deadline_ms),
+            backoff_base: Duration::from_millis(10),
+            backoff_cap: Duration::from_millis(40),
+            max_waiting,
+        },
+    )
 }
 
 #[tokio::test]
 async fn retries_overload_then_succeeds_with_trace_context() {
     let fake = Fake::new("a", 2, Code::ResourceExhausted);
     let addr = serve(fake.clone()).await;
-    let m = matcher(&[format!("http://{addr}")], 3);
+    let m = matcher(&[format!("http://{addr}")], 2_000);
     let trace = TraceContext::new_root();
     let r = m.match_photo(vec![1, 2, 3], 5, false, &trace).await.unwrap();
     assert_eq!(r.gallery_version, "a");
@@ -117,20 +130,65 @@ async fn retries_overload_then_succeeds_with_trace_context() {
 }
 
 #[tokio::test]
-async fn gives_up_as_busy_after_the_retries() {
-    let fake = Fake::new("a", 100, Code::Unavailable);
+async fn retries_by_time_then_gives_up_as_busy() {
+    let fake = Fake::new("a", 10_000, Code::Unavailable);
     let addr = serve(fake.clone()).await;
-    let m = matcher(&[format!("http://{addr}")], 2);
+    let m = matcher(&[format!("http://{addr}")], 600);
+    let started = std::time::Instant::now();
+    let err = m.match_photo(vec![1], 5, false, &TraceContext::new_root()).await.unwrap_err();
+    let waited = started.elapsed();
+    assert!(matches!(err, MatcherError::Busy { .. }), "{err}");
+    // Backoff 10, 20, 40, 40, ... ms (±50 %) over 600 ms: many attempts, not a fixed count,
+    // and never past the deadline.
+    let calls = fake.calls.load(Ordering::SeqCst);
+    assert!(calls >= 8, "{calls} attempts in {waited:?}");
+    assert!(waited >= Duration::from_millis(500) && waited < Duration::from_millis(1_500), "{waited:?}");
+}
+
+#[tokio::test]
+async fn a_matcher_that_comes_back_within_the_deadline_answers() {
+    // Down for ~25 attempts (~0.75 s at the 40 ms cap), then up: the caller never sees it.
+    let fake = Fake::new("a", 25, Code::Unavailable);
+    let addr = serve(fake.clone()).await;
+    let m = matcher(&[format!("http://{addr}")], 5_000);
+    let r = m.match_photo(vec![1], 5, false, &TraceContext::new_root()).await.unwrap();
+    assert_eq!(r.gallery_version, "a");
+    assert_eq!(fake.calls.load(Ordering::SeqCst), 26);
+}
+
+#[tokio::test]
+async fn past_the_waiting_bound_calls_give_up_at_once() {
+    let fake = Fake::new("a", 10_000, Code::Unavailable);
+    let addr = serve(fake.clone()).await;
+    let m = matcher_with(&[format!("http://{addr}")], 1_500, 2);
+    let waiting: Vec<_> = (0..2)
+        .map(|_| {
+            let m = m.clone();
+            tokio::spawn(async move { m.match_photo(vec![1], 5, false, &TraceContext::new_root()).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Two calls hold the slots: a third is refused after its one failed attempt.
+    let started = std::time::Instant::now();
     let err = m.match_photo(vec![1], 5, false, &TraceContext::new_root()).await.unwrap_err();
     assert!(matches!(err, MatcherError::Busy { .. }), "{err}");
-    assert_eq!(fake.calls.load(Ordering::SeqCst), 3);
+    assert!(started.elapsed() < Duration::from_millis(300), "{:?}", started.elapsed());
+    for w in waiting {
+        assert!(w.await.unwrap().is_err(), "the waiting calls give up at their deadline");
+    }
+    // The slots are free again: the next call waits (retries) instead of giving up at once.
+    let before = fake.calls.load(Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    assert!(m.match_photo(vec![1], 5, false, &TraceContext::new_root()).await.is_err());
+    assert!(started.elapsed() >= Duration::from_millis(1_000), "{:?}", started.elapsed());
+    assert!(fake.calls.load(Ordering::SeqCst) - before > 5);
 }
 
 #[tokio::test]
 async fn invalid_argument_is_not_retried() {
     let fake = Fake::new("a", 100, Code::InvalidArgument);
     let addr = serve(fake.clone()).await;
-    let m = matcher(&[format!("http://{addr}")], 3);
+    let m = matcher(&[format!("http://{addr}")], 2_000);
     let err = m.match_photo(vec![1], 5, false, &TraceContext::new_root()).await.unwrap_err();
     assert!(matches!(err, MatcherError::InvalidImage(_)), "{err}");
     assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
@@ -142,7 +200,7 @@ async fn calls_are_spread_and_a_dead_replica_is_skipped() {
     let b = Fake::new("b", 0, Code::Ok);
     let (aa, ba) = (serve(a.clone()).await, serve(b.clone()).await);
     // Nothing listens on port 9: every call there is UNAVAILABLE and retried elsewhere.
-    let m = matcher(&[format!("http://{aa}"), format!("http://{ba}"), "http://127.0.0.1:9".to_owned()], 3);
+    let m = matcher(&[format!("http://{aa}"), format!("http://{ba}"), "http://127.0.0.1:9".to_owned()], 2_000);
     for _ in 0..30 {
         m.match_photo(vec![1], 5, false, &TraceContext::new_root()).await.unwrap();
     }
@@ -153,7 +211,7 @@ async fn calls_are_spread_and_a_dead_replica_is_skipped() {
 
 #[tokio::test]
 async fn no_replica_is_busy() {
-    let m = matcher(&[], 1);
+    let m = matcher(&[], 100);
     let err = m.identity(1, &TraceContext::new_root()).await.unwrap_err();
     assert!(matches!(err, MatcherError::Busy { .. }), "{err}");
 }
