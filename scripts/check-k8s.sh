@@ -412,10 +412,12 @@ def check_gateway(where, docs, mode):
     if not url.startswith("dns:///matcher-headless."):
         bad(where, f"gateway: LOOKALIKE_MATCHER_URL must be dns:///matcher-headless... (got {url!r})")
     metrics_port = int((env.get("GATEWAY_METRICS_LISTEN") or "0.0.0.0:9091").rsplit(":", 1)[-1])
-    for probe in ("livenessProbe", "readinessProbe"):
+    # /healthz = the process serves (startup), /livez = the update loop is not stuck,
+    # /readyz = Telegram and the matcher are reachable (gateway/src/health.rs).
+    for probe, path in (("startupProbe", "/healthz"), ("livenessProbe", "/livez"), ("readinessProbe", "/readyz")):
         hg = (c.get(probe) or {}).get("httpGet") or {}
-        if hg.get("path") != "/healthz" or port_number(c, hg.get("port")) != metrics_port:
-            bad(where, f"gateway: {probe} must be httpGet /healthz on the metrics port {metrics_port}")
+        if hg.get("path") != path or port_number(c, hg.get("port")) != metrics_port:
+            bad(where, f"gateway: {probe} must be httpGet {path} on the metrics port {metrics_port}")
     if env.get("GATEWAY_MODE") != mode:
         bad(where, f"gateway: GATEWAY_MODE must be {mode!r} in this overlay (got {env.get('GATEWAY_MODE')!r})")
     n = replicas(dep)
@@ -518,6 +520,7 @@ mutations=(
   "overlays/polling/gateway-polling.yaml|s/type: Recreate/type: RollingUpdate/"
   "overlays/webhook/kustomization.yaml|s/GATEWAY_REPLICAS=3/GATEWAY_REPLICAS=2/"
   "base/gateway-deployment.yaml|/readinessProbe:/,/failureThreshold: 3/d"
+  "base/gateway-deployment.yaml|s#path: /livez#path: /healthz#"
   "base/matcher-deployment.yaml|s/readOnlyRootFilesystem: true/readOnlyRootFilesystem: false/"
   "base/matcher-deployment.yaml|/drop: \[\"ALL\"\]/d"
   "base/gateway-deployment.yaml|s/memory: 256Mi/memroy: 256Mi/"

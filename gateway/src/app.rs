@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, Mode};
 use crate::flood::{FloodConfig, FloodControl};
 use crate::handler::Bot;
+use crate::health::{Health, HealthConfig, Mode as HealthMode};
 use crate::input::InputRules;
 use crate::matcher::endpoints::{self, Target};
 use crate::matcher::{Matcher, RetryPolicy};
@@ -44,12 +45,29 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     on_signal(shutdown.clone())?;
 
+    // The matcher replicas become known later; readiness reads them through this.
+    let known_matchers: Arc<std::sync::OnceLock<Arc<endpoints::Backends>>> = Arc::default();
+    let health = {
+        let known = known_matchers.clone();
+        Arc::new(Health::new(
+            HealthConfig {
+                mode: match args.mode {
+                    Mode::Polling => HealthMode::Polling,
+                    Mode::Webhook => HealthMode::Webhook,
+                },
+                max_poll_age: Duration::from_secs(args.ready_max_poll_age_secs),
+                max_loop_age: Duration::from_secs(args.live_max_loop_age_secs),
+            },
+            move || known.get().map_or(0, |b| b.urls().len()),
+        ))
+    };
     let metrics_stop = CancellationToken::new();
     let metrics_task = {
         let addr = args.metrics_listen;
         let stop = metrics_stop.clone();
+        let health = health.clone();
         tokio::spawn(async move {
-            if let Err(e) = metrics::serve(addr, stop).await {
+            if let Err(e) = metrics::serve(addr, health, stop).await {
                 tracing::error!(%addr, error = %e, "metrics server failed");
             }
         })
@@ -68,6 +86,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         endpoints::start(&target, Duration::from_secs(args.matcher_dns_refresh_secs.max(1)), metrics_stop.clone())
             .await?;
     tracing::info!(matcher = ?backends.urls(), "matcher replicas");
+    let _ = known_matchers.set(backends.clone());
     let matcher = Matcher::new(
         backends,
         RetryPolicy {
@@ -77,7 +96,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             backoff_cap: Duration::from_secs(4),
             max_waiting: args.matcher_max_waiting,
         },
-    );
+    )
+    .with_health(health.clone());
 
     let prefs = Prefs::load(args.prefs_file.clone(), args.cards).context("reading the users' preferences")?;
     tracing::info!(cards = args.cards, prefs_file = ?args.prefs_file, "replies");
@@ -113,6 +133,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     max_in_flight: args.max_in_flight,
                     state_file: args.state_file.clone(),
                 },
+                health.clone(),
                 shutdown.clone(),
             )
             .await
@@ -127,6 +148,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     max_connections: args.webhook_max_connections,
                     max_in_flight: args.max_in_flight,
                 },
+                health.clone(),
                 shutdown.clone(),
             )
             .await

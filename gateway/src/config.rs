@@ -110,6 +110,17 @@ pub struct Args {
     #[arg(long, env = "GATEWAY_PREFS_FILE")]
     pub prefs_file: Option<PathBuf>,
 
+    /// Readiness (`/readyz`, polling) fails when the last successful getUpdates is older
+    /// than this (a healthy loop succeeds at least every poll timeout + 15 s).
+    #[arg(long, env = "GATEWAY_READY_MAX_POLL_AGE_SECS", default_value_t = 90)]
+    pub ready_max_poll_age_secs: u64,
+
+    /// Liveness (`/livez`, polling) fails when the poll loop has not gone round for this long
+    /// (it waits for a free slot when every in-flight update is busy; an update takes at most
+    /// ~75 s with the matcher's retries, so this means they hang).
+    #[arg(long, env = "GATEWAY_LIVE_MAX_LOOP_AGE_SECS", default_value_t = 300)]
+    pub live_max_loop_age_secs: u64,
+
     /// Deadline of one matcher call (each retry gets a new one).
     #[arg(long, env = "GATEWAY_MATCHER_TIMEOUT_MS", default_value_t = 10_000)]
     pub matcher_timeout_ms: u64,

@@ -6,6 +6,7 @@ pub mod card;
 pub mod config;
 pub mod flood;
 pub mod handler;
+pub mod health;
 pub mod i18n;
 pub mod input;
 pub mod matcher;

@@ -6,14 +6,16 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{LazyLock, Mutex, MutexGuard};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::Duration;
 
-use axum::http::header;
+use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use tokio_util::sync::CancellationToken;
+
+use crate::health::{Health, Verdict};
 
 /// Process-wide metrics: one gateway per process, and every module records into them.
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::default);
@@ -78,6 +80,13 @@ const FAMILIES: &[(&str, Family)] = &[
         "tg_gateway_matcher_shed_total",
         Family {
             help: "Matcher calls given up at once because too many already wait for the matcher (circuit breaker).",
+            kind: "counter",
+        },
+    ),
+    (
+        "tg_gateway_poll_conflicts_total",
+        Family {
+            help: "getUpdates answered 409 Conflict: another poller or a webhook uses this bot token.",
             kind: "counter",
         },
     ),
@@ -186,6 +195,10 @@ impl Metrics {
         self.inc("tg_gateway_matcher_shed_total", &[("method", method)]);
     }
 
+    pub fn poll_conflict(&self) {
+        self.inc("tg_gateway_poll_conflicts_total", &[]);
+    }
+
     pub fn user_rate_limited(&self) {
         self.inc("tg_gateway_user_rate_limited_total", &[]);
     }
@@ -248,9 +261,20 @@ async fn metrics_handler() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], METRICS.render())
 }
 
-/// Serves `/metrics` and `/healthz` until `shutdown` is cancelled.
-pub async fn serve(addr: SocketAddr, shutdown: CancellationToken) -> std::io::Result<()> {
-    let app = Router::new().route("/metrics", get(metrics_handler)).route("/healthz", get(|| async { "ok\n" }));
+fn probe(v: Verdict) -> impl IntoResponse {
+    let code = if v.ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, [(header::CONTENT_TYPE, "application/json")], format!("{}\n", v.body))
+}
+
+/// Serves `/metrics`, `/healthz` (startup), `/livez` and `/readyz` (see `health`) until
+/// `shutdown` is cancelled.
+pub async fn serve(addr: SocketAddr, health: Arc<Health>, shutdown: CancellationToken) -> std::io::Result<()> {
+    let (live, ready) = (health.clone(), health);
+    let app = Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/livez", get(move || std::future::ready(probe(live.liveness()))))
+        .route("/readyz", get(move || std::future::ready(probe(ready.readiness()))));
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "metrics server listening");
     axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await

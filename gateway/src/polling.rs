@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::handler::Bot;
+use crate::health::Health;
 use crate::metrics::METRICS;
 use crate::state::{self, StateStore};
 use crate::telegram::types::Update;
@@ -78,7 +79,13 @@ fn load_state(store: &StateStore) -> Persisted {
     }
 }
 
-pub async fn run(api: BotApi, bot: Arc<Bot>, cfg: PollingConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    api: BotApi,
+    bot: Arc<Bot>,
+    cfg: PollingConfig,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let store = cfg.state_file.map(|p| Arc::new(StateStore::new(p)));
     let persisted = store.as_deref().map(load_state).unwrap_or_default();
     let (tracker, restored) = Tracker::restore(persisted);
@@ -126,6 +133,7 @@ pub async fn run(api: BotApi, bot: Arc<Bot>, cfg: PollingConfig, shutdown: Cance
     // False after a failed state write: then the offset must not pass unfinished updates.
     let mut durable = store.is_some();
     'poll: while !shutdown.is_cancelled() {
+        health.loop_beat();
         let offset = tracker.next_offset(durable);
         let result = tokio::select! {
             biased;
@@ -135,11 +143,24 @@ pub async fn run(api: BotApi, bot: Arc<Bot>, cfg: PollingConfig, shutdown: Cance
         let updates = match result {
             Ok(u) => {
                 backoff = Duration::from_secs(1);
+                health.polled();
                 u
             }
             Err(e) => {
                 let wait = e.retry_after().unwrap_or(backoff);
-                tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "getUpdates failed");
+                if e.code() == Some(409) {
+                    // Another getUpdates consumer (a second replica, a stale pod still
+                    // terminating) or a webhook holds this bot: updates are being split
+                    // between processes or not reaching us at all.
+                    METRICS.poll_conflict();
+                    tracing::error!(
+                        error = %e,
+                        wait_ms = wait.as_millis() as u64,
+                        "getUpdates conflict: another poller or a webhook is using this bot token"
+                    );
+                } else {
+                    tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "getUpdates failed");
+                }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 tokio::select! {
                     () = shutdown.cancelled() => break,

@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::WebhookConfig;
 use crate::handler::Bot;
+use crate::health::Health;
 use crate::metrics::METRICS;
 use crate::polling::retry_until_ok;
 use crate::secret::WebhookSecret;
@@ -139,10 +140,12 @@ pub async fn run(
     api: BotApi,
     bot: Arc<Bot>,
     cfg: WebhookServerConfig,
+    health: Arc<Health>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, "webhook server listening");
+    health.set_listener_up(true);
     let state = Arc::new(AppState {
         bot,
         secret: cfg.webhook.secret.clone(),
@@ -157,17 +160,21 @@ pub async fn run(
         let shutdown = shutdown.clone();
         let url = cfg.webhook.url.clone();
         let secret = cfg.webhook.secret.clone();
+        let health = health.clone();
         tokio::spawn(async move {
             let done =
                 retry_until_ok("setWebhook", &shutdown, || api.set_webhook(&url, secret.expose(), cfg.max_connections))
                     .await;
             if done.is_some() {
+                health.set_webhook_set(true);
                 tracing::info!(max_connections = cfg.max_connections, "webhook registered");
             }
         })
     };
     let app = Router::new().route("/", post(receive)).route("/{*path}", post(receive)).with_state(state.clone());
-    axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await?;
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
+    health.set_listener_up(false);
+    served?;
     tracing::info!("webhook server stopped accepting; finishing updates in progress");
     register.abort();
     state.tasks.close();

@@ -254,6 +254,12 @@ impl Gateway {
             .collect()
     }
 
+    /// A probe of the metrics server (`/healthz`, `/livez`, `/readyz`): HTTP status and body.
+    pub async fn probe(&self, path: &str) -> anyhow::Result<(u16, String)> {
+        let r = reqwest::get(format!("http://127.0.0.1:{}{path}", self.metrics_port)).await?;
+        Ok((r.status().as_u16(), r.text().await?))
+    }
+
     pub async fn metrics(&self) -> anyhow::Result<String> {
         Ok(reqwest::get(format!("http://127.0.0.1:{}/metrics", self.metrics_port)).await?.text().await?)
     }

@@ -806,3 +806,64 @@ async fn a_matcher_down_past_the_deadline_gets_one_polite_refusal_each_and_the_b
     gw.assert_no_token();
     Ok(())
 }
+
+/// Polls a probe until it answers `status` (or fails the test after `within`).
+async fn probe_until(gw: &Gateway, path: &str, status: u16, within: Duration) -> String {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let (code, body) = gw.probe(path).await.expect("probe");
+        if code == status {
+            return body;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{path} stayed {code} (wanted {status}): {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_probes_follow_telegram_the_matcher_and_a_stuck_loop() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let tg = FakeTelegram::start(TOKEN).await?;
+    let mut matcher = Matcher::start(None).await?;
+    let opts = GatewayOptions::default()
+        .arg("--poll-timeout-secs", 1)
+        .arg("--ready-max-poll-age-secs", 4)
+        .arg("--live-max-loop-age-secs", 4)
+        .arg("--max-in-flight", 1)
+        .arg("--matcher-retry-deadline-secs", 2);
+    let gw = Gateway::start(&tg, &matcher.url(), opts).await?;
+    assert_eq!(gw.probe("/healthz").await?.0, 200);
+    let body = probe_until(&gw, "/readyz", 200, Duration::from_secs(10)).await;
+    assert!(body.contains("\"ready\":true"), "{body}");
+    assert_eq!(gw.probe("/livez").await?.0, 200);
+
+    // Telegram failing: no successful getUpdates for longer than the limit -> not ready, then
+    // ready again once it answers.
+    for _ in 0..6 {
+        tg.inject("getUpdates", None, Fault::ServerError);
+    }
+    let body = probe_until(&gw, "/readyz", 503, Duration::from_secs(30)).await;
+    assert!(body.contains("getUpdates"), "{body}");
+    assert_eq!(gw.probe("/livez").await?.0, 200, "a failing Telegram is not a stuck loop");
+    probe_until(&gw, "/readyz", 200, Duration::from_secs(60)).await;
+
+    // A stuck loop: the only slot is held by an update whose answer hangs, and the next
+    // update waits for it -> not live; live again when the slot frees.
+    tg.inject("sendMessage", Some(7001), Fault::Delay(Duration::from_secs(9)));
+    tg.push(tg.text_message(Sender::private(7001), "hello?"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tg.push(tg.text_message(Sender::private(7002), "hello?"));
+    let body = probe_until(&gw, "/livez", 503, Duration::from_secs(15)).await;
+    assert!(body.contains("poll loop"), "{body}");
+    probe_until(&gw, "/livez", 200, Duration::from_secs(30)).await;
+
+    // The matcher down: a photo finds it unavailable -> not ready (the matcher check says so).
+    matcher.stop().await;
+    let sizes = photo_sizes(&tg, &face(OBAMA_QUERY), &[320, 800])?;
+    tg.push(tg.photo_message(Sender::private(7003), &sizes));
+    let body = probe_until(&gw, "/readyz", 503, Duration::from_secs(30)).await;
+    assert!(body.contains("unavailable"), "{body}");
+    assert!(reply_to(&tg, 7003).await.text().contains("try again in a minute"));
+    gw.assert_no_token();
+    Ok(())
+}

@@ -20,6 +20,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tracing::Instrument as _;
 
+use crate::health::Health;
 use crate::metrics::METRICS;
 use crate::telemetry;
 use crate::trace_context::TraceContext;
@@ -111,6 +112,8 @@ pub struct Matcher {
     policy: RetryPolicy,
     /// Calls now waiting for the matcher to come back (see `RetryPolicy::max_waiting`).
     waiting: Arc<AtomicUsize>,
+    /// Told whether each attempt reached a matcher (readiness).
+    health: Option<Arc<Health>>,
 }
 
 fn retryable(code: Code) -> bool {
@@ -119,7 +122,13 @@ fn retryable(code: Code) -> bool {
 
 impl Matcher {
     pub fn new(backends: Arc<Backends>, policy: RetryPolicy) -> Self {
-        Self { backends, policy, waiting: Arc::new(AtomicUsize::new(0)) }
+        Self { backends, policy, waiting: Arc::new(AtomicUsize::new(0)), health: None }
+    }
+
+    /// Reports each attempt's reachability to `health`.
+    pub fn with_health(mut self, health: Arc<Health>) -> Self {
+        self.health = Some(health);
+        self
     }
 
     /// All faces of the photo, left to right, best candidate each; with `chips`, each
@@ -199,6 +208,9 @@ impl Matcher {
                 Err(s) => s.code(),
             };
             METRICS.matcher_call(method, &format!("{code:?}"), elapsed);
+            if let Some(h) = &self.health {
+                h.matcher_reached(code != Code::Unavailable);
+            }
             tracing::debug!(
                 method,
                 endpoint,

@@ -67,6 +67,7 @@ impl TelegramError {
         }
     }
 
+    /// The Bot API's `error_code`, for an `ok: false` answer.
     pub fn code(&self) -> Option<i64> {
         match self {
             Self::Api { code, .. } => Some(*code),
