@@ -60,7 +60,7 @@ export OPENBLAS_NUM_THREADS=1   # as .cargo/config.toml sets for lookalike; the 
 mode=$([ $quick = 1 ] && echo quick || echo full)
 out="$CARGO_TARGET_DIR/bench/$mode"
 # A full set of sections starts from a clean results folder; --sections adds to the last one.
-[ "$sections" = "$all_sections" ] && rm -rf "$out"
+[ "${sections#embed,}" = "${all_sections#embed,}" ] && rm -rf "$out"
 mkdir -p "$out" "$cache"
 started=$(date +%s)
 log() { printf '[bench %4ds] %s\n' $(( $(date +%s) - started )) "$*" >&2; }

@@ -40,8 +40,11 @@ const ACCENT: Rgb<u8> = Rgb([255, 200, 61]);
 const TEXT: Rgb<u8> = Rgb([245, 245, 245]);
 const MUTED: Rgb<u8> = Rgb([165, 165, 180]);
 const JPEG_QUALITY: u8 = 88;
-/// Rows on one card: 20 rows of ~450 px keep width + height under Telegram's 10000.
+/// Rows on one card at most (fewer when credit lines make the rows taller: see
+/// `TELEGRAM_MAX_SIDES`).
 pub const MAX_ROWS: usize = 20;
+/// sendPhoto refuses a photo whose width + height exceeds this.
+const TELEGRAM_MAX_SIDES: u32 = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CardError {
@@ -62,6 +65,9 @@ pub enum CardError {
 /// One matched face: the two chips (JPEG, any size, square) and what to write under them.
 #[derive(Debug, Clone)]
 pub struct Pair {
+    /// The face's number in the caption ("2." for the second face from the left) when the
+    /// caption numbers its faces, drawn before the percentage.
+    pub number: Option<usize>,
     pub user_chip_jpeg: Bytes,
     pub celebrity_chip_jpeg: Bytes,
     pub name: String,
@@ -149,20 +155,27 @@ pub fn compose(pairs: &[Pair], footer: Option<&str>) -> Result<Card, CardError> 
     if pairs.is_empty() {
         return Err(CardError::Empty);
     }
-    // Telegram wants width + height <= 10000: at most MAX_ROWS rows (the caption still
-    // names every face).
-    let pairs = &pairs[..pairs.len().min(MAX_ROWS)];
     let f = fonts()?;
-    let (rows, height) = layout_with(&f, pairs, footer.is_some());
+    // Telegram wants width + height <= 10000: as many rows as fit (the caption still names
+    // every face), and never more than MAX_ROWS.
+    let mut shown = pairs.len().min(MAX_ROWS);
+    let (mut rows, mut height) = layout_with(&f, &pairs[..shown], footer.is_some());
+    while shown > 1 && WIDTH + height > TELEGRAM_MAX_SIDES {
+        shown -= 1;
+        (rows, height) = layout_with(&f, &pairs[..shown], footer.is_some());
+    }
+    let pairs = &pairs[..shown];
     let mut card = RgbImage::from_pixel(WIDTH, height, BACKGROUND);
-    let numbered = pairs.len() > 1;
-    for (i, (p, row)) in pairs.iter().zip(&rows).enumerate() {
+    for (p, row) in pairs.iter().zip(&rows) {
         let user = face(&p.user_chip_jpeg, "user's")?;
         let celebrity = face(&p.celebrity_chip_jpeg, "celebrity's")?;
         image::imageops::replace(&mut card, &user, i64::from(row.user_left), i64::from(row.faces_top));
         image::imageops::replace(&mut card, &celebrity, i64::from(row.celebrity_left), i64::from(row.faces_top));
         let mut y = row.text_top + LINE_GAP;
-        let percent = if numbered { format!("{}. {}%", i + 1, p.percent) } else { format!("{}%", p.percent) };
+        let percent = match p.number {
+            Some(n) => format!("{n}. {}%", p.percent),
+            None => format!("{}%", p.percent),
+        };
         y = draw_centred(&mut card, &f.bold, PERCENT_PX, PERCENT_PX, &percent, y, ACCENT);
         y = draw_centred(&mut card, &f.bold, NAME_PX, NAME_MIN_PX, &p.name, y, TEXT);
         if let Some(credit) = &p.credit {
@@ -293,6 +306,7 @@ mod tests {
 
     fn pair(user: &Bytes, celebrity: &Bytes, name: &str, percent: u32, credit: Option<&str>) -> Pair {
         Pair {
+            number: None,
             user_chip_jpeg: user.clone(),
             celebrity_chip_jpeg: celebrity.clone(),
             name: name.into(),
@@ -382,7 +396,8 @@ mod tests {
     #[test]
     fn a_group_gets_one_row_per_face_and_credit_lines_add_height() {
         let chips: Vec<Bytes> = (0..3).map(|i| chip([60 * i + 60, 100, 100])).collect();
-        let pairs: Vec<Pair> = chips.iter().map(|c| pair(c, c, "A", 50, None)).collect();
+        let pairs: Vec<Pair> =
+            chips.iter().enumerate().map(|(i, c)| Pair { number: Some(i + 1), ..pair(c, c, "A", 50, None) }).collect();
         let card = compose(&pairs, None).unwrap();
         let (rows, h) = layout(&pairs, false).unwrap();
         assert_eq!(rows.len(), 3);
@@ -400,5 +415,21 @@ mod tests {
         assert!(matches!(compose(&[], None), Err(CardError::Empty)));
         let broken = Pair { user_chip_jpeg: Bytes::from_static(b"not a jpeg"), ..pairs[0].clone() };
         assert!(matches!(compose(&[broken], None), Err(CardError::Chip { which: "user's", .. })));
+    }
+
+    #[test]
+    fn many_credited_rows_stay_within_telegrams_size_limit() {
+        let c = chip([90, 90, 90]);
+        let pairs: Vec<Pair> = (0..20)
+            .map(|i| Pair { number: Some(i + 1), ..pair(&c, &c, "A", 50, Some("Photo: X, CC BY-SA 4.0")) })
+            .collect();
+        let card = compose(&pairs, Some("@Bot")).unwrap();
+        assert!(card.width + card.height <= TELEGRAM_MAX_SIDES, "{}x{}", card.width, card.height);
+        let (_, all) = layout(&pairs, true).unwrap();
+        assert!(card.width + all > TELEGRAM_MAX_SIDES, "the test must need the cap");
+        let uncredited: Vec<Pair> = pairs.iter().map(|p| Pair { credit: None, ..p.clone() }).collect();
+        let (rows, h) = layout(&uncredited, true).unwrap();
+        assert_eq!(rows.len(), 20);
+        assert!(card.width + h <= TELEGRAM_MAX_SIDES);
     }
 }

@@ -274,21 +274,37 @@ impl Bot {
         trace: &TraceContext,
         t: &mut Timings,
     ) -> Result<(), Fallback> {
+        // Every celebrity shown, fetched at once (most come from the cache).
+        let mut ids: Vec<u32> = lines.iter().flatten().map(|l| l.identity_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let fetched =
+            futures_util::future::join_all(ids.iter().map(|&id| self.celebrity_timed(gallery, id, trace))).await;
+        t.matcher += fetched.iter().map(|(_, d)| *d).max().unwrap_or_default();
+        let celebrities: Vec<(u32, Arc<Celebrity>)> = ids
+            .iter()
+            .zip(fetched)
+            .map(|(&id, (c, _))| c.map(|c| (id, c)))
+            .collect::<Option<_>>()
+            .ok_or("no_thumbnail")?;
+        let numbered = lines.len() > 1;
         let mut pairs = Vec::with_capacity(lines.len());
-        let mut caption = caption.to_owned();
-        let mut credited = Vec::new();
-        for (chip, line) in chips.into_iter().zip(lines) {
+        let mut credits = Vec::new();
+        for (i, (chip, line)) in chips.into_iter().zip(lines).enumerate() {
             let Some(line) = line else { continue };
             if chip.is_empty() {
                 return Err("no_chip");
             }
-            let celebrity = self.celebrity(gallery, line.identity_id, trace, t).await.ok_or("no_thumbnail")?;
-            // Each celebrity photo shown is credited once in the caption (linked).
-            if !credited.contains(&line.identity_id) {
-                credited.push(line.identity_id);
-                caption = reply::with_credit(caption, celebrity.credit.as_ref());
+            if !card::covers(&line.name) {
+                // The font cannot draw this name (e.g. a script it lacks): the caption can.
+                return Err("name_not_drawable");
             }
+            let Some((_, celebrity)) = celebrities.iter().find(|(id, _)| *id == line.identity_id) else {
+                return Err("no_thumbnail");
+            };
+            credits.extend(celebrity.credit.as_ref());
             pairs.push(Pair {
+                number: numbered.then_some(i + 1),
                 user_chip_jpeg: chip.into(),
                 celebrity_chip_jpeg: celebrity.thumbnail_jpeg.clone(),
                 name: line.name.clone(),
@@ -296,6 +312,8 @@ impl Bot {
                 credit: celebrity.credit.as_ref().and_then(PhotoCredit::card_line),
             });
         }
+        // Each celebrity photo shown is credited once in the caption (linked).
+        let caption = reply::with_credits(caption.to_owned(), credits);
         if pairs.is_empty() {
             return Err("no_match");
         }
@@ -324,10 +342,16 @@ impl Bot {
             height = composed.height,
             "card composed"
         );
-        METRICS.reply_form("card");
         let upload = PhotoSource::Upload { bytes: composed.jpeg.into(), file_name: "lookalike.jpg".into() };
-        if let Err(e) = self.send(msg, photo(msg, upload, &caption), t).await {
-            tracing::warn!(error = %e, "answer not delivered");
+        match self.send(msg, photo(msg, upload, &caption), t).await {
+            Ok(_) => METRICS.reply_form("card"),
+            // Telegram refused the picture itself (e.g. its dimensions): the plain reply
+            // still reaches the user.
+            Err(e) if e.code() == Some(400) => {
+                tracing::warn!(error = %e, "card refused by Telegram");
+                return Err("card_refused");
+            }
+            Err(e) => tracing::warn!(error = %e, "answer not delivered"),
         }
         Ok(())
     }
@@ -353,7 +377,7 @@ impl Bot {
             self.say(msg, caption, t).await;
             return;
         };
-        let caption = reply::with_credit(caption, celebrity.credit.as_ref());
+        let caption = reply::with_credits(caption, celebrity.credit.as_ref());
         if let Some(file_id) = self.thumbs.get(gallery, id) {
             METRICS.thumbnail_cache(true);
             match self.send(msg, photo(msg, PhotoSource::FileId(file_id), &caption), t).await {
@@ -387,13 +411,36 @@ impl Bot {
     /// A celebrity's thumbnail and photo credit: from the cache, else from the matcher
     /// (GetIdentity). `None` (logged) when the matcher has none to give.
     async fn celebrity(&self, gallery: &str, id: u32, trace: &TraceContext, t: &mut Timings) -> Option<Arc<Celebrity>> {
+        let (c, took) = self.celebrity_timed(gallery, id, trace).await;
+        t.matcher += took;
+        c
+    }
+
+    /// `celebrity`, with the time spent asking the matcher.
+    async fn celebrity_timed(
+        &self,
+        gallery: &str,
+        id: u32,
+        trace: &TraceContext,
+    ) -> (Option<Arc<Celebrity>>, Duration) {
         if let Some(c) = self.celebrities.get(gallery, id) {
-            return Some(c);
+            return (Some(c), Duration::ZERO);
         }
         let started = Instant::now();
         let identity = self.matcher.identity(id, trace).await;
-        t.matcher += started.elapsed();
-        match identity {
+        let took = started.elapsed();
+        let found = match identity {
+            // Identity ids hold within one gallery: a replica already on another gallery
+            // (a rollout between Match and GetIdentity) would show someone else.
+            Ok(i) if i.gallery_version != gallery => {
+                tracing::warn!(
+                    identity_id = id,
+                    matched_in = gallery,
+                    answered_from = %i.gallery_version,
+                    "GetIdentity answered from another gallery version; answering in text"
+                );
+                None
+            }
             Ok(i) if !i.thumbnail_jpeg.is_empty() => {
                 let credit = i.photo_credit.map(|c| PhotoCredit {
                     author: c.author,
@@ -402,8 +449,6 @@ impl Bot {
                     source_url: c.source_url,
                 });
                 let c = Arc::new(Celebrity { thumbnail_jpeg: i.thumbnail_jpeg.into(), credit });
-                // Ids are per gallery: the answer's own version is the key (a reload
-                // between Match and GetIdentity would only cost a re-fetch later).
                 self.celebrities.put(gallery, id, c.clone());
                 Some(c)
             }
@@ -415,7 +460,8 @@ impl Bot {
                 tracing::warn!(identity_id = id, error = %e, "GetIdentity failed; answering in text");
                 None
             }
-        }
+        };
+        (found, took)
     }
 
     /// Awaits `work`, renewing the chat's "uploading photo" status while it lasts (Telegram
@@ -428,18 +474,31 @@ impl Bot {
     ) -> T {
         tokio::pin!(work);
         let mut next = Instant::now() + if shown { CHAT_ACTION_RENEWAL } else { Duration::from_millis(200) };
+        // The renewal in progress, polled beside the work so a slow Bot API never delays it.
+        let mut renewal: Option<std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>>> = None;
         loop {
             tokio::select! {
                 out = &mut work => return out,
-                _ = tokio::time::sleep_until(next) => {
+                shown = async {
+                    match renewal.as_mut() {
+                        Some(r) => r.await,
+                        None => std::future::pending().await,
+                    }
+                }, if renewal.is_some() => {
+                    renewal = None;
                     // Chat actions take a global send slot only when one is free: when many
                     // photos wait together, a skipped renewal is tried again shortly, at a
                     // random moment so they do not all collide again.
-                    next = if self.outbox.chat_action(chat_id, "upload_photo").await {
-                        Instant::now() + CHAT_ACTION_RENEWAL
+                    next = if shown {
+                        next + CHAT_ACTION_RENEWAL
                     } else {
                         Instant::now() + Duration::from_millis(fastrand::u64(50..400))
                     };
+                }
+                _ = tokio::time::sleep_until(next), if renewal.is_none() => {
+                    renewal = Some(Box::pin(self.outbox.chat_action(chat_id, "upload_photo")));
+                    // Counted from when the status was asked for, not from its answer.
+                    next = Instant::now();
                 }
             }
         }

@@ -15,7 +15,6 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::time::Instant;
 
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Polling,
@@ -104,7 +103,9 @@ impl Health {
     fn stamp_check(&self, stamp: &AtomicU64, max: Duration, what: &str) -> (bool, String) {
         match self.age(stamp) {
             None => (false, format!("no {what} yet")),
-            Some(age) if age > max => (false, format!("last {what} {} s ago (limit {} s)", age.as_secs(), max.as_secs())),
+            Some(age) if age > max => {
+                (false, format!("last {what} {} s ago (limit {} s)", age.as_secs(), max.as_secs()))
+            }
             Some(age) => (true, format!("last {what} {} s ago", age.as_secs())),
         }
     }
@@ -142,6 +143,12 @@ impl Health {
         };
         let ok = telegram_ok && matcher_ok;
         Verdict { ok, body: json!({ "ready": ok, "checks": { "telegram": telegram, "matcher": matcher } }) }
+    }
+}
+
+impl std::fmt::Debug for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Health").field("cfg", &self.cfg).finish_non_exhaustive()
     }
 }
 
@@ -195,11 +202,5 @@ mod tests {
         assert!(h.readiness().ok, "{:?}", h.readiness());
         h.set_listener_up(false);
         assert!(!h.liveness().ok && !h.readiness().ok);
-    }
-}
-
-impl std::fmt::Debug for Health {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Health").field("cfg", &self.cfg).finish_non_exhaustive()
     }
 }

@@ -23,15 +23,17 @@ pub fn help(lang: Lang) -> &'static str {
             "👋 Send me a selfie and I will tell you which celebrity you look like.\n\n\
             Tips: face the camera, in good light, one face close up. Group photos work too: \
             I answer for each face, left to right.\n\n\
-            I answer with a card of your face beside your celebrity's, for you alone; \
-            /cards off sends the celebrity's photo only, /cards on brings the cards back."
+            I answer with a card of your face beside your celebrity's, sent only to the chat \
+            where you sent the photo and never stored; /cards off sends the celebrity's photo \
+            only, /cards on brings the cards back."
         }
         Lang::Ru => {
             "👋 Пришлите селфи, и я скажу, на какую знаменитость вы похожи.\n\n\
             Советы: смотрите в камеру, при хорошем свете, лицо крупно. Групповые фото тоже \
             подходят: отвечу для каждого лица слева направо.\n\n\
-            Я отвечаю карточкой: ваше лицо рядом с лицом знаменитости, только вам; \
-            /cards off — присылать только фото знаменитости, /cards on — снова карточки."
+            Я отвечаю карточкой: ваше лицо рядом с лицом знаменитости — только в чат, куда \
+            прислано фото, без сохранения; /cards off — присылать только фото знаменитости, \
+            /cards on — снова карточки."
         }
     }
 }

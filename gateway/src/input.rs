@@ -95,7 +95,7 @@ pub fn classify(msg: &Message, rules: &InputRules) -> Input {
                     return Input::Ignore;
                 }
             }
-            let arg = cmd.split_whitespace().nth(1).map(str::to_ascii_lowercase);
+            let arg = cmd.split_whitespace().nth(1).map(str::to_lowercase);
             return match name.to_ascii_lowercase().as_str() {
                 "start" => Input::Command(Command::Start),
                 "help" => Input::Command(Command::Help),
@@ -219,6 +219,7 @@ mod tests {
         assert_eq!(cmd("/cards off", "private"), Input::Command(Command::Cards(Some(false))));
         assert_eq!(cmd("/cards@LookBot ON", "group"), Input::Command(Command::Cards(Some(true))));
         assert_eq!(cmd("/cards выкл", "private"), Input::Command(Command::Cards(Some(false))));
+        assert_eq!(cmd("/cards ВЫКЛ", "private"), Input::Command(Command::Cards(Some(false))));
         assert_eq!(cmd("/cards", "private"), Input::Command(Command::Cards(None)));
         assert_eq!(cmd("/cards maybe", "private"), Input::Command(Command::Cards(None)));
     }

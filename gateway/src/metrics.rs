@@ -187,8 +187,8 @@ impl Metrics {
         self.observe("tg_gateway_card_compose_seconds", &[], d);
     }
 
-    pub fn set_matcher_waiting(&self, n: usize) {
-        self.matcher_waiting.store(i64::try_from(n).unwrap_or(i64::MAX), Ordering::Relaxed);
+    pub fn matcher_waiting_add(&self, delta: i64) {
+        self.matcher_waiting.fetch_add(delta, Ordering::Relaxed);
     }
 
     pub fn matcher_shed(&self, method: &str) {

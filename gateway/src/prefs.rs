@@ -62,9 +62,21 @@ impl Prefs {
             serde_json::to_vec(&*s).map_err(|source| StateError::Parse { path: self.path_or_empty(), source })?
         };
         let Some(path) = self.path.clone() else { return Ok(()) };
-        tokio::task::spawn_blocking(move || write_atomic(&path, &json))
+        let written = tokio::task::spawn_blocking(move || write_atomic(&path, &json))
             .await
-            .map_err(|e| StateError::Task(e.to_string()))?
+            .map_err(|e| StateError::Task(e.to_string()))
+            .and_then(|r| r);
+        if written.is_err() {
+            // Not saved: not in effect either, so what the user is told, what the bot does
+            // and what a restart finds agree (and a retry writes again).
+            let mut s = self.lock();
+            if on {
+                s.cards_off.insert(user);
+            } else {
+                s.cards_off.remove(&user);
+            }
+        }
+        written
     }
 
     fn path_or_empty(&self) -> PathBuf {
@@ -104,10 +116,22 @@ mod tests {
         again.set_cards(7, true).await.unwrap();
         assert!(Prefs::load(Some(path.clone()), true).unwrap().cards(7));
         let off = Prefs::load(Some(path.clone()), false).unwrap();
-        off.set_cards(9, true).await.unwrap();
-        assert!(!off.cards(9), "no cards when the operator turned them off");
+        assert!(!off.cards(8), "no cards when the operator turned them off, even for who never opted out");
         std::fs::write(&path, b"{broken").unwrap();
         assert!(Prefs::load(Some(path), true).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_choice_that_cannot_be_saved_is_not_in_effect() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("gone");
+        std::fs::create_dir(&gone).unwrap();
+        let p = Prefs::load(Some(gone.join("prefs.json")), true).unwrap();
+        // The file's directory disappears: every write fails.
+        std::fs::remove_dir(&gone).unwrap();
+        assert!(p.set_cards(5, false).await.is_err());
+        assert!(p.cards(5), "the failed opt-out is rolled back");
+        assert!(p.set_cards(5, false).await.is_err(), "a retry tries to write again");
     }
 
     #[tokio::test]

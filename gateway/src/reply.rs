@@ -110,21 +110,32 @@ impl PhotoCredit {
     }
 }
 
-/// Adds the photo credit (if the licence asks for one) to a caption, within Telegram's
-/// caption limit (the credit is kept; the caption's end is cut if it must be).
-pub fn with_credit(caption: String, credit: Option<&PhotoCredit>) -> String {
-    let Some(line) = credit.and_then(PhotoCredit::caption_line) else { return caption };
-    let room = CAPTION_LIMIT.saturating_sub(line.len() + 1);
-    if caption.len() <= room {
-        return format!("{caption}\n{line}");
+/// Adds the credit lines of the photos shown (those whose licence asks for one, each once)
+/// to a caption, within Telegram's caption limit: the credits are kept whole and the
+/// caption's end is cut once, at a line break (so no HTML tag is split), if it must be.
+pub fn with_credits<'a>(caption: String, credits: impl IntoIterator<Item = &'a PhotoCredit>) -> String {
+    let mut lines: Vec<String> = Vec::new();
+    for line in credits.into_iter().filter_map(PhotoCredit::caption_line) {
+        if !lines.contains(&line) {
+            lines.push(line);
+        }
     }
-    let mut cut = room.saturating_sub(2);
-    while !caption.is_char_boundary(cut) {
-        cut -= 1;
+    if lines.is_empty() {
+        return caption;
     }
-    // Cut at a line break so no HTML tag is split.
-    let cut = caption[..cut].rfind('\n').unwrap_or(0);
-    format!("{}\n…\n{line}", &caption[..cut])
+    let credit = lines.join("\n");
+    const CUT: &str = "\n…";
+    if caption.len() + 1 + credit.len() <= CAPTION_LIMIT {
+        return format!("{caption}\n{credit}");
+    }
+    // Room for the kept part, the cut mark and the line break before the credits.
+    let room = CAPTION_LIMIT.saturating_sub(credit.len() + 1 + CUT.len());
+    let mut end = room.min(caption.len());
+    while !caption.is_char_boundary(end) {
+        end -= 1;
+    }
+    let end = caption[..end].rfind('\n').unwrap_or(0);
+    format!("{}{CUT}\n{credit}", &caption[..end])
 }
 
 /// Whole percent; never "100%": the matcher caps at 99.9, and claiming a perfect match
@@ -243,14 +254,23 @@ mod tests {
             assert!(c.card_line().is_none() && c.caption_line().is_none(), "{free}");
         }
         assert!(PhotoCredit::default().card_line().is_none(), "nothing to credit");
-        let c = with_credit("You look like X".into(), Some(&by));
+        let c = with_credits("You look like X".into(), [&by]);
         assert!(c.starts_with("You look like X\n📷 <a href="), "{c}");
-        assert_eq!(with_credit("A".into(), None), "A");
-        let long =
-            (0..40).map(|i| format!("{i}. <a href=\"https://w/x\">Name</a> — 50%")).collect::<Vec<_>>().join("\n");
-        let c = with_credit(long, Some(&by));
-        assert!(c.len() <= CAPTION_LIMIT && c.ends_with("CC BY-SA 4.0</a>"), "{c}");
-        assert_eq!(c.matches("<a ").count(), c.matches("</a>").count());
+        assert_eq!(with_credits("A".into(), []), "A");
+        let free = PhotoCredit { license: "CC0".into(), ..by.clone() };
+        assert_eq!(with_credits("A".into(), [&free]), "A", "no credit line when none is asked for");
+        let other = PhotoCredit { author: "Ivan".into(), ..by.clone() };
+        // Near and over the limit: every credit kept whole, once, the caption cut once.
+        for n in [20, 21, 22, 23, 24, 40] {
+            let long =
+                (0..n).map(|i| format!("{i}. <a href=\"https://w/x\">Name</a> — 50%")).collect::<Vec<_>>().join("\n");
+            let c = with_credits(long, [&by, &other, &by]);
+            assert!(c.len() <= CAPTION_LIMIT, "{n}: {} bytes", c.len());
+            assert!(c.ends_with("CC BY-SA 4.0</a>") && c.contains(">Ivan</a>"), "{c}");
+            assert_eq!(c.matches(">Jane &lt;Doe&gt;</a>").count(), 1, "{c}");
+            assert!(c.matches('…').count() <= 1, "{c}");
+            assert_eq!(c.matches("<a ").count(), c.matches("</a>").count());
+        }
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! What the gateway keeps of gallery identities, keyed by gallery version too (identity ids
 //! are only stable within one gallery):
 //! - Telegram `file_id`s of identity thumbnails already uploaded (the plain reply): the
-//!   first answer naming a celebrity uploads the JPEG, later ones send the id (no
-//!   GetIdentity call, no upload);
+//!   first answer naming a celebrity uploads the JPEG, later ones send the id (no upload;
+//!   the credit for the caption comes from the entry below, so GetIdentity is asked again
+//!   only if that entry was evicted);
 //! - the thumbnail bytes and photo credit (the card's right half): a card is a new upload
 //!   every time, since it holds the sender's face, but the celebrity's half is the same, so
 //!   it is asked of the matcher once.

@@ -60,7 +60,7 @@ pub struct RetryPolicy {
     /// Retries of UNAVAILABLE / RESOURCE_EXHAUSTED stop when the next attempt would start
     /// later than this after the first one; the call then fails as busy.
     pub deadline: Duration,
-    /// First backoff; doubles per retry up to `backoff_cap`, with ±50 % jitter so a burst
+    /// First backoff; doubles per retry up to `backoff_cap` (then ±50 % jitter), so a burst
     /// of callers that all saw RESOURCE_EXHAUSTED does not come back at the same instant.
     pub backoff_base: Duration,
     pub backoff_cap: Duration,
@@ -90,7 +90,7 @@ impl WaitingSlot {
             }
             match waiting.compare_exchange_weak(now, now + 1, Ordering::AcqRel, Ordering::Relaxed) {
                 Ok(_) => {
-                    METRICS.set_matcher_waiting(now + 1);
+                    METRICS.matcher_waiting_add(1);
                     return Some(Self(waiting.clone()));
                 }
                 Err(actual) => now = actual,
@@ -101,10 +101,22 @@ impl WaitingSlot {
 
 impl Drop for WaitingSlot {
     fn drop(&mut self) {
-        let before = self.0.fetch_sub(1, Ordering::AcqRel);
-        METRICS.set_matcher_waiting(before.saturating_sub(1));
+        self.0.fetch_sub(1, Ordering::AcqRel);
+        METRICS.matcher_waiting_add(-1);
     }
 }
+
+/// How long a call may wait for an unavailable matcher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waits {
+    /// Up to `RetryPolicy::deadline`, holding one of the `max_waiting` slots.
+    OutageDeadline,
+    /// Up to this, without a slot.
+    Brief(Duration),
+}
+
+/// GetIdentity's retry budget: it follows a match that just succeeded.
+const IDENTITY_DEADLINE: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct Matcher {
@@ -148,12 +160,16 @@ impl Matcher {
             return_chips: chips,
             ..Default::default()
         };
-        self.call("Match", trace, req, |mut c, r| async move { c.r#match(r).await }).await
+        self.call("Match", trace, req, Waits::OutageDeadline, |mut c, r| async move { c.r#match(r).await }).await
     }
 
+    /// One identity's metadata and thumbnail. A metadata lookup after a successful match:
+    /// retried briefly (`IDENTITY_DEADLINE`), without waiting out an outage or taking one of
+    /// the waiting slots (the answer falls back to text instead).
     pub async fn identity(&self, id: u32, trace: &TraceContext) -> Result<Identity, MatcherError> {
         let req = GetIdentityRequest { identity_id: id, omit_thumbnail: false };
-        self.call("GetIdentity", trace, req, |mut c, r| async move { c.get_identity(r).await }).await
+        let waits = Waits::Brief(IDENTITY_DEADLINE.min(self.policy.deadline));
+        self.call("GetIdentity", trace, req, waits, |mut c, r| async move { c.get_identity(r).await }).await
     }
 
     async fn call<Req, Resp, F, Fut>(
@@ -161,6 +177,7 @@ impl Matcher {
         method: &'static str,
         trace: &TraceContext,
         req: Req,
+        waits: Waits,
         f: F,
     ) -> Result<Resp, MatcherError>
     where
@@ -223,7 +240,11 @@ impl Matcher {
             match result {
                 Ok(r) => return Ok(r.into_inner()),
                 Err(s) if retryable(s.code()) => {
-                    if waiting.is_none() {
+                    let deadline = match waits {
+                        Waits::OutageDeadline => self.policy.deadline,
+                        Waits::Brief(d) => d,
+                    };
+                    if waiting.is_none() && waits == Waits::OutageDeadline {
                         waiting = WaitingSlot::take(&self.waiting, self.policy.max_waiting);
                         if waiting.is_none() {
                             METRICS.matcher_shed(method);
@@ -237,7 +258,7 @@ impl Matcher {
                         }
                     }
                     // The last attempt is made at the deadline rather than given up early.
-                    let remaining = self.policy.deadline.saturating_sub(first.elapsed());
+                    let remaining = deadline.saturating_sub(first.elapsed());
                     let backoff = self.policy.backoff(attempt).min(remaining);
                     if remaining.is_zero() {
                         tracing::warn!(

@@ -70,7 +70,10 @@ pub fn cards(args: CardsArgs, models_dir: &Path) -> Result<()> {
             let chips: Vec<Vec<u8>> = analysis
                 .faces
                 .iter()
-                .map(|f| chip_jpeg(f.chip.as_deref().unwrap_or_default(), CHIP_SIZE))
+                .map(|f| match f.chip.as_deref() {
+                    Some(raw) if raw.len() == (CHIP_SIZE * CHIP_SIZE * 3) as usize => chip_jpeg(raw, CHIP_SIZE),
+                    _ => Ok(Vec::new()),
+                })
                 .collect::<Result<_, _>>()?;
             chips_ms.push(ms(t.elapsed()));
             match_ms.push(ms(matched) + ms(t.elapsed()));
@@ -83,6 +86,7 @@ pub fn cards(args: CardsArgs, models_dir: &Path) -> Result<()> {
                         .find(|(alias, _)| *alias == id.alias)
                         .map_or(id.name.as_str(), |(_, name)| *name);
                     pairs.push(Pair {
+                        number: (found.len() > 1).then_some(pairs.len() + 1),
                         user_chip_jpeg: chip.into(),
                         celebrity_chip_jpeg: id.thumbnail_jpeg.clone().into(),
                         name: name.to_owned(),

@@ -260,6 +260,10 @@ impl Inner {
 /// failed: a missing chip costs the caller a picture, not the match).
 fn encode_chip(chip: Option<Vec<u8>>) -> Vec<u8> {
     let Some(raw) = chip else { return Vec::new() };
+    if raw.len() != (CHIP_SIZE * CHIP_SIZE * 3) as usize {
+        tracing::warn!(bytes = raw.len(), "a face chip of the wrong size; not returned");
+        return Vec::new();
+    }
     match chip_jpeg(&raw, CHIP_SIZE) {
         Ok(jpeg) => jpeg,
         Err(e) => {
