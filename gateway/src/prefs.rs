@@ -2,47 +2,68 @@
 //!
 //! Keyed by the sender's user id, not the chat: the card shows the sender's face, so the
 //! sender decides, in private chats and groups alike. Only the ids of users who opted out
-//! are kept (no names, no photos). With `--prefs-file` the set is written atomically after
-//! each change and read at start-up, so a restart keeps everyone's choice; without it the
-//! choice lasts until the process ends.
+//! are kept (no names, no photos).
+//!
+//! With `--prefs-file` the set lives in that file and may be shared by several gateway
+//! replicas (webhook mode, a ReadWriteMany volume): a change takes an exclusive lock on
+//! `<file>.lock`, reads the file afresh, applies the one change and replaces the file
+//! atomically, so no replica's change is lost; a lookup re-reads the file whenever its
+//! modification time or size changed, so every replica honours a choice made on another.
+//! Without the file the choices last until the process ends.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
 use crate::state::{write_atomic, StateError};
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct Stored {
     /// Users who get the plain reply (celebrity photo and caption) instead of a card.
     #[serde(default)]
     cards_off: BTreeSet<i64>,
 }
 
+/// What identifies a version of the file: modification time and size.
+type Stamp = (Option<SystemTime>, u64);
+
+#[derive(Debug, Default)]
+struct Cached {
+    stored: Stored,
+    /// The file version `stored` was read from (None: not read yet, or no file).
+    seen: Option<Stamp>,
+}
+
 #[derive(Debug)]
 pub struct Prefs {
     /// Cards for everyone who did not opt out (the operator's `--cards`).
     cards_default: bool,
-    stored: Mutex<Stored>,
+    cached: Mutex<Cached>,
     path: Option<PathBuf>,
-    /// Serialises file writes so an older set never overwrites a newer one.
-    writing: tokio::sync::Mutex<()>,
 }
 
 impl Prefs {
     /// Loads the file if there is one (a missing file is an empty set).
     pub fn load(path: Option<PathBuf>, cards_default: bool) -> Result<Self, StateError> {
-        let stored = match &path {
-            Some(p) => read(p)?,
-            None => Stored::default(),
+        let cached = match &path {
+            Some(p) => {
+                let seen = stamp(p);
+                Cached { stored: read(p)?, seen }
+            }
+            None => Cached::default(),
         };
-        Ok(Self { cards_default, stored: Mutex::new(stored), path, writing: tokio::sync::Mutex::new(()) })
+        Ok(Self { cards_default, cached: Mutex::new(cached), path })
     }
 
     pub fn cards(&self, user: i64) -> bool {
-        self.cards_default && !self.lock().cards_off.contains(&user)
+        if !self.cards_default {
+            return false;
+        }
+        self.refresh();
+        !self.lock().stored.cards_off.contains(&user)
     }
 
     /// Whether the operator has cards on at all (`/cards on` cannot override that).
@@ -50,42 +71,71 @@ impl Prefs {
         self.cards_default
     }
 
-    /// Records the user's choice and persists it.
-    pub async fn set_cards(&self, user: i64, on: bool) -> Result<(), StateError> {
-        let _writing = self.writing.lock().await;
-        let json = {
-            let mut s = self.lock();
-            let changed = if on { s.cards_off.remove(&user) } else { s.cards_off.insert(user) };
-            if !changed {
-                return Ok(());
-            }
-            serde_json::to_vec(&*s).map_err(|source| StateError::Parse { path: self.path_or_empty(), source })?
-        };
-        let Some(path) = self.path.clone() else { return Ok(()) };
-        let written = tokio::task::spawn_blocking(move || write_atomic(&path, &json))
-            .await
-            .map_err(|e| StateError::Task(e.to_string()))
-            .and_then(|r| r);
-        if written.is_err() {
-            // Not saved: not in effect either, so what the user is told, what the bot does
-            // and what a restart finds agree (and a retry writes again).
-            let mut s = self.lock();
-            if on {
-                s.cards_off.insert(user);
-            } else {
-                s.cards_off.remove(&user);
-            }
+    /// Re-reads the file if another writer (another replica) changed it. A file that cannot
+    /// be read keeps the last good set (logged).
+    fn refresh(&self) {
+        let Some(path) = &self.path else { return };
+        let now = stamp(path);
+        if now == self.lock().seen {
+            return;
         }
-        written
+        match read(path) {
+            Ok(stored) => *self.lock() = Cached { stored, seen: now },
+            Err(e) => tracing::warn!(error = %e, "cannot re-read the prefs file; keeping the last good set"),
+        }
     }
 
-    fn path_or_empty(&self) -> PathBuf {
-        self.path.clone().unwrap_or_default()
+    /// Records the user's choice and persists it. On error nothing changed (what the user
+    /// is told, what the bot does and what a restart finds agree).
+    pub async fn set_cards(&self, user: i64, on: bool) -> Result<(), StateError> {
+        let Some(path) = self.path.clone() else {
+            let mut c = self.lock();
+            if on {
+                c.stored.cards_off.remove(&user);
+            } else {
+                c.stored.cards_off.insert(user);
+            }
+            return Ok(());
+        };
+        let updated = tokio::task::spawn_blocking(move || change_file(&path, user, on))
+            .await
+            .map_err(|e| StateError::Task(e.to_string()))??;
+        *self.lock() = updated;
+        Ok(())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Stored> {
-        self.stored.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cached> {
+        self.cached.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Under an exclusive lock on `<path>.lock` (held by one replica or task at a time): the
+/// file as it is now, with the one change applied, written back if it changed.
+fn change_file(path: &Path, user: i64, on: bool) -> Result<Cached, StateError> {
+    let io = |source| StateError::Io { path: path.to_owned(), source };
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(PathBuf::from(lock_path))
+        .map_err(io)?;
+    lock.lock().map_err(io)?;
+    let mut stored = read(path)?;
+    let changed = if on { stored.cards_off.remove(&user) } else { stored.cards_off.insert(user) };
+    if changed {
+        let json = serde_json::to_vec(&stored).map_err(|source| StateError::Parse { path: path.to_owned(), source })?;
+        write_atomic(path, &json)?;
+    }
+    let seen = stamp(path);
+    // Dropping the file releases the lock.
+    drop(lock);
+    Ok(Cached { stored, seen })
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    std::fs::metadata(path).ok().map(|m| (m.modified().ok(), m.len()))
 }
 
 fn read(path: &Path) -> Result<Stored, StateError> {
@@ -132,6 +182,32 @@ mod tests {
         assert!(p.set_cards(5, false).await.is_err());
         assert!(p.cards(5), "the failed opt-out is rolled back");
         assert!(p.set_cards(5, false).await.is_err(), "a retry tries to write again");
+        assert!(p.cards(5));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replicas_sharing_the_file_see_each_others_choices_and_lose_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("prefs.json");
+        let a = std::sync::Arc::new(Prefs::load(Some(path.clone()), true).unwrap());
+        let b = std::sync::Arc::new(Prefs::load(Some(path.clone()), true).unwrap());
+        a.set_cards(1, false).await.unwrap();
+        assert!(!b.cards(1), "b honours a's choice");
+        b.set_cards(2, false).await.unwrap();
+        assert!(!a.cards(2) && !a.cards(1), "a sees b's, and keeps its own");
+        // Many changes at once from both: none lost.
+        let mut tasks = Vec::new();
+        for u in 100..140 {
+            let p = if u % 2 == 0 { a.clone() } else { b.clone() };
+            tasks.push(tokio::spawn(async move { p.set_cards(u, false).await }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let fresh = Prefs::load(Some(path), true).unwrap();
+        assert!((100..140).chain([1, 2]).all(|u| !fresh.cards(u) && !a.cards(u) && !b.cards(u)));
+        b.set_cards(1, true).await.unwrap();
+        assert!(a.cards(1), "turning cards back on reaches a too");
     }
 
     #[tokio::test]

@@ -32,11 +32,13 @@ pub fn save(path: &Path, state: &Persisted) -> Result<(), StateError> {
     write_atomic(path, &json)
 }
 
-/// Replaces `path` with `bytes`: temporary file, fsync, rename.
+/// Replaces `path` with `json`: temporary file, fsync, rename.
 pub fn write_atomic(path: &Path, json: &[u8]) -> Result<(), StateError> {
     let io = |source| StateError::Io { path: path.to_owned(), source };
+    // One temporary name per process: replicas sharing a directory never write each
+    // other's temporary file.
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
+    tmp.push(format!(".tmp.{}", std::process::id()));
     let tmp = PathBuf::from(tmp);
     {
         use std::io::Write;
