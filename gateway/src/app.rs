@@ -119,6 +119,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         thumbs: ThumbnailCache::default(),
         celebrities: CelebrityCache::default(),
         prefs,
+        compose_slots: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
         users: UserLimiter::new(args.user_photos_per_minute),
         max_faces: args.max_faces,
     });

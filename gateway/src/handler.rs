@@ -34,6 +34,9 @@ pub struct Bot {
     pub celebrities: CelebrityCache,
     /// Who turned cards off.
     pub prefs: Prefs,
+    /// Cards composed at once (CPU and a few MB each): one per core, so a burst of group
+    /// photos cannot take the gateway past its memory limit.
+    pub compose_slots: tokio::sync::Semaphore,
     pub users: UserLimiter,
     pub max_faces: u32,
 }
@@ -318,10 +321,12 @@ impl Bot {
             return Err("no_match");
         }
         let footer = self.rules.bot_username.as_ref().map(|u| format!("@{u}"));
+        let Ok(slot) = self.compose_slots.acquire().await else { return Err("compose_failed") };
         let started = Instant::now();
         // CPU work (two JPEG decodes, scaling, text, a JPEG encode per card): off the
         // async workers.
         let composed = tokio::task::spawn_blocking(move || card::compose(&pairs, footer.as_deref())).await;
+        drop(slot);
         let composed = match composed {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {

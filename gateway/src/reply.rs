@@ -92,11 +92,14 @@ impl PhotoCredit {
         if !self.required() {
             return None;
         }
+        // Only web links: a catalog's odd URL (javascript:, protocol-relative...) is shown
+        // as plain text rather than handed to Telegram as a link.
         let link = |text: &str, url: &str| {
-            if url.trim().is_empty() {
-                escape_html(text)
+            let url = url.trim();
+            if url.starts_with("https://") || url.starts_with("http://") {
+                format!("<a href=\"{}\">{}</a>", escape_html(url), escape_html(text))
             } else {
-                format!("<a href=\"{}\">{}</a>", escape_html(url.trim()), escape_html(text))
+                escape_html(text)
             }
         };
         let mut parts = Vec::new();
@@ -249,6 +252,8 @@ mod tests {
                  <a href=\"https://creativecommons.org/licenses/by-sa/4.0\">CC BY-SA 4.0</a>"
             )
         );
+        let odd = PhotoCredit { source_url: "javascript:alert(1)".into(), license_url: "//x".into(), ..by.clone() };
+        assert_eq!(odd.caption_line().as_deref(), Some("📷 Jane &lt;Doe&gt;, CC BY-SA 4.0"));
         for free in ["Public domain", "CC0", "cc0 1.0", "PD-US"] {
             let c = PhotoCredit { license: free.into(), ..by.clone() };
             assert!(c.card_line().is_none() && c.caption_line().is_none(), "{free}");
