@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, Mode};
 use crate::flood::{FloodConfig, FloodControl};
 use crate::handler::Bot;
-use crate::health::{Health, HealthConfig, Mode as HealthMode};
+use crate::health::{Health, HealthConfig};
 use crate::input::InputRules;
 use crate::matcher::endpoints::{self, Target};
 use crate::matcher::{Matcher, RetryPolicy};
@@ -51,10 +51,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let known = known_matchers.clone();
         Arc::new(Health::new(
             HealthConfig {
-                mode: match args.mode {
-                    Mode::Polling => HealthMode::Polling,
-                    Mode::Webhook => HealthMode::Webhook,
-                },
+                mode: args.mode,
                 max_poll_age: Duration::from_secs(args.ready_max_poll_age_secs),
                 max_loop_age: Duration::from_secs(args.live_max_loop_age_secs),
             },

@@ -15,11 +15,7 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::time::Instant;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    Polling,
-    Webhook,
-}
+pub use crate::config::Mode;
 
 #[derive(Debug, Clone, Copy)]
 pub struct HealthConfig {

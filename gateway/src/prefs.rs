@@ -18,13 +18,24 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::{write_atomic, StateError};
+use crate::state::{read_json as read, write_atomic, StateError};
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct Stored {
     /// Users who get the plain reply (celebrity photo and caption) instead of a card.
     #[serde(default)]
     cards_off: BTreeSet<i64>,
+}
+
+impl Stored {
+    /// Applies one user's choice; whether it changed anything.
+    fn set_cards(&mut self, user: i64, on: bool) -> bool {
+        if on {
+            self.cards_off.remove(&user)
+        } else {
+            self.cards_off.insert(user)
+        }
+    }
 }
 
 /// What identifies a version of the file: modification time and size.
@@ -89,12 +100,7 @@ impl Prefs {
     /// is told, what the bot does and what a restart finds agree).
     pub async fn set_cards(&self, user: i64, on: bool) -> Result<(), StateError> {
         let Some(path) = self.path.clone() else {
-            let mut c = self.lock();
-            if on {
-                c.stored.cards_off.remove(&user);
-            } else {
-                c.stored.cards_off.insert(user);
-            }
+            self.lock().stored.set_cards(user, on);
             return Ok(());
         };
         let updated = tokio::task::spawn_blocking(move || change_file(&path, user, on))
@@ -122,9 +128,8 @@ fn change_file(path: &Path, user: i64, on: bool) -> Result<Cached, StateError> {
         .open(PathBuf::from(lock_path))
         .map_err(io)?;
     lock.lock().map_err(io)?;
-    let mut stored = read(path)?;
-    let changed = if on { stored.cards_off.remove(&user) } else { stored.cards_off.insert(user) };
-    if changed {
+    let mut stored: Stored = read(path)?;
+    if stored.set_cards(user, on) {
         let json = serde_json::to_vec(&stored).map_err(|source| StateError::Parse { path: path.to_owned(), source })?;
         write_atomic(path, &json)?;
     }
@@ -136,16 +141,6 @@ fn change_file(path: &Path, user: i64, on: bool) -> Result<Cached, StateError> {
 
 fn stamp(path: &Path) -> Option<Stamp> {
     std::fs::metadata(path).ok().map(|m| (m.modified().ok(), m.len()))
-}
-
-fn read(path: &Path) -> Result<Stored, StateError> {
-    match std::fs::read(path) {
-        Ok(bytes) => {
-            serde_json::from_slice(&bytes).map_err(|source| StateError::Parse { path: path.to_owned(), source })
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Stored::default()),
-        Err(source) => Err(StateError::Io { path: path.to_owned(), source }),
-    }
 }
 
 #[cfg(test)]

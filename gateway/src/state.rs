@@ -18,11 +18,16 @@ pub enum StateError {
 
 /// Reads the state; a missing file is a fresh start.
 pub fn load(path: &Path) -> Result<Persisted, StateError> {
+    read_json(path)
+}
+
+/// A JSON file's content; a missing file is `T::default()`.
+pub fn read_json<T: serde::de::DeserializeOwned + Default>(path: &Path) -> Result<T, StateError> {
     match std::fs::read(path) {
         Ok(bytes) => {
             serde_json::from_slice(&bytes).map_err(|source| StateError::Parse { path: path.to_owned(), source })
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Persisted::default()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
         Err(source) => Err(StateError::Io { path: path.to_owned(), source }),
     }
 }

@@ -70,10 +70,7 @@ pub fn cards(args: CardsArgs, models_dir: &Path) -> Result<()> {
             let chips: Vec<Vec<u8>> = analysis
                 .faces
                 .iter()
-                .map(|f| match f.chip.as_deref() {
-                    Some(raw) if raw.len() == (CHIP_SIZE * CHIP_SIZE * 3) as usize => chip_jpeg(raw, CHIP_SIZE),
-                    _ => Ok(Vec::new()),
-                })
+                .map(|f| f.chip.as_deref().map_or(Ok(Vec::new()), |raw| chip_jpeg(raw, CHIP_SIZE)))
                 .collect::<Result<_, _>>()?;
             chips_ms.push(ms(t.elapsed()));
             match_ms.push(ms(matched) + ms(t.elapsed()));
@@ -90,7 +87,7 @@ pub fn cards(args: CardsArgs, models_dir: &Path) -> Result<()> {
                         user_chip_jpeg: chip.into(),
                         celebrity_chip_jpeg: id.thumbnail_jpeg.clone().into(),
                         name: name.to_owned(),
-                        percent: best.similarity.round().clamp(0.0, 99.0) as u32,
+                        percent: tg_gateway::reply::percent(best.similarity),
                         credit: None,
                     });
                 }

@@ -13,8 +13,14 @@ pub const CHIP_PADDING: f64 = 0.25;
 /// JPEG quality of encoded chips: ~8 KB for a 160-px chip.
 const CHIP_JPEG_QUALITY: u8 = 85;
 
-/// JPEG of an aligned RGB8 chip of `size` x `size` pixels.
+/// JPEG of an aligned RGB8 chip of `size` x `size` pixels; an error (not a panic in the
+/// encoder) when `chip` is not that many pixels.
 pub fn chip_jpeg(chip: &[u8], size: u32) -> Result<Vec<u8>, image::ImageError> {
+    if chip.len() as u64 != u64::from(size) * u64::from(size) * 3 {
+        return Err(image::ImageError::Parameter(image::error::ParameterError::from_kind(
+            image::error::ParameterErrorKind::DimensionMismatch,
+        )));
+    }
     let mut out = Vec::with_capacity(12 * 1024);
     let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, CHIP_JPEG_QUALITY);
     image::ImageEncoder::write_image(enc, chip, size, size, image::ExtendedColorType::Rgb8)?;
@@ -76,4 +82,18 @@ pub fn eye_geometry(points: &[[f32; 2]; 5]) -> (f32, f32) {
 
 pub fn distance(a: &Embedding, b: &Embedding) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f32>().sqrt()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn chip_jpeg_refuses_a_buffer_of_the_wrong_size() {
+        let jpeg = chip_jpeg(&[128u8; 8 * 8 * 3], 8).expect("an 8x8 chip encodes");
+        assert_eq!(&jpeg[..2], &[0xFF, 0xD8]);
+        assert!(chip_jpeg(&[128u8; 8 * 8 * 3 - 1], 8).is_err());
+        assert!(chip_jpeg(&[], CHIP_SIZE).is_err());
+    }
 }

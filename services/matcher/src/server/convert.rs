@@ -2,7 +2,7 @@
 
 use super::executor::ExecError;
 use lookalike_engine::error::AnalyzeError;
-use lookalike_engine::{Candidate, Face, Gallery, StageTimings};
+use lookalike_engine::{Candidate, Face, Gallery, PhotoCredit, StageTimings};
 use lookalike_proto::v1 as pb;
 use std::time::Duration;
 use tonic::{Code, Status};
@@ -38,6 +38,15 @@ pub fn candidates(g: &Gallery, found: &[Candidate]) -> Vec<pb::Candidate> {
             })
         })
         .collect()
+}
+
+pub fn photo_credit(c: &PhotoCredit) -> pb::PhotoCredit {
+    pb::PhotoCredit {
+        author: c.author.clone(),
+        license: c.license.clone(),
+        license_url: c.license_url.clone(),
+        source_url: c.source_url.clone(),
+    }
 }
 
 pub fn timings(t: &StageTimings, queue: Duration, search: Duration, total: Duration) -> pb::StageTimings {

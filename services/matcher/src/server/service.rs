@@ -260,10 +260,6 @@ impl Inner {
 /// failed: a missing chip costs the caller a picture, not the match).
 fn encode_chip(chip: Option<Vec<u8>>) -> Vec<u8> {
     let Some(raw) = chip else { return Vec::new() };
-    if raw.len() != (CHIP_SIZE * CHIP_SIZE * 3) as usize {
-        tracing::warn!(bytes = raw.len(), "a face chip of the wrong size; not returned");
-        return Vec::new();
-    }
     match chip_jpeg(&raw, CHIP_SIZE) {
         Ok(jpeg) => jpeg,
         Err(e) => {
@@ -375,12 +371,7 @@ impl Matcher for MatcherService {
                 photo_count: id.photo_count,
                 thumbnail_jpeg: if r.omit_thumbnail { Vec::new() } else { id.thumbnail_jpeg.clone() },
                 gallery_version: g.version.clone(),
-                photo_credit: id.thumbnail_credit().map(|c| pb::PhotoCredit {
-                    author: c.author.clone(),
-                    license: c.license.clone(),
-                    license_url: c.license_url.clone(),
-                    source_url: c.source_url.clone(),
-                }),
+                photo_credit: id.thumbnail_credit().map(convert::photo_credit),
             })
         });
         self.inner.observe("GetIdentity", start, &result);
