@@ -67,6 +67,9 @@ RUN echo 'path-exclude=/usr/share/dlib/*' > /etc/dpkg/dpkg.cfg.d/90-lookalike-no
       --shell /usr/sbin/nologin lookalike
 COPY --from=models /opt/lookalike/models /opt/lookalike/models
 COPY --from=build /out/matcher /usr/local/bin/matcher
+# The gallery directory, owned by the runtime user: an empty named volume mounted there
+# (compose.yaml) takes this ownership, so the one-shot gallery build can write into it.
+RUN install -d -o 10001 -g 10001 -m 0755 /var/lib/lookalike/gallery
 ENV LOOKALIKE_MODELS=/opt/lookalike/models \
     LOOKALIKE_GALLERY=/var/lib/lookalike/gallery/gallery.lkg \
     LOOKALIKE_LISTEN=0.0.0.0:50051 \
@@ -103,6 +106,9 @@ RUN apt-get update \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin lookalike
 COPY --from=build /out/tg-gateway /usr/local/bin/tg-gateway
+# GATEWAY_STATE_FILE / GATEWAY_PREFS_FILE directory, owned by the runtime user so that an empty
+# named volume mounted there (compose.yaml) is writable.
+RUN install -d -o 10001 -g 10001 -m 0755 /var/lib/lookalike-gateway
 ENV GATEWAY_METRICS_LISTEN=0.0.0.0:9091 \
     GATEWAY_WEBHOOK_LISTEN=0.0.0.0:8080
 USER 10001:10001

@@ -24,5 +24,6 @@ fi
 if [ -f scripts/check-k8s.sh ]; then
   # The checks, then proof that each of them can fail (broken copies of k8s/ are caught).
   bash scripts/check-k8s.sh --self-test
+  bash scripts/check-compose.sh --self-test
 fi
 echo "test: all passed" >&2
