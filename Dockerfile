@@ -25,7 +25,7 @@ FROM ${RUST_IMAGE} AS build
 ARG TARGET_CPU=x86-64-v3
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      libdlib-dev libopenblas-dev liblapack-dev pkg-config protobuf-compiler \
+      libdlib-dev libopenblas-dev liblapack-dev pkg-config protobuf-compiler cmake nasm \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .

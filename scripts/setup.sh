@@ -3,7 +3,7 @@
 # models. Safe to run again. Run as root or with sudo available.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-pkgs=(build-essential pkg-config libdlib-dev libopenblas-dev liblapack-dev protobuf-compiler python3-pip python3-venv curl)
+pkgs=(build-essential pkg-config cmake nasm libdlib-dev libopenblas-dev liblapack-dev protobuf-compiler python3-pip python3-venv curl)
 need=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
 if [ "${#need[@]}" -gt 0 ]; then

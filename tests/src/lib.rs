@@ -5,3 +5,4 @@ pub mod fake_telegram;
 pub mod fixtures;
 pub mod ports;
 pub mod procs;
+pub mod worst;

@@ -46,6 +46,11 @@ enum Cmd {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Measure what the matcher runs: the same BLAS kernel choice (lookalike_engine::blas).
+    if let Some(err) = lookalike_engine::blas::reexec_with_best_kernel() {
+        eprintln!("lookalike-bench: could not restart with a faster OpenBLAS kernel ({err})");
+    }
+    lookalike_engine::cost::tune_allocator();
     let cli = Cli::parse();
     let m = cli.models.clone();
     match cli.command {

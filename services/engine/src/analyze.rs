@@ -54,6 +54,28 @@ pub struct Analysis {
     pub timings: StageTimings,
 }
 
+impl Analysis {
+    /// Maps positions found on a working image scaled by (`sx`, `sy`) back to the photo's
+    /// own pixels (chips and embeddings do not change).
+    fn to_photo_coordinates(&mut self, sx: f64, sy: f64) {
+        let map_box = |b: &mut FaceBox| {
+            b.left = (f64::from(b.left) / sx).round() as i32;
+            b.right = (f64::from(b.right) / sx).round() as i32;
+            b.top = (f64::from(b.top) / sy).round() as i32;
+            b.bottom = (f64::from(b.bottom) / sy).round() as i32;
+        };
+        self.detections.iter_mut().for_each(map_box);
+        for face in &mut self.faces {
+            map_box(&mut face.bbox);
+            for p in &mut face.landmarks {
+                p[0] = (f64::from(p[0]) / sx) as f32;
+                p[1] = (f64::from(p[1]) / sy) as f32;
+            }
+            (face.eye_distance, face.roll_degrees) = eye_geometry(&face.landmarks);
+        }
+    }
+}
+
 /// dlib's 5 landmark points as (x, y) floats.
 fn points_of(shape: &dlib_face_recognition::FaceLandmarks) -> [[f32; 2]; 5] {
     let mut points = [[0f32; 2]; 5];
@@ -80,10 +102,16 @@ impl FaceAnalyzer {
 
     pub fn analyze_bytes(&mut self, bytes: &[u8], opts: &AnalyzeOptions) -> Result<Analysis, AnalyzeError> {
         let t = Instant::now();
-        let image = tracing::info_span!("decode", bytes = bytes.len()).in_scope(|| decode(bytes, &self.limits))?;
+        let decoded = tracing::info_span!("decode", bytes = bytes.len()).in_scope(|| decode(bytes, &self.limits))?;
         let decode_time = t.elapsed();
-        let mut analysis = self.analyze_image(&image, opts)?;
+        let mut analysis = self.analyze_image(&decoded.image, opts)?;
         analysis.timings.decode = decode_time;
+        let (sx, sy) = decoded.scale();
+        if (decoded.width, decoded.height) != decoded.image.dimensions() {
+            analysis.to_photo_coordinates(sx, sy);
+            analysis.width = decoded.width;
+            analysis.height = decoded.height;
+        }
         Ok(analysis)
     }
 

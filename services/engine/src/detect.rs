@@ -4,6 +4,7 @@
 //! are small (group photos) or that fill the frame (tight crops, where the detector's window
 //! needs context around the face).
 
+use crate::decode;
 use crate::dlib::{HogDetector, RawDetection};
 use crate::error::NativeError;
 use dlib_face_recognition::{FaceDetectorCnn, FaceDetectorTrait, ImageMatrix};
@@ -19,6 +20,10 @@ pub struct DetectConfig {
     pub retry_max_side: u32,
     /// Border added on each side in the retry pass, as a fraction of the longest side.
     pub retry_border: f32,
+    /// Most pixels of the retry pass's bordered copy: bounds its time and memory on large
+    /// photos (HOG costs ~40 bytes and a fixed time per pixel), where the retry looks for
+    /// faces the first pass missed.
+    pub retry_max_pixels: u64,
     /// Most detections kept from one pass.
     pub max_detections: usize,
     /// Last resort when HOG finds nothing: dlib's CNN detector (if its model is present)
@@ -34,6 +39,7 @@ impl Default for DetectConfig {
             all_faces_max_side: 1600,
             retry_max_side: 1280,
             retry_border: 0.25,
+            retry_max_pixels: 1_200_000,
             max_detections: 64,
             cnn_max_side: 256,
         }
@@ -67,26 +73,38 @@ pub fn detect_faces(
         return Ok(found.into_iter().map(|d| map_back(d, scale, 0.0)).collect());
     }
 
-    // Retry: upsample (at most 2x, up to retry_max_side) and add a grey border.
-    let retry_scale = (cfg.retry_max_side as f64 / long).min(2.0).max(scale);
-    let (matrix, border) = padded_copy(image, retry_scale, cfg.retry_border);
+    // Retry: upsample (at most 2x, up to retry_max_side and retry_max_pixels with the
+    // border) and add a grey border.
+    let retry_scale = retry_scale(w, h, cfg).max(scale);
+    let (matrix, border) = padded_copy(image, retry_scale, cfg.retry_border)?;
     let found = detector.detect(&matrix, cfg.max_detections).map_err(NativeError)?;
     if !found.is_empty() {
         return Ok(found.into_iter().map(|d| map_back(d, retry_scale, border)).collect());
     }
     match cnn {
-        Some(cnn) if cfg.cnn_max_side > 0 => Ok(detect_cnn(cnn, image, cfg)),
+        Some(cnn) if cfg.cnn_max_side > 0 => detect_cnn(cnn, image, cfg),
         _ => Ok(Vec::new()),
     }
 }
 
+/// Scale of the retry pass's copy of a `w` x `h` image (before the first pass's floor).
+pub fn retry_scale(w: u32, h: u32, cfg: &DetectConfig) -> f64 {
+    let long = f64::from(w.max(h));
+    let by_side = (f64::from(cfg.retry_max_side) / long).min(2.0);
+    // Bordered area at scale s: (w*s + 2b)(h*s + 2b) with b = border * long * s.
+    let b = 2.0 * f64::from(cfg.retry_border) * long;
+    let unit = (f64::from(w) + b) * (f64::from(h) + b);
+    let by_pixels = (cfg.retry_max_pixels as f64 / unit).sqrt();
+    by_side.min(by_pixels)
+}
+
 /// The CNN pass: a bounded-size copy with a grey border (CNN cost grows with pixels).
-fn detect_cnn(cnn: &FaceDetectorCnn, image: &RgbImage, cfg: &DetectConfig) -> Vec<Detection> {
+fn detect_cnn(cnn: &FaceDetectorCnn, image: &RgbImage, cfg: &DetectConfig) -> Result<Vec<Detection>, NativeError> {
     let (w, h) = image.dimensions();
     let scale = (cfg.cnn_max_side as f64 / w.max(h) as f64).min(2.0);
-    let (matrix, border) = padded_copy(image, scale, cfg.retry_border);
+    let (matrix, border) = padded_copy(image, scale, cfg.retry_border)?;
     let rects = cnn.face_locations(&matrix);
-    rects
+    Ok(rects
         .iter()
         .take(cfg.max_detections)
         .map(|r| {
@@ -100,13 +118,13 @@ fn detect_cnn(cnn: &FaceDetectorCnn, image: &RgbImage, cfg: &DetectConfig) -> Ve
             };
             map_back(raw, scale, border)
         })
-        .collect()
+        .collect())
 }
 
 /// `image` scaled by `scale` inside a grey border of `border_frac` of its longest side
 /// (faces cut by the frame edge are found more often), as a dlib matrix, and the border
 /// width in pixels (for `map_back`).
-fn padded_copy(image: &RgbImage, scale: f64, border_frac: f32) -> (ImageMatrix, f64) {
+fn padded_copy(image: &RgbImage, scale: f64, border_frac: f32) -> Result<(ImageMatrix, f64), NativeError> {
     let (w, h) = image.dimensions();
     let (sw, sh) = scaled(w, h, scale);
     let border = (border_frac as f64 * sw.max(sh) as f64).round() as u32;
@@ -114,10 +132,10 @@ fn padded_copy(image: &RgbImage, scale: f64, border_frac: f32) -> (ImageMatrix, 
     if (sw, sh) == (w, h) {
         imageops::replace(&mut padded, image, i64::from(border), i64::from(border));
     } else {
-        let resized = imageops::resize(image, sw, sh, imageops::FilterType::Triangle);
+        let resized = decode::resize(image, sw, sh).map_err(|e| NativeError(format!("resizing for detection: {e}")))?;
         imageops::replace(&mut padded, &resized, i64::from(border), i64::from(border));
     }
-    (to_matrix(&padded), border as f64)
+    Ok((to_matrix(&padded), border as f64))
 }
 
 fn scaled(w: u32, h: u32, s: f64) -> (u32, u32) {

@@ -3,7 +3,9 @@
 //! gallery and turn a distance into a calibrated similarity. No gRPC, no Telegram.
 
 pub mod analyze;
+pub mod blas;
 pub mod calibration;
+pub mod cost;
 pub mod decode;
 pub mod detect;
 pub mod dlib;
@@ -16,7 +18,7 @@ pub mod search;
 
 pub use analyze::{Analysis, AnalyzeOptions, FaceAnalyzer, StageTimings};
 pub use calibration::Calibration;
-pub use decode::DecodeLimits;
+pub use decode::{DecodeLimits, Decoded, Header};
 pub use detect::DetectConfig;
 pub use face::{chip_jpeg, Embedding, Face, FaceBox, CHIP_SIZE, EMBEDDING_DIM};
 pub use gallery::{Candidate, Gallery, GalleryError, Identity, PhotoCredit, SearchMode};

@@ -190,7 +190,7 @@ fn parallel_jittered_encoding_matches_sequential() {
 fn mirror_averaged_embeddings_do_not_care_which_way_the_face_looks() {
     let mut a = analyzer();
     let bytes = read("named/face_recognition/Kit_Harington/1.jpg");
-    let image = lookalike_engine::decode::decode(&bytes, &a.limits).expect("decode");
+    let image = lookalike_engine::decode::decode(&bytes, &a.limits).expect("decode").image;
     let flipped = image::imageops::flip_horizontal(&image);
     let plain = AnalyzeOptions::default();
     let mirror = AnalyzeOptions { mirror: true, ..Default::default() };

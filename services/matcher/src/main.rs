@@ -7,6 +7,11 @@ mod server;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    // Before anything else (no thread may run yet): the best BLAS kernel for this CPU.
+    if let Some(err) = lookalike_engine::blas::reexec_with_best_kernel() {
+        eprintln!("matcher: could not restart with a faster OpenBLAS kernel ({err}); carrying on");
+    }
+    lookalike_engine::cost::tune_allocator();
     if let Err(msg) = config::check_cpu() {
         eprintln!("matcher: {msg}");
         return std::process::ExitCode::from(2);

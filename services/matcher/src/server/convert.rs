@@ -70,10 +70,11 @@ pub fn analyze_status(e: AnalyzeError) -> Status {
 
 pub fn exec_status(e: ExecError) -> Status {
     let code = match e {
-        ExecError::Overloaded { .. } => Code::ResourceExhausted,
+        ExecError::Overloaded { .. } | ExecError::MemoryFull => Code::ResourceExhausted,
         ExecError::DeadlineExceeded => Code::DeadlineExceeded,
         ExecError::ShuttingDown => Code::Unavailable,
         ExecError::WorkerFailed => Code::Internal,
+        ExecError::TooBig { .. } => Code::InvalidArgument,
     };
     Status::new(code, e.to_string())
 }

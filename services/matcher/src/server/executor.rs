@@ -7,7 +7,11 @@
 //!   the job's closure lives in a shared slot that either the worker or the departing
 //!   caller takes, whoever comes first.
 //! - A panic inside a job fails that job only; the worker carries on.
+//! - Each job reserves its estimated peak memory from the shared [`MemoryBudget`] before it
+//!   runs; a worker waits (until the job's deadline) while the jobs in flight hold the rest,
+//!   and a job larger than the whole budget is refused before it is queued.
 
+use super::memory::MemoryBudget;
 use lookalike_engine::{DecodeLimits, DetectConfig, FaceAnalyzer, Models};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,13 +23,41 @@ use tokio::sync::oneshot;
 pub enum ExecError {
     #[error("the server is at capacity ({queue} requests waiting); retry with backoff")]
     Overloaded { queue: usize },
+    #[error("the server's memory for photos is taken by the photos in progress; retry with backoff")]
+    MemoryFull,
     #[error("the deadline passed while the request waited in the queue")]
     DeadlineExceeded,
     #[error("the server is shutting down")]
     ShuttingDown,
     #[error("internal error while processing the request")]
     WorkerFailed,
+    #[error(
+        "this photo needs about {need_mb} MB to analyse and this server allows {budget_mb} MB for photos; \
+         send a smaller photo (fewer pixels, or as JPEG)"
+    )]
+    TooBig { need_mb: u64, budget_mb: u64 },
 }
+
+/// What a job holds in memory: its request's bytes from admission, its analysis's
+/// estimated peak while it runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JobMemory {
+    pub held: u64,
+    pub analysis: u64,
+}
+
+/// Runs every detection pass once on a blank image (no face: first pass, retry, CNN) and
+/// the encoder on nothing, so that each worker's lazily allocated buffers (OpenBLAS's,
+/// dlib's) exist before the server measures its resting memory and takes requests.
+fn warm_up(analyzer: &mut FaceAnalyzer) {
+    let blank = image::RgbImage::from_pixel(320, 240, image::Rgb([128, 128, 128]));
+    if let Err(e) = analyzer.analyze_image(&blank, &lookalike_engine::AnalyzeOptions::default()) {
+        tracing::warn!(error = %e, "worker warm-up failed");
+    }
+}
+
+/// After a job that reserved this much, free memory is handed back to the system at once.
+const TRIM_AFTER_BYTES: u64 = 64 << 20;
 
 type Task = Box<dyn FnOnce(&mut FaceAnalyzer) + Send>;
 type FailFn = Box<dyn FnOnce(ExecError) + Send>;
@@ -33,6 +65,8 @@ type FailFn = Box<dyn FnOnce(ExecError) + Send>;
 struct Slot {
     task: Mutex<Option<Task>>,
     deadline: Option<Instant>,
+    /// Bytes of the memory budget the job holds while it runs.
+    memory: u64,
     /// Answers the caller when the job cannot run (expired) or failed (panicked).
     on_fail: Mutex<Option<FailFn>>,
 }
@@ -60,6 +94,7 @@ pub struct Executor {
     pub gauges: Arc<Gauges>,
     pub workers: usize,
     pub queue_capacity: usize,
+    pub budget: Arc<MemoryBudget>,
 }
 
 /// Frees the queue place if the caller leaves before a worker starts the job.
@@ -83,25 +118,41 @@ impl Executor {
         queue_capacity: usize,
         limits: DecodeLimits,
         detect: DetectConfig,
+        budget: Arc<MemoryBudget>,
     ) -> Self {
         let (tx, rx) = crossbeam_channel::unbounded::<Arc<Slot>>();
         let gauges = Arc::new(Gauges::default());
+        let (warmed_tx, warmed_rx) = crossbeam_channel::bounded::<()>(0);
+        let warming = Arc::new(Mutex::new(()));
         for i in 0..workers.max(1) {
             let rx = rx.clone();
             let gauges = gauges.clone();
+            let budget = budget.clone();
             let mut analyzer = FaceAnalyzer::new(models.worker_set(), limits, detect);
+            let (warmed, one_at_a_time) = (warmed_tx.clone(), warming.clone());
             let spawned = std::thread::Builder::new().name(format!("face-worker-{i}")).spawn(move || {
+                // One at a time: each warm-up briefly needs a photo's worth of memory.
+                drop(one_at_a_time.lock().map(|_| warm_up(&mut analyzer)));
+                drop(warmed);
                 for slot in rx.iter() {
                     let Some(task) = slot.take() else { continue }; // caller left
                     gauges.waiting.fetch_sub(1, Ordering::AcqRel);
-                    if slot.deadline.is_some_and(|d| Instant::now() >= d) {
+                    let reservation = match slot.deadline {
+                        Some(d) if Instant::now() >= d => None,
+                        _ => budget.reserve(slot.memory, slot.deadline),
+                    };
+                    let Some(reservation) = reservation else {
                         drop(task);
                         slot.fail(ExecError::DeadlineExceeded);
                         continue;
-                    }
+                    };
                     gauges.busy.fetch_add(1, Ordering::AcqRel);
                     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| task(&mut analyzer)));
                     gauges.busy.fetch_sub(1, Ordering::AcqRel);
+                    drop(reservation);
+                    if slot.memory >= TRIM_AFTER_BYTES {
+                        lookalike_engine::cost::trim();
+                    }
                     if outcome.is_err() {
                         slot.fail(ExecError::WorkerFailed);
                         tracing::error!(worker = i, "a request panicked inside a worker; the worker continues");
@@ -112,11 +163,22 @@ impl Executor {
                 tracing::error!(error = %e, "cannot start a worker thread");
             }
         }
-        Self { tx, gauges, workers: workers.max(1), queue_capacity }
+        // Every worker has warmed up (or failed to start) once all senders are gone.
+        drop(warmed_tx);
+        let _ = warmed_rx.recv();
+        Self { tx, gauges, workers: workers.max(1), queue_capacity, budget }
     }
 
-    /// Runs `f` on a worker. Returns its value and the time spent waiting in the queue.
-    pub async fn run<T, F>(&self, deadline: Option<Instant>, f: F) -> Result<(T, Duration), ExecError>
+    /// Runs `f` on a worker. `memory.held` (the request's own bytes) is reserved from the
+    /// budget while the job waits and runs (refused as overload when the budget is spent);
+    /// `memory.analysis` when a worker starts it (the worker waits for it). Returns the
+    /// value and the time spent waiting (in the queue and for memory).
+    pub async fn run<T, F>(
+        &self,
+        deadline: Option<Instant>,
+        memory: JobMemory,
+        f: F,
+    ) -> Result<(T, Duration), ExecError>
     where
         T: Send + 'static,
         F: FnOnce(&mut FaceAnalyzer) -> T + Send + 'static,
@@ -124,6 +186,15 @@ impl Executor {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(ExecError::DeadlineExceeded);
         }
+        let need = memory.held + memory.analysis;
+        if !self.budget.fits(need) {
+            let mb = |b: u64| b.div_ceil(1 << 20);
+            return Err(ExecError::TooBig { need_mb: mb(need), budget_mb: mb(self.budget.total().unwrap_or(0)) });
+        }
+        let Some(_held) = self.budget.try_reserve(memory.held) else {
+            return Err(ExecError::MemoryFull);
+        };
+        let memory = memory.analysis;
         let admitted = self
             .gauges
             .waiting
@@ -147,7 +218,8 @@ impl Executor {
                 let _ = tx.send(Err(err));
             }
         });
-        let slot = Arc::new(Slot { task: Mutex::new(Some(task)), deadline, on_fail: Mutex::new(Some(on_fail)) });
+        let slot =
+            Arc::new(Slot { task: Mutex::new(Some(task)), deadline, memory, on_fail: Mutex::new(Some(on_fail)) });
         let guard = WaitGuard { slot: slot.clone(), gauges: self.gauges.clone() };
         if self.tx.send(slot).is_err() {
             return Err(ExecError::ShuttingDown);

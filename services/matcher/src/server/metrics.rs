@@ -1,6 +1,8 @@
 //! Prometheus metrics, served as text on their own port (what Kubernetes clusters scrape).
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 pub struct Metrics {
     registry: Registry,
@@ -15,6 +17,11 @@ pub struct Metrics {
     pub shed: IntCounterVec,
     pub reloads: IntCounterVec,
     pub gallery_embeddings: IntGauge,
+    /// 1, labelled with the OpenBLAS kernel the encoder runs on.
+    pub blas: IntGaugeVec,
+    /// Bytes photos in flight may reserve (-1: unlimited), and what they hold now.
+    pub memory_budget: IntGauge,
+    pub memory_reserved: IntGauge,
 }
 
 impl Metrics {
@@ -39,6 +46,14 @@ impl Metrics {
         let reloads =
             IntCounterVec::new(Opts::new("lookalike_gallery_reloads_total", "Gallery reload attempts"), &["result"])?;
         let gallery_embeddings = IntGauge::new("lookalike_gallery_embeddings", "Embeddings in the serving gallery")?;
+        let blas = IntGaugeVec::new(
+            Opts::new("lookalike_blas_info", "The OpenBLAS kernel the face encoder runs on (value 1)"),
+            &["kernel", "coretype_env"],
+        )?;
+        let memory_budget =
+            IntGauge::new("lookalike_memory_budget_bytes", "Bytes photos in flight may reserve (-1: no ceiling)")?;
+        let memory_reserved =
+            IntGauge::new("lookalike_memory_reserved_bytes", "Bytes reserved by the photos being analysed")?;
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -48,6 +63,9 @@ impl Metrics {
             Box::new(shed.clone()),
             Box::new(reloads.clone()),
             Box::new(gallery_embeddings.clone()),
+            Box::new(blas.clone()),
+            Box::new(memory_budget.clone()),
+            Box::new(memory_reserved.clone()),
         ] {
             registry.register(c)?;
         }
@@ -67,6 +85,9 @@ impl Metrics {
             shed,
             reloads,
             gallery_embeddings,
+            blas,
+            memory_budget,
+            memory_reserved,
         })
     }
 
@@ -93,7 +114,7 @@ pub async fn serve_http(
     listener: tokio::net::TcpListener,
     metrics: std::sync::Arc<Metrics>,
     ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    executor_gauges: impl Fn() -> (i64, i64) + Send + Sync + 'static,
+    executor_gauges: impl Fn() -> (i64, i64, i64) + Send + Sync + 'static,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let executor_gauges = std::sync::Arc::new(executor_gauges);
@@ -112,9 +133,10 @@ pub async fn serve_http(
             let path = req.split_whitespace().nth(1).unwrap_or("/");
             let (status, body) = match path {
                 "/metrics" => {
-                    let (waiting, busy) = gauges();
+                    let (waiting, busy, reserved) = gauges();
                     metrics.queue_depth.set(waiting);
                     metrics.workers_busy.set(busy);
+                    metrics.memory_reserved.set(reserved);
                     ("200 OK", metrics.render())
                 }
                 "/healthz" | "/readyz" => {

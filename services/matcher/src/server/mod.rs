@@ -3,6 +3,7 @@
 mod convert;
 mod deadline;
 mod executor;
+mod memory;
 mod metrics;
 mod service;
 mod size_limit;
@@ -65,6 +66,13 @@ pub struct ServeArgs {
     /// Polling works on every volume type (NFS and ConfigMaps give no change events).
     #[arg(long, env = "LOOKALIKE_WATCH_INTERVAL", default_value_t = 10)]
     pub watch_interval: u64,
+    /// Memory ceiling of the whole process, in MB. Each photo reserves its estimated peak
+    /// (from its header) within what the process does not hold at rest, less room for a
+    /// gallery reload, and waits in the queue while the photos in flight hold the rest; a
+    /// photo that could never fit is refused (INVALID_ARGUMENT). Default: 90% of the
+    /// container's cgroup memory limit, none without one; 0 = none.
+    #[arg(long, env = "LOOKALIKE_MEMORY_BUDGET_MB")]
+    pub memory_budget_mb: Option<u64>,
     /// Log format: json (one object per line) or text.
     #[arg(long, env = "LOOKALIKE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
@@ -88,7 +96,17 @@ async fn serve(engine: EngineArgs, args: ServeArgs) -> anyhow::Result<ExitCode> 
         export_metrics: true,
     })?;
     let metrics = Arc::new(metrics::Metrics::new()?);
+    let (kernel, coretype) =
+        (lookalike_engine::blas::kernel(), std::env::var(lookalike_engine::blas::CORETYPE_VAR).unwrap_or_default());
+    metrics.blas.with_label_values(&[kernel.as_str(), coretype.as_str()]).set(1);
+    tracing::info!(blas_kernel = %kernel, openblas_coretype = %coretype, openblas = %lookalike_engine::blas::config(), "BLAS kernel");
     let workers = args.workers.unwrap_or_else(lookalike_engine::parallel::default_workers).max(1);
+    let ceiling = match args.memory_budget_mb {
+        Some(0) => None,
+        Some(mb) => Some(mb << 20),
+        None => memory::default_ceiling(),
+    };
+    let (gallery_path, max_message_bytes) = (args.gallery.clone(), args.max_message_bytes);
     let queue = args.queue.unwrap_or(2 * workers);
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -102,6 +120,7 @@ async fn serve(engine: EngineArgs, args: ServeArgs) -> anyhow::Result<ExitCode> 
         metrics: metrics.clone(),
         limits: CallLimits {
             decode: engine.limits(),
+            detect: engine.detect(),
             max_top_k: args.max_top_k,
             max_faces: args.max_faces,
             default_max_faces: args.max_faces.min(10),
@@ -120,9 +139,11 @@ async fn serve(engine: EngineArgs, args: ServeArgs) -> anyhow::Result<ExitCode> 
                 .executor
                 .get()
                 .map(|e| {
-                    (e.gauges.waiting.load(Ordering::Relaxed) as i64, e.gauges.busy.load(Ordering::Relaxed) as i64)
+                    let (waiting, busy) =
+                        (e.gauges.waiting.load(Ordering::Relaxed), e.gauges.busy.load(Ordering::Relaxed));
+                    (waiting as i64, busy as i64, e.budget.reserved() as i64)
                 })
-                .unwrap_or((0, 0))
+                .unwrap_or((0, 0, 0))
         }));
     }
 
@@ -145,7 +166,30 @@ async fn serve(engine: EngineArgs, args: ServeArgs) -> anyhow::Result<ExitCode> 
                 let models = lookalike_engine::Models::load(&engine.models).context("loading the face models")?;
                 let g = inner.gallery.reload()?;
                 metrics.gallery_embeddings.set(g.len() as i64);
-                let executor = Executor::start(&models, workers, queue, engine.limits(), engine.detect());
+                let budget = Arc::new(memory::MemoryBudget::new(Some(0)));
+                let executor =
+                    Executor::start(&models, workers, queue, engine.limits(), engine.detect(), budget.clone());
+                // Resting memory: models, gallery and warm workers, free memory handed back.
+                lookalike_engine::cost::trim();
+                let resting = memory::resident_bytes().unwrap_or(0);
+                let gallery_bytes = std::fs::metadata(&gallery_path).map(|m| m.len()).unwrap_or(0);
+                // Messages being received are not reserved yet: room for two at once.
+                let receiving = 2 * max_message_bytes as u64;
+                let photos = memory::photo_budget(ceiling, resting, gallery_bytes + receiving);
+                let mb = |b: u64| b >> 20;
+                match (ceiling, photos) {
+                    (Some(c), Some(p)) => tracing::info!(
+                        ceiling_mb = mb(c),
+                        resting_mb = mb(resting),
+                        reload_room_mb = mb(gallery_bytes),
+                        receiving_mb = mb(receiving),
+                        photos_mb = mb(p),
+                        "memory budget"
+                    ),
+                    _ => tracing::info!(resting_mb = mb(resting), "memory budget: none (no cgroup limit, none set)"),
+                }
+                metrics.memory_budget.set(photos.map_or(-1, |p| p as i64));
+                budget.set_total(photos);
                 tracing::info!(
                     gallery_version = %g.version, identities = g.identities.len(), embeddings = g.len(),
                     index = g.index_kind(), crowding_figures = g.crowding().is_some(),

@@ -2,12 +2,13 @@
 
 use super::convert::{self, analyze_status, exec_status};
 use super::deadline::{deadline_of, CallGuard};
-use super::executor::Executor;
+use super::executor::{Executor, JobMemory};
 use super::metrics::Metrics;
 use super::state::GalleryState;
 use super::telemetry;
 use futures::{Stream, StreamExt};
-use lookalike_engine::{chip_jpeg, AnalyzeOptions, DecodeLimits, Embedding, CHIP_SIZE, EMBEDDING_DIM};
+use lookalike_engine::cost::estimate_photo;
+use lookalike_engine::{chip_jpeg, AnalyzeOptions, DecodeLimits, DetectConfig, Embedding, CHIP_SIZE, EMBEDDING_DIM};
 use lookalike_proto::v1 as pb;
 use lookalike_proto::v1::matcher_server::Matcher;
 use std::pin::Pin;
@@ -20,6 +21,8 @@ use tracing::Instrument;
 #[derive(Debug, Clone, Copy)]
 pub struct CallLimits {
     pub decode: DecodeLimits,
+    /// The workers' detection settings (for the memory estimate).
+    pub detect: DetectConfig,
     pub max_top_k: u32,
     pub max_faces: u32,
     pub default_max_faces: u32,
@@ -99,16 +102,35 @@ impl Inner {
         Ok((query, MatchParams { top_k: top_k as usize, all_faces, max_faces, max_distance, chips: r.return_chips }))
     }
 
+    /// The photo's estimated peak memory, from its header, with its own bytes; a photo the
+    /// limits refuse is refused here, before it takes a queue place.
+    fn memory_of(&self, bytes: &[u8], opts: &AnalyzeOptions) -> Result<JobMemory, Status> {
+        let analysis = estimate_photo(bytes, &self.limits.decode, &self.limits.detect, opts)
+            .map_err(|e| analyze_status(lookalike_engine::error::AnalyzeError::Image(e)))?;
+        Ok(JobMemory { held: bytes.len() as u64, analysis })
+    }
+
     pub async fn do_match(&self, r: pb::MatchRequest, deadline: Option<Instant>) -> Result<pb::MatchResponse, Status> {
         let start = Instant::now();
         let (query, p) = self.match_params(&r)?;
         let executor = self.executor()?;
         let gallery = self.gallery()?;
         let span = tracing::Span::current();
-        let (limits, mirror) = (self.limits.decode, self.limits.mirror);
+        let limits = self.limits.decode;
+        let opts = AnalyzeOptions {
+            all_faces: p.all_faces,
+            max_faces: p.max_faces,
+            mirror: self.limits.mirror,
+            chip_size: p.chips.then_some(CHIP_SIZE),
+            ..Default::default()
+        };
+        let memory = match &query {
+            Query::Image(bytes) => self.memory_of(bytes, &opts)?,
+            Query::Embedding(_) => JobMemory::default(),
+        };
         let g = gallery.clone();
         let ((outcome, search_time), queued) = executor
-            .run(deadline, move |analyzer| {
+            .run(deadline, memory, move |analyzer| {
                 span.in_scope(|| {
                     analyzer.limits = limits;
                     match query {
@@ -119,13 +141,6 @@ impl Inner {
                             (Ok((None, vec![found], Vec::new())), t.elapsed())
                         }
                         Query::Image(bytes) => {
-                            let opts = AnalyzeOptions {
-                                all_faces: p.all_faces,
-                                max_faces: p.max_faces,
-                                mirror,
-                                chip_size: p.chips.then_some(CHIP_SIZE),
-                                ..Default::default()
-                            };
                             match analyzer.analyze_bytes(&bytes, &opts) {
                                 Ok(mut a) => {
                                     let t = Instant::now();
@@ -193,13 +208,14 @@ impl Inner {
         let (all_faces, max_faces) = self.selection(r.faces, r.max_faces)?;
         let executor = self.executor()?;
         let span = tracing::Span::current();
-        let (limits, mirror) = (self.limits.decode, self.limits.mirror);
+        let limits = self.limits.decode;
+        let opts = AnalyzeOptions { all_faces, max_faces, mirror: self.limits.mirror, ..Default::default() };
+        let memory = self.memory_of(&r.image, &opts)?;
         let (outcome, queued) = executor
-            .run(deadline, move |analyzer| {
+            .run(deadline, memory, move |analyzer| {
                 span.in_scope(|| {
                     analyzer.limits = limits;
-                    analyzer
-                        .analyze_bytes(&r.image, &AnalyzeOptions { all_faces, max_faces, mirror, ..Default::default() })
+                    analyzer.analyze_bytes(&r.image, &opts)
                 })
             })
             .await
