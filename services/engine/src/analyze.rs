@@ -57,7 +57,7 @@ pub struct Analysis {
 impl Analysis {
     /// Maps positions found on a working image scaled by (`sx`, `sy`) back to the photo's
     /// own pixels (chips and embeddings do not change).
-    fn to_photo_coordinates(&mut self, sx: f64, sy: f64) {
+    fn map_to_photo(&mut self, sx: f64, sy: f64) {
         let map_box = |b: &mut FaceBox| {
             b.left = (f64::from(b.left) / sx).round() as i32;
             b.right = (f64::from(b.right) / sx).round() as i32;
@@ -108,7 +108,7 @@ impl FaceAnalyzer {
         analysis.timings.decode = decode_time;
         let (sx, sy) = decoded.scale();
         if (decoded.width, decoded.height) != decoded.image.dimensions() {
-            analysis.to_photo_coordinates(sx, sy);
+            analysis.map_to_photo(sx, sy);
             analysis.width = decoded.width;
             analysis.height = decoded.height;
         }

@@ -160,7 +160,7 @@ mod tests {
             t.join().unwrap();
         }
         let peak = *peak.lock().unwrap();
-        assert!(peak <= 100 && peak >= 60, "peak {peak}");
+        assert!((60..=100).contains(&peak), "peak {peak}");
         assert_eq!(budget.reserved(), 0);
     }
 
