@@ -6,6 +6,7 @@
 mod cards;
 mod common;
 mod engine_bench;
+mod flood;
 mod grpc;
 mod lfw;
 mod search_bench;
@@ -43,6 +44,9 @@ enum Cmd {
     Grpc(grpc::GrpcArgs),
     /// The reply card's cost (compose ms, bytes) next to the matcher's for the same photo.
     Cards(cards::CardsArgs),
+    /// Peak memory, CPU per photo and memory left after a flood of the worst photos, per
+    /// kind, for one or more `matcher` builds (issue 10).
+    Flood(flood::FloodArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -63,5 +67,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::MakeGallery(a) => search_bench::make_gallery(a),
         Cmd::Grpc(a) => grpc::grpc(a, &m),
         Cmd::Cards(a) => cards::cards(a, &m),
+        Cmd::Flood(a) => flood::flood(a, &m),
     }
 }

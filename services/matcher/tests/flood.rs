@@ -91,7 +91,7 @@ async fn a_photo_that_could_never_fit_is_refused_with_the_reason() {
     let inputs = worst_inputs(u32::MAX).expect("inputs");
     let png = inputs.iter().find(|i| i.name == "no face, 40 MP, PNG").expect("the 40-MP PNG");
     // Room for a selfie, not for a 40-MP PNG's full-size decode.
-    let server = Server::start(&common::people_gallery(), &["--workers", "1", "--memory-budget-mb", "260"]);
+    let server = Server::start(&common::people_gallery(), &["--workers", "1", "--memory-budget-mb", "400"]);
     server.wait_serving().await;
     let mut c = server.client().await;
     let s = c.r#match(match_image(png.bytes.clone(), 1)).await.expect_err("too big for this server");

@@ -171,3 +171,68 @@ async fn a_broken_gallery_at_startup_exits_with_a_clear_error() {
     assert!(status.is_some_and(|s| !s.success()), "must exit non-zero: {status:?}\n{log}");
     assert!(log.contains("is not a lookalike gallery file"), "{log}");
 }
+
+/// A synthetic gallery of `rows` random embeddings over `rows / 4` identities.
+fn synthetic_gallery(path: &std::path::Path, rows: usize) {
+    use lookalike_engine::gallery::{BuildInfo, Identity};
+    let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    };
+    let embeddings: Vec<f32> = (0..rows * lookalike_engine::EMBEDDING_DIM).map(|_| next() * 0.2).collect();
+    let owners: Vec<u32> = (0..rows as u32).map(|i| i / 4).collect();
+    let identities = (0..rows.div_ceil(4))
+        .map(|i| Identity {
+            name: format!("Synthetic {i}"),
+            alias: format!("Synthetic_{i}"),
+            role: String::new(),
+            n_movies: 0,
+            photo_count: 4,
+            thumbnail_jpeg: Vec::new(),
+            credits: Vec::new(),
+        })
+        .collect();
+    let info = BuildInfo { built_at: "test".into(), jitters: 0, photos_seen: rows as u32, photos_rejected: 0 };
+    let mut g = lookalike_engine::Gallery::new(identities, embeddings, owners, None, info).expect("gallery");
+    g.save(path).expect("save");
+}
+
+/// A new gallery that would not fit beside the serving one under the memory ceiling is
+/// refused before loading (metric, error log), and the old one keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gallery_too_large_for_the_memory_ceiling_is_refused_and_the_old_one_keeps_serving() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let serving_path = dir.path().join("gallery.lkg");
+    std::fs::copy(common::people_gallery(), &serving_path).expect("copy");
+    let server =
+        Server::start(&serving_path, &["--workers", "1", "--watch-interval", "0", "--memory-budget-mb", "450"]);
+    server.wait_serving().await;
+    let mut c = server.client().await;
+    let v1 = c.get_gallery_info(pb::GetGalleryInfoRequest {}).await.expect("info").into_inner();
+
+    // 60k rows: a ~32 MB file, ~130 MB to load, where ~80 MB are free beside the photos'
+    // budget (the log gives both figures).
+    let staged = dir.path().join(".big.lkg.tmp");
+    synthetic_gallery(&staged, 60_000);
+    std::fs::rename(&staged, &serving_path).expect("rename");
+    server.signal("HUP");
+    let mut refused = false;
+    for _ in 0..200 {
+        if server.metrics().contains("lookalike_gallery_reloads_total{result=\"no_memory\"} 1") {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = server.log_text();
+    assert!(refused, "not refused; log:\n{log}");
+    assert!(log.contains("needs about") && log.contains("keeps serving"), "{log}");
+    let v2 = c.get_gallery_info(pb::GetGalleryInfoRequest {}).await.expect("info").into_inner();
+    assert_eq!(v2.version, v1.version);
+    let r = c.r#match(match_image(photo("tg1280/Barack_Obama/1.jpg"), 1)).await.expect("match").into_inner();
+    assert_eq!(r.faces[0].candidates[0].name, "Barack Obama");
+    assert!(server.peak_rss_mib() < 450.0, "peak {} MiB", server.peak_rss_mib());
+}

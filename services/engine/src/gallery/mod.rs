@@ -328,6 +328,12 @@ impl Gallery {
         Ok(())
     }
 
+    /// Peak bytes that [`Self::load`] would add to the process for the file at `path`,
+    /// read from its header (a server checks it against its memory before a reload).
+    pub fn load_estimate(path: &Path) -> Result<u64, GalleryError> {
+        file::load_estimate(path)
+    }
+
     /// Loads and verifies a gallery file, then prepares the index for `mode`.
     pub fn load(path: &Path, mode: SearchMode, params: HnswParams) -> Result<Self, GalleryError> {
         let mut g = file::read(path, params)?;

@@ -9,7 +9,8 @@
 //! - A panic inside a job fails that job only; the worker carries on.
 //! - Each job reserves its estimated peak memory from the shared [`MemoryBudget`] before it
 //!   runs; a worker waits (until the job's deadline) while the jobs in flight hold the rest,
-//!   and a job larger than the whole budget is refused before it is queued.
+//!   and a job larger than the whole budget is refused before it is queued. Its bytes are
+//!   held in a budget of their own from admission on (a full one refuses, like a full queue).
 
 use super::memory::MemoryBudget;
 use lookalike_engine::{DecodeLimits, DetectConfig, FaceAnalyzer, Models};
@@ -94,7 +95,10 @@ pub struct Executor {
     pub gauges: Arc<Gauges>,
     pub workers: usize,
     pub queue_capacity: usize,
+    /// Memory for analysing photos (reserved by the workers).
     pub budget: Arc<MemoryBudget>,
+    /// Memory for the photos' bytes, from admission to answer.
+    pub messages: Arc<MemoryBudget>,
 }
 
 /// Frees the queue place if the caller leaves before a worker starts the job.
@@ -119,6 +123,7 @@ impl Executor {
         limits: DecodeLimits,
         detect: DetectConfig,
         budget: Arc<MemoryBudget>,
+        messages: Arc<MemoryBudget>,
     ) -> Self {
         let (tx, rx) = crossbeam_channel::unbounded::<Arc<Slot>>();
         let gauges = Arc::new(Gauges::default());
@@ -166,13 +171,14 @@ impl Executor {
         // Every worker has warmed up (or failed to start) once all senders are gone.
         drop(warmed_tx);
         let _ = warmed_rx.recv();
-        Self { tx, gauges, workers: workers.max(1), queue_capacity, budget }
+        Self { tx, gauges, workers: workers.max(1), queue_capacity, budget, messages }
     }
 
     /// Runs `f` on a worker. `memory.held` (the request's own bytes) is reserved from the
-    /// budget while the job waits and runs (refused as overload when the budget is spent);
-    /// `memory.analysis` when a worker starts it (the worker waits for it). Returns the
-    /// value and the time spent waiting (in the queue and for memory).
+    /// message budget while the job waits and runs (refused as overload when it is spent);
+    /// `memory.analysis` from the photo budget when a worker starts it (the worker waits for
+    /// it). Two budgets, so that a worker never waits for memory held by jobs queued behind
+    /// it. Returns the value and the time spent waiting (in the queue and for memory).
     pub async fn run<T, F>(
         &self,
         deadline: Option<Instant>,
@@ -186,12 +192,12 @@ impl Executor {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(ExecError::DeadlineExceeded);
         }
-        let need = memory.held + memory.analysis;
-        if !self.budget.fits(need) {
+        if !self.budget.fits(memory.analysis) {
             let mb = |b: u64| b.div_ceil(1 << 20);
-            return Err(ExecError::TooBig { need_mb: mb(need), budget_mb: mb(self.budget.total().unwrap_or(0)) });
+            let budget_mb = mb(self.budget.total().unwrap_or(0));
+            return Err(ExecError::TooBig { need_mb: mb(memory.analysis), budget_mb });
         }
-        let Some(_held) = self.budget.try_reserve(memory.held) else {
+        let Some(_held) = self.messages.try_reserve(memory.held) else {
             return Err(ExecError::MemoryFull);
         };
         let memory = memory.analysis;

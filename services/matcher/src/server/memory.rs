@@ -181,7 +181,7 @@ mod tests {
     #[test]
     fn the_photo_budget_leaves_room_for_the_process_and_a_second_gallery() {
         assert_eq!(photo_budget(None, 100, 10), None);
-        assert_eq!(photo_budget(Some(1000), 300, 100), Some(500));
+        assert_eq!(photo_budget(Some(1000), 300, 100), Some(600));
         assert_eq!(photo_budget(Some(1000), 950, 100), Some(0));
         assert!(resident_bytes().unwrap() > 1 << 20);
     }

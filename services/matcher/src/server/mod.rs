@@ -141,7 +141,7 @@ async fn serve(engine: EngineArgs, args: ServeArgs) -> anyhow::Result<ExitCode> 
                 .map(|e| {
                     let (waiting, busy) =
                         (e.gauges.waiting.load(Ordering::Relaxed), e.gauges.busy.load(Ordering::Relaxed));
-                    (waiting as i64, busy as i64, e.budget.reserved() as i64)
+                    (waiting as i64, busy as i64, (e.budget.reserved() + e.messages.reserved()) as i64)
                 })
                 .unwrap_or((0, 0, 0))
         }));
@@ -167,14 +167,24 @@ async fn serve(engine: EngineArgs, args: ServeArgs) -> anyhow::Result<ExitCode> 
                 let g = inner.gallery.reload()?;
                 metrics.gallery_embeddings.set(g.len() as i64);
                 let budget = Arc::new(memory::MemoryBudget::new(Some(0)));
-                let executor =
-                    Executor::start(&models, workers, queue, engine.limits(), engine.detect(), budget.clone());
+                let messages = Arc::new(memory::MemoryBudget::new(Some(0)));
+                let executor = Executor::start(
+                    &models,
+                    workers,
+                    queue,
+                    engine.limits(),
+                    engine.detect(),
+                    budget.clone(),
+                    messages.clone(),
+                );
                 // Resting memory: models, gallery and warm workers, free memory handed back.
                 lookalike_engine::cost::trim();
                 let resting = memory::resident_bytes().unwrap_or(0);
-                let gallery_bytes = std::fs::metadata(&gallery_path).map(|m| m.len()).unwrap_or(0);
-                // Messages being received are not reserved yet: room for two at once.
-                let receiving = 2 * max_message_bytes as u64;
+                // Room to load a gallery like this one beside it (a reload).
+                let gallery_bytes = lookalike_engine::Gallery::load_estimate(&gallery_path).unwrap_or(0);
+                // The photos' bytes, from admission to answer: four of the largest at once
+                // (a budget of their own, so a worker never waits for a queued job's bytes).
+                let receiving = 4 * max_message_bytes as u64;
                 let photos = memory::photo_budget(ceiling, resting, gallery_bytes + receiving);
                 let mb = |b: u64| b >> 20;
                 match (ceiling, photos) {
@@ -190,6 +200,10 @@ async fn serve(engine: EngineArgs, args: ServeArgs) -> anyhow::Result<ExitCode> 
                 }
                 metrics.memory_budget.set(photos.map_or(-1, |p| p as i64));
                 budget.set_total(photos);
+                messages.set_total(ceiling.map(|_| receiving));
+                if let Some(ceiling) = ceiling {
+                    let _ = inner.gallery.room.set(state::ReloadRoom { ceiling, budget: budget.clone() });
+                }
                 tracing::info!(
                     gallery_version = %g.version, identities = g.identities.len(), embeddings = g.len(),
                     index = g.index_kind(), crowding_figures = g.crowding().is_some(),
@@ -325,6 +339,10 @@ fn spawn_reloaders(gallery: Arc<GalleryState>, metrics: Arc<metrics::Metrics>, w
                     metrics.reloads.with_label_values(&["ok"]).inc();
                     metrics.gallery_embeddings.set(new.len() as i64);
                     tracing::info!(trigger, gallery_version = %new.version, identities = new.identities.len(), "gallery reloaded");
+                }
+                Ok(Err(e)) if e.downcast_ref::<state::NoRoom>().is_some() => {
+                    metrics.reloads.with_label_values(&["no_memory"]).inc();
+                    tracing::error!(trigger, error = %format!("{e:#}"), "new gallery refused: not enough memory");
                 }
                 Ok(Err(e)) => {
                     metrics.reloads.with_label_values(&["refused"]).inc();
