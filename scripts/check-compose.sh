@@ -324,7 +324,7 @@ mutations=(
   "/^  gateway:/,\$s/security_opt: \[\"no-new-privileges:true\"\]/security_opt: [\"label:disable\"]/"
   "/^  gateway:/,\$s/      - \/tmp:size=32m/      - \/run:size=32m/"
   "/^  gateway:/,\$s/          memory: 256M/          memroy: 256M/"
-  "/^  matcher:/,/^  gateway:/{/^          memory: 512M/d}"
+  "/^  matcher:/,/^  gateway:/{/^          memory: 768M/d}"
   "s/TELEGRAM_BOT_TOKEN: \${TELEGRAM_BOT_TOKEN:?[^}]*}/TELEGRAM_BOT_TOKEN: \${TELEGRAM_BOT_TOKEN:-}/"
   "/^  gateway:/,\$s#GATEWAY_STATE_FILE: /var/lib/lookalike-gateway/state.json#GATEWAY_STATE_FILE: /tmp/state.json#"
   "s/condition: service_healthy/condition: service_started/"
