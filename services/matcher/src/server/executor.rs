@@ -57,9 +57,6 @@ fn warm_up(analyzer: &mut FaceAnalyzer) {
     }
 }
 
-/// After a job that reserved this much, free memory is handed back to the system at once.
-const TRIM_AFTER_BYTES: u64 = 64 << 20;
-
 type Task = Box<dyn FnOnce(&mut FaceAnalyzer) + Send>;
 type FailFn = Box<dyn FnOnce(ExecError) + Send>;
 
@@ -155,9 +152,6 @@ impl Executor {
                     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| task(&mut analyzer)));
                     gauges.busy.fetch_sub(1, Ordering::AcqRel);
                     drop(reservation);
-                    if slot.memory >= TRIM_AFTER_BYTES {
-                        lookalike_engine::cost::trim();
-                    }
                     if outcome.is_err() {
                         slot.fail(ExecError::WorkerFailed);
                         tracing::error!(worker = i, "a request panicked inside a worker; the worker continues");
