@@ -85,3 +85,16 @@ pub fn worst_inputs(max_megapixels: u32) -> Result<Vec<WorstInput>> {
     }
     Ok(v)
 }
+
+/// A photo from `../shared/faces` re-encoded as a 4-component (CMYK) JPEG, as print
+/// workflows save them: libjpeg-turbo cannot scale these to RGB, so they take the full-size
+/// path.
+pub fn cmyk_jpeg(rel: &str) -> Result<Vec<u8>> {
+    let path = crate::fixtures::face(rel);
+    let img = image::open(&path).with_context(|| format!("reading {}", path.display()))?.to_rgb8();
+    let cmyk: Vec<u8> = img.pixels().flat_map(|p| [255 - p[0], 255 - p[1], 255 - p[2], 0]).collect();
+    let mut out = Vec::new();
+    let (w, h) = (u16::try_from(img.width())?, u16::try_from(img.height())?);
+    jpeg_encoder::Encoder::new(&mut out, 90).encode(&cmyk, w, h, jpeg_encoder::ColorType::Cmyk)?;
+    Ok(out)
+}

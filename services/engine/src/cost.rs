@@ -21,7 +21,6 @@ use crate::analyze::AnalyzeOptions;
 use crate::decode::{probe, DecodeLimits, Header};
 use crate::detect::DetectConfig;
 use crate::error::ImageError;
-use image::ImageFormat;
 
 /// HOG: the scaled image's pyramid (5/6 per level, ~3.3x the base area) of RGB copies and
 /// 31-plane float features per 8x8 cell, per pixel of the pass's input (measured ~30).
@@ -72,7 +71,7 @@ pub fn estimate_peak_bytes(h: &Header, limits: &DecodeLimits, detect: &DetectCon
     let (ww, wh) = fit(w, hgt, u64::from(limits.max_side));
     let working = ww * wh * 3;
 
-    let decode = if h.format == ImageFormat::Jpeg {
+    let decode = if h.scaled_decode {
         let coefficients = if h.progressive { pixels * u64::from(h.jpeg_samples_x2) } else { 0 };
         2 * working + coefficients + w * 3 * 16 * 4
     } else {
@@ -137,9 +136,18 @@ fn area(w: u64, h: u64, scale: f64, border: f64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use image::ImageFormat;
 
     fn header(format: ImageFormat, width: u32, height: u32, progressive: bool) -> Header {
-        Header { format, width, height, progressive, jpeg_samples_x2: 3, bytes_per_pixel: 4 }
+        Header {
+            format,
+            width,
+            height,
+            progressive,
+            jpeg_samples_x2: 3,
+            bytes_per_pixel: 4,
+            scaled_decode: format == ImageFormat::Jpeg,
+        }
     }
 
     #[test]

@@ -78,6 +78,9 @@ pub struct Header {
     pub jpeg_samples_x2: u32,
     /// Other formats: bytes per pixel of the full-size decode (3 for RGB8, 8 for RGBA16).
     pub bytes_per_pixel: u32,
+    /// Decoded at a reduced scale (JPEG in YCbCr, RGB or grey). CMYK and YCCK JPEGs, which
+    /// libjpeg-turbo cannot turn into RGB, are decoded at full size like other formats.
+    pub scaled_decode: bool,
 }
 
 fn format_name(f: ImageFormat) -> &'static str {
@@ -120,13 +123,22 @@ pub fn probe(bytes: &[u8], limits: &DecodeLimits) -> Result<Header, ImageError> 
         });
     }
     let corrupt = |detail: String| ImageError::Corrupt { format: name, detail };
-    let mut header = Header { format, width: 0, height: 0, progressive: false, jpeg_samples_x2: 6, bytes_per_pixel: 3 };
+    let mut header = Header {
+        format,
+        width: 0,
+        height: 0,
+        progressive: false,
+        jpeg_samples_x2: 6,
+        bytes_per_pixel: 3,
+        scaled_decode: false,
+    };
     if format == ImageFormat::Jpeg {
         let mut tj = turbojpeg::Decompressor::new().map_err(|e| corrupt(e.to_string()))?;
         let h = tj.read_header(bytes).map_err(|e| corrupt(e.to_string()))?;
         header.width = u32::try_from(h.width).unwrap_or(u32::MAX);
         header.height = u32::try_from(h.height).unwrap_or(u32::MAX);
         header.progressive = h.is_progressive;
+        header.scaled_decode = !matches!(h.colorspace, turbojpeg::Colorspace::CMYK | turbojpeg::Colorspace::YCCK);
         header.jpeg_samples_x2 = match h.subsamp {
             turbojpeg::Subsamp::Gray => 2,
             turbojpeg::Subsamp::None => 6,
@@ -144,7 +156,7 @@ pub fn probe(bytes: &[u8], limits: &DecodeLimits) -> Result<Header, ImageError> 
     if header.width < limits.min_side || header.height < limits.min_side {
         return Err(ImageError::TooSmall { width: header.width, height: header.height });
     }
-    if format != ImageFormat::Jpeg {
+    if !header.scaled_decode {
         // Safe to open the decoder now that the pixel count is known to be within limits.
         let mut reader = ImageReader::new(Cursor::new(bytes));
         reader.set_format(format);
@@ -178,7 +190,7 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, ImageError
         )));
     }
 
-    let working = if header.format == ImageFormat::Jpeg {
+    let working = if header.scaled_decode {
         drop(decoder);
         decode_jpeg_scaled(bytes, &header, limits.max_side).map_err(|e| corrupt(&e))?
     } else {

@@ -93,3 +93,16 @@ fn messages_are_readable() {
     let e = decode(&png_claiming(100_000, 100_000), &DecodeLimits::default()).expect_err("too big");
     assert_eq!(e.to_string(), "the image is 100000x100000 pixels (10000.0 MP), over the limit of 40.0 MP");
 }
+
+/// A CMYK JPEG (which libjpeg-turbo cannot scale to RGB) still decodes, at full size, and its
+/// estimate counts that full-size decode.
+#[test]
+fn a_cmyk_jpeg_decodes_on_the_full_size_path() {
+    let bytes = lookalike_e2e::worst::cmyk_jpeg("tg1280/Barack_Obama/1.jpg").expect("CMYK JPEG");
+    let limits = DecodeLimits::default();
+    let header = lookalike_engine::decode::probe(&bytes, &limits).expect("header");
+    assert!(!header.scaled_decode);
+    let decoded = decode(&bytes, &limits).expect("a CMYK JPEG decodes");
+    assert_eq!((decoded.width, decoded.height), (910, 1137));
+    assert_eq!(decoded.image.dimensions(), (910, 1137));
+}
