@@ -7,13 +7,14 @@
 //! 3 s after the flood. Builds that predate the memory budget ignore its variable.
 
 use crate::common::*;
+use crate::grpc::Server;
 use anyhow::{bail, Context, Result};
 use lookalike_e2e::worst::{worst_inputs, WorstInput};
 use lookalike_proto::v1 as pb;
 use lookalike_proto::v1::matcher_client::MatcherClient;
 use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
@@ -43,25 +44,15 @@ pub struct FloodArgs {
     pub json: Option<PathBuf>,
 }
 
-struct Server {
-    child: Child,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn cpu_seconds(pid: u32) -> f64 {
     // /proc/<pid>/stat: fields 14 and 15 (utime, stime) in clock ticks, after the ")" of
     // the command name; the kernel's USER_HZ is 100 on every Linux configuration.
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<f64> = rest.split_whitespace().filter_map(|v| v.parse().ok()).collect();
-    // After ")": state(3) ppid(4) ... utime is field 14, i.e. index 11 of what follows.
-    (f.get(10).copied().unwrap_or(0.0) + f.get(11).copied().unwrap_or(0.0)) / 100.0
+    // After ")" come state (field 3), ppid (4), ...: utime (14) and stime (15) are the 12th
+    // and 13th of what follows.
+    let field = |i: usize| rest.split_whitespace().nth(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (field(11) + field(12)) / 100.0
 }
 
 fn mb(pid: u32, field: &str) -> f64 {

@@ -49,8 +49,9 @@ pub struct GrpcArgs {
     pub json: Option<PathBuf>,
 }
 
-struct Server {
-    child: Child,
+/// A `matcher serve` child, stopped (SIGTERM, then killed after 10 s) when dropped.
+pub(crate) struct Server {
+    pub(crate) child: Child,
 }
 
 impl Drop for Server {
