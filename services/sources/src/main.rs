@@ -142,8 +142,9 @@ fn is_loopback(url: &str) -> bool {
     }
 }
 
-fn http(net: &Net) -> Result<Http> {
-    let remote = [&net.wdqs_url, &net.wikidata_api_url, &net.commons_api_url].iter().any(|u| !is_loopback(u));
+/// The client for a command that talks to `hosts`.
+fn http(net: &Net, hosts: &[&str]) -> Result<Http> {
+    let remote = hosts.iter().any(|u| !is_loopback(u));
     if remote && net.contact.as_deref().is_none_or(|c| c.trim().is_empty()) {
         bail!("--contact (or LOOKALIKE_CONTACT) is required for the Wikimedia hosts: an e-mail address or URL for the User-Agent");
     }
@@ -169,7 +170,13 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let http = http(&cli.net)?;
+    let net = &cli.net;
+    let hosts: Vec<&str> = match cli.command {
+        Command::Catalog { .. } => vec![&net.wdqs_url],
+        Command::Resolve { .. } => vec![&net.wdqs_url, &net.wikidata_api_url],
+        Command::Photos { .. } => vec![&net.wdqs_url, &net.commons_api_url],
+    };
+    let http = http(net, &hosts)?;
     let sparql = Sparql::new(http.clone(), &cli.net.wdqs_url);
     let languages: Vec<String> =
         cli.net.languages.iter().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect();
