@@ -47,6 +47,7 @@ pub async fn build_catalog(sparql: &Sparql, opts: &CatalogOptions) -> Result<(Ve
         };
         let rows = sparql.select(&ids_query(&occ_ids, opts.min_sitelinks, want, offset)).await?;
         stats.id_pages += 1;
+        let before = ids.len();
         for row in &rows {
             if let Some(q) = row.get("item").and_then(|t| qid_of(&t.value)) {
                 if seen.insert(q.to_string()) {
@@ -56,6 +57,11 @@ pub async fn build_catalog(sparql: &Sparql, opts: &CatalogOptions) -> Result<(Ve
         }
         tracing::info!(page = stats.id_pages, offset, rows = rows.len(), people = ids.len(), "ids page");
         if rows.len() < want {
+            break;
+        }
+        if ids.len() == before {
+            // A full page of ids already seen: the service is not paging (OFFSET ignored?).
+            tracing::warn!(offset, "a full page with no new ids: stopping");
             break;
         }
         offset += want;
