@@ -383,6 +383,7 @@ async fn sparql(s: Arc<Shared>, headers: HeaderMap, p: HashMap<String, String>) 
             let langs = strings_in(capture(r"FILTER\(\?lang IN \(([^)]*)\)\)", &query).unwrap_or(""));
             let occ_filter = capture(r"FILTER\(\?value IN \(([^)]*)\)\)", &query).map(qids_in);
             let movies = query.contains("wdt:P161");
+            let ids: std::collections::HashSet<String> = ids.into_iter().collect();
             let mut rows = Vec::new();
             for x in w.people.iter().filter(|x| ids.contains(&x.qid)) {
                 let row = |kind: &str, value: Value, lang: Option<&str>| {
