@@ -21,7 +21,8 @@ fn env_or(name: &str, default: &str) -> String {
 
 fn lfw_photos(max: usize) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
-    let mut people: Vec<_> = std::fs::read_dir(faces_dir().join("lfw-dev")).unwrap().flatten().map(|e| e.path()).collect();
+    let mut people: Vec<_> =
+        std::fs::read_dir(faces_dir().join("lfw-dev")).unwrap().flatten().map(|e| e.path()).collect();
     people.sort();
     for dir in people.into_iter().filter(|p| p.is_dir()) {
         let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).collect();
@@ -50,7 +51,13 @@ async fn twenty_thousand_identities() {
         let title = format!("Synthetic person {i:05} portrait.jpg");
         files.insert(format!("File:{title}"), photos[i % photos.len()].clone());
         let occupation = if i % 4 == 0 { "Q177220" } else { "Q33999" };
-        let mut p = Person::new(&format!("Q{}", 10_000 + i), &format!("Synthetic Person {i:05}"), occupation, 20 + (i % 977) as u32, &[&title]);
+        let mut p = Person::new(
+            &format!("Q{}", 10_000 + i),
+            &format!("Synthetic Person {i:05}"),
+            occupation,
+            20 + (i % 977) as u32,
+            &[&title],
+        );
         p.labels.insert("ru".into(), format!("Персона {i:05}"));
         people.push(p);
     }
