@@ -253,9 +253,11 @@ impl Http {
             detail: e.to_string(),
             retryable: false,
         })?;
-        let url = request.url().to_string();
+        let url = short_url(request.url().as_str());
         inner.stats.requests.fetch_add(1, Ordering::Relaxed);
         let transport = |e: reqwest::Error, url: &str| {
+            // The URL is in the message already (shortened): not again in reqwest's.
+            let e = e.without_url();
             if e.is_timeout() {
                 HttpError::Timeout { url: url.to_string(), after: timeout }
             } else {
@@ -294,6 +296,15 @@ impl Http {
             }
         }
         Ok((body, url))
+    }
+}
+
+/// A URL for messages and logs: batched API calls carry 50 titles, so long ones are cut.
+fn short_url(url: &str) -> String {
+    const MAX: usize = 200;
+    match url.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{}...", &url[..i]),
+        None => url.to_string(),
     }
 }
 
@@ -338,6 +349,13 @@ mod tests {
         assert!(d > Duration::from_secs(27) && d <= Duration::from_secs(30), "{d:?}");
         h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(parse_retry_after(&h), None);
+    }
+
+    #[test]
+    fn long_urls_cut_in_messages() {
+        assert_eq!(short_url("http://a/b"), "http://a/b");
+        let long = format!("http://a/?titles={}", "File:X.jpg|".repeat(50));
+        assert_eq!(short_url(&long).chars().count(), 203);
     }
 
     #[test]
