@@ -26,4 +26,6 @@ if [ -f scripts/check-k8s.sh ]; then
   bash scripts/check-k8s.sh --self-test
   bash scripts/check-compose.sh --self-test
 fi
+# Images built from the Dockerfile with the debug binaries above and tried (OPERATIONS.md "Images in CI").
+[ "${LOOKALIKE_SKIP_IMAGES:-0}" = 1 ] || bash scripts/ci-images.sh --binaries "${CARGO_TARGET_DIR:-$root/target}/debug"
 echo "test: all passed" >&2
