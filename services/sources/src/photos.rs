@@ -100,6 +100,29 @@ struct Record {
     sha1: String,
     width: u32,
     bytes: u64,
+    /// The credit, so a file can be kept (credited) when a later run cannot reach Commons.
+    #[serde(default)]
+    author: String,
+    #[serde(default)]
+    license: String,
+    #[serde(default)]
+    license_url: String,
+    #[serde(default)]
+    source_url: String,
+}
+
+impl Record {
+    fn photo(&self) -> Photo {
+        Photo {
+            file: self.file.clone(),
+            author: self.author.clone(),
+            license: self.license.clone(),
+            license_url: self.license_url.clone(),
+            source_url: self.source_url.clone(),
+            commons_title: self.title.clone(),
+            extra: BTreeMap::new(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,8 +131,6 @@ pub enum PhotosError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("looking up images on the query service: {0}")]
     Wdqs(HttpError),
-    #[error("asking Commons for image info: {0}")]
-    Commons(HttpError),
 }
 
 /// A file to fetch for an entry.
@@ -230,6 +251,10 @@ impl Ctx {
             sha1: info.sha1.clone(),
             width: self.width,
             bytes: bytes.len() as u64,
+            author: info.artist.clone(),
+            license: info.license.clone(),
+            license_url: info.license_url.clone(),
+            source_url: info.description_url.clone(),
         };
         if let (Ok(line), Ok(mut j)) = (serde_json::to_string(&record), self.journal.lock()) {
             if let Err(e) = writeln!(j, "{line}").and_then(|_| j.flush()) {
@@ -348,6 +373,9 @@ pub async fn run(
         }
     }
     wanted.sort_by_key(|w| w.entry);
+    // The same file twice for one person (e.g. "X.jpg" and "File:X.jpg") is fetched once.
+    let mut seen_wanted = HashSet::new();
+    wanted.retain(|w| seen_wanted.insert((w.entry, w.title.clone())));
 
     // (3) Image info, 50 titles a request.
     let mut titles: Vec<String> = wanted.iter().map(|w| w.title.clone()).collect();
@@ -356,22 +384,31 @@ pub async fn run(
     let batches: Vec<Vec<String>> =
         titles.chunks(crate::commons::MAX_TITLES_PER_REQUEST).map(<[String]>::to_vec).collect();
     let meta_bar = bar(opts.progress, batches.len() as u64, "metadata");
-    let infos: Vec<Result<HashMap<String, FileInfo>, HttpError>> =
-        futures_util::stream::iter(batches.into_iter().map(|b| {
-            let meta_bar = &meta_bar;
-            async move {
-                let r = commons.imageinfo(&b, opts.width).await;
-                meta_bar.inc(1);
-                r
-            }
-        }))
-        .buffer_unordered(opts.concurrency.max(1))
-        .collect()
-        .await;
+    type Batch = (Vec<String>, Result<HashMap<String, FileInfo>, HttpError>);
+    let infos: Vec<Batch> = futures_util::stream::iter(batches.into_iter().map(|b| {
+        let meta_bar = &meta_bar;
+        async move {
+            let r = commons.imageinfo(&b, opts.width).await;
+            meta_bar.inc(1);
+            (b, r)
+        }
+    }))
+    .buffer_unordered(opts.concurrency.max(1))
+    .collect()
+    .await;
     meta_bar.finish_and_clear();
     let mut info: HashMap<String, FileInfo> = HashMap::new();
-    for r in infos {
-        info.extend(r.map_err(PhotosError::Commons)?);
+    // Titles whose image info could not be had (after retries): their files fail this run,
+    // and files an earlier run downloaded for them are kept.
+    let mut unreachable: HashMap<String, HttpError> = HashMap::new();
+    for (batch, r) in infos {
+        match r {
+            Ok(i) => info.extend(i),
+            Err(e) => {
+                tracing::warn!(error = %e, titles = batch.len(), "no image info for a batch");
+                unreachable.extend(batch.into_iter().map(|t| (t, e.clone())));
+            }
+        }
     }
 
     // (4) Decide, then download what is allowed.
@@ -383,6 +420,10 @@ pub async fn run(
     let mut early: Vec<Option<(&'static str, String)>> = vec![None; wanted.len()];
     for (k, w) in wanted.iter().enumerate() {
         let alias = &entries[w.entry].alias;
+        if let Some(e) = unreachable.get(&w.title) {
+            early[k] = Some((e.reason(), e.to_string()));
+            continue;
+        }
         match info.get(&w.title) {
             None | Some(FileInfo::Missing) => {
                 early[k] = Some(("missing_file", format!("{} is not on Commons", w.title)))
@@ -442,6 +483,23 @@ pub async fn run(
                 None
             }
             (None, None) => Some(("http_error", "not fetched".to_string())),
+        };
+        // A transient failure keeps what an earlier run downloaded for this file.
+        let problem = match problem {
+            Some((reason, detail)) if reason == "http_error" || reason == "timeout" => {
+                let alias = &entries[w.entry].alias;
+                match ctx.state.get(&(alias.clone(), w.title.clone())) {
+                    Some(r) if opts.out.join(alias).join(&r.file).is_file() => {
+                        tracing::warn!(alias, title = %w.title, %detail, "kept the earlier download");
+                        summary.files_reused += 1;
+                        kept_photos[w.entry].push(r.photo());
+                        kept_records.push(r.clone());
+                        None
+                    }
+                    _ => Some((reason, detail)),
+                }
+            }
+            other => other,
         };
         if let Some((reason, detail)) = problem {
             summary.files_rejected += 1;

@@ -445,7 +445,8 @@ async fn a_killed_run_resumes_without_fetching_any_file_twice() {
     server.fault(&format!("thumb:{stalled}"), Fault::Stall);
     let run = || {
         let mut c = Command::new(bin());
-        c.args(["photos", "--concurrency", "1", "--rps", "1000", "--retries", "1", "--timeout-secs", "30"])
+        c.args(["photos", "--concurrency", "1", "--rps", "1000", "--retries", "1", "--backoff-ms", "20"])
+            .args(["--timeout-secs", "30"])
             .arg("--catalog")
             .arg(dir.path().join("catalog.json"))
             .arg("--out")
@@ -511,6 +512,15 @@ async fn a_killed_run_resumes_without_fetching_any_file_twice() {
     let fourth = run().output().unwrap();
     assert!(String::from_utf8_lossy(&fourth.stdout).contains("12 kept (1 downloaded, 11 already there)"));
     assert_eq!(server.requests("thumb").len(), 1);
+    // Commons unreachable (503 on the try and the retry): what is on disk stays, credited.
+    server.fault("commons", Fault::Status(503, None));
+    server.fault("commons", Fault::Status(503, None));
+    let fifth = run().output().unwrap();
+    let stdout = String::from_utf8_lossy(&fifth.stdout);
+    assert!(fifth.status.success(), "{stdout}");
+    assert!(stdout.contains("12 kept (0 downloaded, 12 already there), 0 rejected, 0 removed"), "{stdout}");
+    let written = catalog::load(&out.join("catalog.json")).unwrap();
+    assert!(written.iter().all(|e| e.photos.len() == 1 && e.photos[0].license == "CC BY-SA 4.0"), "{written:?}");
 }
 
 #[test]
