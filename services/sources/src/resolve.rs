@@ -66,7 +66,13 @@ pub struct ResolveReport {
 struct SearchResponse {
     #[serde(default)]
     search: Vec<SearchHit>,
+    /// Present when there are more results than `limit`.
+    #[serde(rename = "search-continue", default)]
+    more: Option<serde_json::Value>,
 }
+
+/// wbsearchentities' largest `limit`.
+const SEARCH_LIMIT: usize = 50;
 
 #[derive(Debug, Deserialize)]
 struct SearchHit {
@@ -91,7 +97,7 @@ fn norm(s: &str) -> String {
 
 enum Decision {
     Resolved(String, &'static str),
-    Ambiguous(Vec<Candidate>),
+    Ambiguous(Vec<Candidate>, String),
     Unknown(String),
 }
 
@@ -131,12 +137,9 @@ pub async fn resolve(
                 e.wikidata = Some(q);
                 newly.push(i);
             }
-            Decision::Ambiguous(candidates) => report.ambiguous.push(Unresolved {
-                alias: e.alias.clone(),
-                name: e.name.clone(),
-                detail: format!("{} humans carry this name", candidates.len()),
-                candidates,
-            }),
+            Decision::Ambiguous(candidates, detail) => {
+                report.ambiguous.push(Unresolved { alias: e.alias.clone(), name: e.name.clone(), detail, candidates })
+            }
             Decision::Unknown(detail) => report.unknown.push(Unresolved {
                 alias: e.alias.clone(),
                 name: e.name.clone(),
@@ -173,11 +176,30 @@ async fn decide(http: &Http, sparql: &Sparql, api: &str, name: &str, role: &str)
         ("type", "item"),
         ("language", "en"),
         ("uselang", "en"),
-        ("limit", "20"),
+        ("limit", "50"),
         ("search", name),
     ];
     let r: SearchResponse = http.json(|c| c.get(api).query(&params)).await?;
     let wanted = norm(name);
+    // 50 results that all carry the name, and more behind them: too common to pick from.
+    let all_exact = r
+        .search
+        .iter()
+        .all(|h| norm(&h.label) == wanted || h.matched.as_ref().is_some_and(|m| norm(&m.text) == wanted));
+    if r.more.is_some() && r.search.len() >= SEARCH_LIMIT && all_exact {
+        let candidates = r
+            .search
+            .into_iter()
+            .map(|h| Candidate {
+                id: h.id,
+                label: h.label,
+                description: h.description,
+                sitelinks: 0,
+                occupations: vec![],
+            })
+            .collect();
+        return Ok(Decision::Ambiguous(candidates, format!("more than {SEARCH_LIMIT} items carry this name")));
+    }
     let mut exact: BTreeMap<String, Candidate> = BTreeMap::new();
     for hit in r.search {
         let text = hit.matched.as_ref().map(|m| m.text.as_str()).unwrap_or("");
@@ -227,7 +249,8 @@ async fn decide(http: &Http, sparql: &Sparql, api: &str, name: &str, role: &str)
                     return Ok(Decision::Resolved(with_role[0].id.clone(), "role"));
                 }
             }
-            Ok(Decision::Ambiguous(humans))
+            let detail = format!("{} humans carry this name", humans.len());
+            Ok(Decision::Ambiguous(humans, detail))
         }
     }
 }

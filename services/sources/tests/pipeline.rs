@@ -163,6 +163,10 @@ async fn resolve_reports_ambiguous_and_unknown_names_and_guesses_none() {
         // Found by its alias.
         Person { aliases: vec!["The Rock".into()], ..Person::new("Q10738", "Dwayne Johnson", "Q33999", 120, &[]) },
     ];
+    // A name too common to pick from: more than the 50 results a search returns.
+    for i in 0..60 {
+        people.push(Person::new(&format!("Q{}", 70_000 + i), "Maria Garcia", "Q33999", 10 + i, &[]));
+    }
     people[1].description = "English actor".into();
     people[2].description = "American actor".into();
     let server = StandIn::start(World { people, ..World::default() }).await;
@@ -174,6 +178,7 @@ async fn resolve_reports_ambiguous_and_unknown_names_and_guesses_none() {
         entry("Rose Leslie", None),
         entry("The Rock", None),
         entry("Kit Harington", Some("Q3567")),
+        entry("Maria Garcia", None),
     ];
     let mut jordan = entry("Michael Jordan", None);
     jordan.role = "basketball-player".into();
@@ -191,7 +196,7 @@ async fn resolve_reports_ambiguous_and_unknown_names_and_guesses_none() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("7 entries: 1 already had ids, 3 resolved, 1 ambiguous, 2 unknown"), "{stdout}");
+    assert!(stdout.contains("8 entries: 1 already had ids, 3 resolved, 2 ambiguous, 2 unknown"), "{stdout}");
     let resolved = catalog::load(&dir.path().join("out.json")).unwrap();
     let id = |alias: &str| resolved.iter().find(|e| e.alias == alias).unwrap().wikidata.clone();
     assert_eq!(id("tom-hanks").as_deref(), Some("Q2263"));
@@ -213,6 +218,9 @@ async fn resolve_reports_ambiguous_and_unknown_names_and_guesses_none() {
         ambiguous["candidates"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["Q502", "Q501"], "both candidates, most linked first");
     assert_eq!(ambiguous["candidates"][0]["description"], "American actor");
+    assert_eq!(report["ambiguous"][1]["name"], "Maria Garcia");
+    assert_eq!(report["ambiguous"][1]["detail"], "more than 50 items carry this name");
+    assert_eq!(id("maria-garcia"), None);
     let unknown: Vec<&str> =
         report["unknown"].as_array().unwrap().iter().map(|u| u["name"].as_str().unwrap()).collect();
     assert_eq!(unknown, ["Nobody Atall", "Rose Leslie"]);

@@ -482,7 +482,15 @@ async fn wikidata_api(
                 "match": {"type": kind, "language": "en", "text": text}}));
         }
     }
-    Json(json!({"searchinfo": {"search": p.get("search")}, "search": hits, "success": 1})).into_response()
+    // `limit` (default 7, at most 50) results; `search-continue` when there are more.
+    let limit: usize = p.get("limit").and_then(|l| l.parse().ok()).unwrap_or(7).min(50);
+    let mut body = json!({"searchinfo": {"search": p.get("search")}, "success": 1});
+    if hits.len() > limit {
+        body["search-continue"] = json!(limit);
+    }
+    hits.truncate(limit);
+    body["search"] = Value::Array(hits);
+    Json(body).into_response()
 }
 
 // ---------- Commons API ----------
