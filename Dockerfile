@@ -56,7 +56,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
 # prebuilt-bin=DIR). CI uses it with the binaries its test run built (Debian 12, the same
 # libraries as the runtime stages; scripts/check-runtime-libs.sh checks them).
 FROM scratch AS prebuilt
-COPY --from=prebuilt-bin --chmod=0755 matcher tg-gateway /out/
+COPY --from=prebuilt-bin --chown=0:0 --chmod=0755 matcher tg-gateway /out/
 
 # binaries: the stage chosen by BINARIES.
 FROM ${BINARIES} AS binaries
@@ -116,14 +116,16 @@ CMD ["serve"]
 # sits where LOOKALIKE_GALLERY points in the image and in the Kubernetes ConfigMap, so the
 # ConfigMap needs no change; nothing may be mounted over the directory
 # (k8s/components/gallery-baked removes the gallery volume; scripts/check-k8s.sh checks it).
+# Owned by root and world-readable: the same with every builder (buildah keeps the build
+# context's owner unless told).
 FROM matcher AS matcher-gallery
-COPY --from=gallery-src --chmod=0444 gallery.lkg /var/lib/lookalike/gallery/gallery.lkg
+COPY --from=gallery-src --chown=0:0 --chmod=0444 gallery.lkg /var/lib/lookalike/gallery/gallery.lkg
 
 # ---------------------------------------------------------------------------------------
 # gallery-volume: data-only image with /gallery.lkg, for a Kubernetes image volume
 # (k8s/components/gallery-image) or an initContainer copy.
 FROM scratch AS gallery-volume
-COPY --from=gallery-src --chmod=0444 gallery.lkg /gallery.lkg
+COPY --from=gallery-src --chown=0:0 --chmod=0444 gallery.lkg /gallery.lkg
 
 # ---------------------------------------------------------------------------------------
 # gateway: the Telegram bot. Needs only libc, libgcc_s and the CA bundle for HTTPS.

