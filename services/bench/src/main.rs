@@ -4,6 +4,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod cards;
+mod clean;
 mod common;
 mod engine_bench;
 mod flood;
@@ -47,6 +48,9 @@ enum Cmd {
     /// Peak memory, CPU per photo and memory left after a flood of the worst photos, per
     /// kind, for one or more `matcher` builds (issue 10).
     Flood(flood::FloodArgs),
+    /// Gallery cleaning on lfw-dev: the subject rule, consensus and injected mislabels
+    /// (issue 9).
+    Clean(clean::CleanArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -68,5 +72,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Grpc(a) => grpc::grpc(a, &m),
         Cmd::Cards(a) => cards::cards(a, &m),
         Cmd::Flood(a) => flood::flood(a, &m),
+        Cmd::Clean(a) => clean::clean(a, &m),
     }
 }

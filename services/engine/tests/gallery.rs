@@ -5,6 +5,7 @@
 mod common;
 
 use lookalike_engine::gallery::build::{build, BuildConfig, RejectReason};
+use lookalike_engine::gallery::consensus::ConsensusConfig;
 use lookalike_engine::gallery::catalog::{self, CatalogEntry};
 use lookalike_engine::{AnalyzeOptions, Gallery, GalleryError, HnswParams, SearchMode};
 use std::path::{Path, PathBuf};
@@ -214,7 +215,8 @@ fn quality_filters_reject_with_reasons() {
     std::fs::create_dir_all(photos.join("Biden")).expect("mkdir");
     image::imageops::rotate90(&biden).save(photos.join("Biden/sideways.png")).expect("save");
     let sources = catalog::collect(&photos, None).expect("collect");
-    let cfg = BuildConfig { min_eye_distance: 25.0, ..config(0) };
+    let consensus = ConsensusConfig { min_eye_distance: 25.0, ..ConsensusConfig::default() };
+    let cfg = BuildConfig { consensus, ..config(0) };
     let (_, report) = build(common::models(), sources, &cfg, |_, _| {}).expect("build");
     let kinds: std::collections::BTreeMap<_, _> =
         report.rejected.iter().map(|r| (r.person.clone(), r.reason.kind())).collect();

@@ -1,15 +1,20 @@
-//! Turning people and their photos into a gallery: quality filters with a reason for every
-//! rejected photo, jittered embeddings on all cores, thumbnails, calibration.
+//! Turning people and their photos into a gallery: every face of every photo analysed (on
+//! all cores, or taken from the embedding cache), then per person the faces that are the
+//! person chosen by consensus and quality (`consensus`), with a reason for every rejected
+//! photo, thumbnails and calibration.
 
+use super::cache::{hex, EmbeddingCache};
 use super::catalog::Sources;
+use super::consensus::{ConsensusConfig, FoundFace, Pick, PhotoFaces, Verdict};
 use super::{BuildInfo, Gallery, GalleryError, Identity, PhotoCredit};
 use crate::analyze::{AnalyzeOptions, FaceAnalyzer};
 use crate::decode::DecodeLimits;
 use crate::detect::DetectConfig;
-use crate::face::{chip_jpeg, Face, CHIP_SIZE};
+use crate::face::{chip_jpeg, CHIP_SIZE};
 use crate::models::Models;
 use crate::parallel::map_items;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -18,18 +23,17 @@ pub struct BuildConfig {
     /// Jittered copies averaged per gallery embedding (the original service used 10).
     pub jitters: u32,
     pub workers: usize,
-    /// Photos whose eyes are closer than this (pixels) are too small to trust.
-    pub min_eye_distance: f32,
-    /// Photos with a stronger head roll (degrees) are rejected.
-    pub max_roll_degrees: f32,
-    /// A second face at least this fraction of the main face's area makes the photo
-    /// ambiguous: we cannot tell which one is the person.
-    pub ambiguity_ratio: f32,
+    /// Which faces are the person: quality limits, same-person distance, subject margin.
+    pub consensus: ConsensusConfig,
+    /// Faces analysed per photo (the strongest detections); the rest are background.
+    pub max_faces: usize,
     /// Keep at most this many accepted photos per person.
     pub max_photos_per_person: usize,
     pub thumbnail_size: u32,
     pub limits: DecodeLimits,
     pub detect: DetectConfig,
+    /// Where analyses are kept between builds (None: every photo is analysed).
+    pub cache: Option<EmbeddingCache>,
 }
 
 impl Default for BuildConfig {
@@ -37,14 +41,25 @@ impl Default for BuildConfig {
         Self {
             jitters: 10,
             workers: crate::parallel::default_workers(),
-            min_eye_distance: 20.0,
-            max_roll_degrees: 35.0,
-            ambiguity_ratio: 0.5,
+            consensus: ConsensusConfig::default(),
+            max_faces: 6,
             max_photos_per_person: 20,
             thumbnail_size: CHIP_SIZE,
             limits: DecodeLimits::default(),
             detect: DetectConfig::default(),
+            cache: None,
         }
+    }
+}
+
+impl BuildConfig {
+    /// Every setting that shapes what the analysis of a photo gives (the embedding cache's
+    /// key includes it, with the models' content).
+    pub fn analysis_settings(&self) -> String {
+        format!(
+            "jitters={} max_faces={} thumbnail={} limits={:?} detect={:?}",
+            self.jitters, self.max_faces, self.thumbnail_size, self.limits, self.detect
+        )
     }
 }
 
@@ -53,9 +68,13 @@ impl Default for BuildConfig {
 pub enum RejectReason {
     Unreadable { detail: String },
     NoFace,
-    SeveralFaces { faces: usize },
+    /// The person's only usable photo has faces too alike in prominence to tell which is
+    /// the person (`margin`: the most prominent face over the next).
+    SeveralFaces { faces: usize, margin: f32 },
     EyesTooClose { eye_distance_px: f32, min_px: f32 },
     HeadRolled { roll_degrees: f32, max_degrees: f32 },
+    /// No face of the photo is within the same-person distance of the person's other photos.
+    DisagreesWithOtherPhotos { distance: f32 },
     TooManyPhotos,
 }
 
@@ -67,6 +86,7 @@ impl RejectReason {
             RejectReason::SeveralFaces { .. } => "several_faces",
             RejectReason::EyesTooClose { .. } => "eyes_too_close",
             RejectReason::HeadRolled { .. } => "head_rolled",
+            RejectReason::DisagreesWithOtherPhotos { .. } => "disagrees_with_other_photos",
             RejectReason::TooManyPhotos => "too_many_photos",
         }
     }
@@ -80,6 +100,15 @@ pub struct Rejection {
     pub reason: RejectReason,
 }
 
+/// A photo with several faces where one was chosen as the person.
+#[derive(Debug, Clone, Serialize)]
+pub struct PickRecord {
+    pub photo: PathBuf,
+    pub person: String,
+    #[serde(flatten)]
+    pub pick: Pick,
+}
+
 #[derive(Debug, Default, Serialize)]
 pub struct BuildReport {
     pub photos: usize,
@@ -88,9 +117,14 @@ pub struct BuildReport {
     pub rejected: Vec<Rejection>,
     /// Counts per rejection kind.
     pub rejected_by_reason: std::collections::BTreeMap<String, usize>,
+    /// Accepted photos with several faces, and how the person's face was chosen.
+    pub picks: Vec<PickRecord>,
     pub people_without_usable_photo: Vec<String>,
     pub catalog_entries_without_photos: Vec<String>,
     pub photos_without_catalog_entry: Vec<PathBuf>,
+    /// Photos whose analysis came from the embedding cache, and photos analysed.
+    pub cache_hits: usize,
+    pub analysed: usize,
     pub seconds: f64,
     pub photos_per_second: f64,
 }
@@ -100,38 +134,52 @@ struct Job {
     photo: PathBuf,
 }
 
-fn seed_for(path: &std::path::Path) -> u64 {
-    // FNV-1a of the file name: a photo always gets the same jitter, whatever the order.
-    let name = path.file_name().map(|n| n.as_encoded_bytes().to_vec()).unwrap_or_default();
-    let parent = path.parent().and_then(|p| p.file_name()).map(|n| n.as_encoded_bytes().to_vec()).unwrap_or_default();
-    parent.iter().chain(&name).fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3))
-}
-
-fn judge(analyzer: &mut FaceAnalyzer, job: &Job, cfg: &BuildConfig) -> Result<Face, RejectReason> {
-    let bytes = std::fs::read(&job.photo).map_err(|e| RejectReason::Unreadable { detail: e.to_string() })?;
+/// Every face of one photo, from the cache or the models (then stored in the cache).
+/// The jitter seed comes from the content: the same photo always gets the same embedding.
+fn analyse(analyzer: &mut FaceAnalyzer, job: &Job, cfg: &BuildConfig) -> (Result<PhotoFaces, RejectReason>, bool) {
+    let bytes = match std::fs::read(&job.photo) {
+        Ok(b) => b,
+        Err(e) => return (Err(RejectReason::Unreadable { detail: e.to_string() }), false),
+    };
+    let digest = Sha256::digest(&bytes);
+    let key = cfg.cache.as_ref().map(|c| c.key(&bytes));
+    if let (Some(cache), Some(key)) = (&cfg.cache, &key) {
+        if let Some(hit) = cache.get(key) {
+            return (Ok(hit), true);
+        }
+    }
+    let mut seed = [0u8; 8];
+    seed.copy_from_slice(&digest[..8]);
     let opts = AnalyzeOptions {
+        all_faces: true,
+        max_faces: cfg.max_faces.max(1),
         jitters: cfg.jitters,
-        seed: seed_for(&job.photo),
+        seed: u64::from_le_bytes(seed),
         chip_size: Some(cfg.thumbnail_size),
         ..Default::default()
     };
-    let analysis =
-        analyzer.analyze_bytes(&bytes, &opts).map_err(|e| RejectReason::Unreadable { detail: e.to_string() })?;
-    let Some(face) = analysis.faces.into_iter().next() else {
-        return Err(RejectReason::NoFace);
+    let analysis = match analyzer.analyze_bytes(&bytes, &opts) {
+        Ok(a) => a,
+        Err(e) => return (Err(RejectReason::Unreadable { detail: e.to_string() }), false),
     };
-    let main_area = face.bbox.area() as f32;
-    let rivals = analysis.detections.iter().filter(|b| b.area() as f32 >= cfg.ambiguity_ratio * main_area).count();
-    if rivals > 1 {
-        return Err(RejectReason::SeveralFaces { faces: analysis.detections.len() });
+    let faces = analysis
+        .faces
+        .into_iter()
+        .map(|f| FoundFace {
+            bbox: f.bbox,
+            eye_distance: f.eye_distance,
+            roll_degrees: f.roll_degrees,
+            embedding: f.embedding.to_vec(),
+            chip_jpeg: f.chip.as_deref().and_then(|c| chip_jpeg(c, cfg.thumbnail_size).ok()).unwrap_or_default(),
+        })
+        .collect();
+    let found = PhotoFaces { width: analysis.width, height: analysis.height, faces };
+    if let (Some(cache), Some(key)) = (&cfg.cache, &key) {
+        if let Err(e) = cache.put(key, &found) {
+            tracing::warn!(error = %e, photo_sha256 = %hex(&digest), "cannot store the analysis in the embedding cache");
+        }
     }
-    if face.eye_distance < cfg.min_eye_distance {
-        return Err(RejectReason::EyesTooClose { eye_distance_px: face.eye_distance, min_px: cfg.min_eye_distance });
-    }
-    if face.roll_degrees.abs() > cfg.max_roll_degrees {
-        return Err(RejectReason::HeadRolled { roll_degrees: face.roll_degrees, max_degrees: cfg.max_roll_degrees });
-    }
-    Ok(face)
+    (Ok(found), false)
 }
 
 /// Builds a gallery from `sources`. `progress(done, total)` is called after each photo.
@@ -148,7 +196,7 @@ pub fn build(
         .enumerate()
         .flat_map(|(person, p)| p.photos.iter().map(move |photo| Job { person, photo: photo.clone() }))
         .collect();
-    let results = map_items(models, cfg.limits, cfg.detect, cfg.workers, &jobs, |a, job| judge(a, job, cfg), progress);
+    let results = map_items(models, cfg.limits, cfg.detect, cfg.workers, &jobs, |a, job| analyse(a, job, cfg), progress);
 
     let mut report = BuildReport {
         photos: jobs.len(),
@@ -156,41 +204,55 @@ pub fn build(
         photos_without_catalog_entry: sources.photos_without_entry,
         ..Default::default()
     };
+    let mut per_person: Vec<Vec<(&Job, Result<PhotoFaces, RejectReason>)>> =
+        (0..sources.people.len()).map(|_| Vec::new()).collect();
+    for (job, (result, hit)) in jobs.iter().zip(results) {
+        report.cache_hits += usize::from(hit);
+        report.analysed += usize::from(!hit && result.is_ok());
+        per_person[job.person].push((job, result));
+    }
     let mut identities = Vec::new();
     let mut embeddings = Vec::new();
     let mut owners = Vec::new();
-    let mut accepted_per_person = vec![Vec::new(); sources.people.len()];
-    for (job, result) in jobs.iter().zip(results) {
-        let person = &sources.people[job.person];
-        let reject = |reason| Rejection { photo: job.photo.clone(), person: person.name.clone(), reason };
-        match result {
-            Ok(face) if accepted_per_person[job.person].len() < cfg.max_photos_per_person => {
-                let credit = person.credit(&job.photo).cloned().unwrap_or_default();
-                accepted_per_person[job.person].push((face, credit))
+    for (person, photos) in sources.people.iter().zip(per_person) {
+        let refs: Vec<Result<&PhotoFaces, RejectReason>> =
+            photos.iter().map(|(_, r)| r.as_ref().map_err(Clone::clone)).collect();
+        let verdicts = cfg.consensus.decide(&refs);
+        let mut faces: Vec<(&FoundFace, PhotoCredit)> = Vec::new();
+        for ((job, result), verdict) in photos.iter().zip(verdicts) {
+            let reject = |reason| Rejection { photo: job.photo.clone(), person: person.name.clone(), reason };
+            match (verdict, result) {
+                (Verdict::Accepted { .. }, _) if faces.len() >= cfg.max_photos_per_person => {
+                    report.rejected.push(reject(RejectReason::TooManyPhotos))
+                }
+                (Verdict::Accepted { face, pick }, Ok(found)) => {
+                    let Some(f) = found.faces.get(face) else { continue };
+                    if let Some(pick) = pick {
+                        report.picks.push(PickRecord { photo: job.photo.clone(), person: person.name.clone(), pick });
+                    }
+                    faces.push((f, person.credit(&job.photo).cloned().unwrap_or_default()));
+                }
+                (Verdict::Accepted { .. }, Err(reason)) => report.rejected.push(reject(reason.clone())),
+                (Verdict::Rejected(reason), _) => report.rejected.push(reject(reason)),
             }
-            Ok(_) => report.rejected.push(reject(RejectReason::TooManyPhotos)),
-            Err(reason) => report.rejected.push(reject(reason)),
         }
-    }
-    for (person, faces) in sources.people.iter().zip(accepted_per_person) {
-        let (faces, credits): (Vec<Face>, Vec<PhotoCredit>) = faces.into_iter().unzip();
-        let Some(first) = faces.first() else {
+        let Some((first, _)) = faces.first() else {
             report.people_without_usable_photo.push(person.name.clone());
             continue;
         };
         let id = identities.len() as u32;
-        let thumbnail = first.chip.as_deref().and_then(|c| chip_jpeg(c, cfg.thumbnail_size).ok()).unwrap_or_default();
+        let credits: Vec<PhotoCredit> = faces.iter().map(|(_, c)| c.clone()).collect();
         identities.push(Identity {
             name: person.name.clone(),
             alias: person.alias.clone(),
             role: person.role.clone(),
             n_movies: person.n_movies,
             photo_count: faces.len() as u32,
-            thumbnail_jpeg: thumbnail,
+            thumbnail_jpeg: first.chip_jpeg.clone(),
             // Kept only when the catalog credits at least one photo.
             credits: if credits.iter().all(PhotoCredit::is_empty) { Vec::new() } else { credits },
         });
-        for face in &faces {
+        for (face, _) in &faces {
             embeddings.extend_from_slice(&face.embedding);
             owners.push(id);
         }

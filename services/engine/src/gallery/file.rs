@@ -1,7 +1,8 @@
 //! The gallery file: `LKGALLRY` magic, format version (u32 LE), payload length (u64 LE),
 //! payload (bincode), SHA-256 of the payload. The version string is the hash's prefix.
-//! Format 2 added the crowding figures, format 3 the photo credits per identity; older files
-//! are still read (without them).
+//! Format 2 added the crowding figures, format 3 the photo credits per identity, format 4 the
+//! crowding weight the calibration was fitted for (`Calibration::ranking_weight`); older
+//! files are still read (without them; their calibration is of the plain distance).
 
 #[cfg(test)]
 use super::PhotoCredit;
@@ -14,7 +15,7 @@ use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// The oldest format this build still reads.
 const OLDEST_READABLE: u32 = 1;
 const MAGIC: &[u8; 8] = b"LKGALLRY";
@@ -52,6 +53,44 @@ struct Payload {
     crowding: Vec<f32>,
 }
 
+/// The calibration in formats 1 to 3: fitted on the plain distance.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct CalibrationV3 {
+    mean: f32,
+    std: f32,
+    floor_percent: f32,
+    population: String,
+    samples: u32,
+}
+
+impl From<CalibrationV3> for Calibration {
+    fn from(v: CalibrationV3) -> Self {
+        let CalibrationV3 { mean, std, floor_percent, population, samples } = v;
+        Self { mean, std, floor_percent, population, samples, ranking_weight: 0.0 }
+    }
+}
+
+/// Format 3: format 4 with the calibration of the plain distance.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct PayloadV3 {
+    identities: Vec<Identity>,
+    embeddings: Vec<f32>,
+    owners: Vec<u32>,
+    calibration: CalibrationV3,
+    build: BuildInfo,
+    hnsw: Option<HnswBlob>,
+    crowding: Vec<f32>,
+}
+
+impl From<PayloadV3> for Payload {
+    fn from(v3: PayloadV3) -> Self {
+        let PayloadV3 { identities, embeddings, owners, calibration, build, hnsw, crowding } = v3;
+        Self { identities, embeddings, owners, calibration: calibration.into(), build, hnsw, crowding }
+    }
+}
+
 /// An identity in formats 1 and 2: without the photo credits.
 #[derive(Deserialize)]
 #[cfg_attr(test, derive(Serialize))]
@@ -78,7 +117,7 @@ struct PayloadV2 {
     identities: Vec<IdentityV2>,
     embeddings: Vec<f32>,
     owners: Vec<u32>,
-    calibration: Calibration,
+    calibration: CalibrationV3,
     build: BuildInfo,
     hnsw: Option<HnswBlob>,
     crowding: Vec<f32>,
@@ -88,7 +127,7 @@ impl From<PayloadV2> for Payload {
     fn from(v2: PayloadV2) -> Self {
         let PayloadV2 { identities, embeddings, owners, calibration, build, hnsw, crowding } = v2;
         let identities = identities.into_iter().map(Identity::from).collect();
-        Self { identities, embeddings, owners, calibration, build, hnsw, crowding }
+        Self { identities, embeddings, owners, calibration: calibration.into(), build, hnsw, crowding }
     }
 }
 
@@ -99,7 +138,7 @@ struct PayloadV1 {
     identities: Vec<IdentityV2>,
     embeddings: Vec<f32>,
     owners: Vec<u32>,
-    calibration: Calibration,
+    calibration: CalibrationV3,
     build: BuildInfo,
     hnsw: Option<HnswBlob>,
 }
@@ -209,6 +248,7 @@ pub(super) fn read(path: &Path, params: HnswParams) -> Result<Gallery, GalleryEr
     let payload: Payload = match format {
         1 => bincode::serde::decode_from_slice::<PayloadV1, _>(body, bincode_config()).map_err(corrupt)?.0.into(),
         2 => bincode::serde::decode_from_slice::<PayloadV2, _>(body, bincode_config()).map_err(corrupt)?.0.into(),
+        3 => bincode::serde::decode_from_slice::<PayloadV3, _>(body, bincode_config()).map_err(corrupt)?.0.into(),
         _ => bincode::serde::decode_from_slice(body, bincode_config()).map_err(corrupt)?.0,
     };
     validate(&payload.identities, &payload.embeddings, &payload.owners)?;
@@ -262,6 +302,14 @@ mod tests {
         }
     }
 
+    fn v3_owners() -> Vec<u32> {
+        (0..20).flat_map(|i| [i, i]).collect()
+    }
+
+    fn v3_calibration() -> CalibrationV3 {
+        CalibrationV3 { mean: 0.8, std: 0.1, floor_percent: 1.0, population: "test".into(), samples: 2 }
+    }
+
     fn file_with(format: u32, body: &[u8]) -> Vec<u8> {
         let mut f = MAGIC.to_vec();
         f.extend_from_slice(&format.to_le_bytes());
@@ -278,8 +326,7 @@ mod tests {
             identities: vec![identity("a"), identity("b")],
             embeddings: rows,
             owners: vec![0, 0, 1, 1],
-            calibration: Calibration::fit_nearest_other(&crate::search::test_rows(4, 3, 1.0), &[0, 0, 1, 1], 100)
-                .expect("fit"),
+            calibration: v3_calibration(),
             build: BuildInfo::default(),
             hnsw: None,
         };
@@ -293,18 +340,17 @@ mod tests {
 
         std::fs::write(&path, file_with(FORMAT_VERSION + 1, &body)).expect("write");
         let err = read(&path, HnswParams::default()).err().expect("a newer format is refused");
-        assert!(err.to_string().contains("versions 1 to 3"), "{err}");
+        assert!(err.to_string().contains("versions 1 to 4"), "{err}");
     }
 
     #[test]
     fn format_2_files_load_without_credits_and_format_3_keeps_them() {
         let rows = crate::search::test_rows(4, 3, 1.0);
-        let calibration = Calibration::fit_nearest_other(&rows, &[0, 0, 1, 1], 100).expect("fit");
         let v2 = PayloadV2 {
             identities: vec![identity("a"), identity("b")],
             embeddings: rows.clone(),
             owners: vec![0, 0, 1, 1],
-            calibration: calibration.clone(),
+            calibration: v3_calibration(),
             build: BuildInfo::default(),
             hnsw: None,
             crowding: vec![0.5, 0.6],
@@ -325,5 +371,33 @@ mod tests {
         let back = read(&path3, HnswParams::default()).expect("read format 3");
         assert_eq!(back.identities[1].thumbnail_credit(), Some(&credit));
         assert!(back.identities[0].thumbnail_credit().is_none());
+    }
+
+    #[test]
+    fn format_3_files_get_a_calibration_of_the_ranking_key_and_format_4_keeps_it() {
+        let rows = crate::search::test_rows(40, 3, 1.0);
+        let owners = v3_owners();
+        let v3 = PayloadV3 {
+            identities: (0..20).map(|i| Identity::from(identity(&format!("p{i}")))).collect(),
+            embeddings: rows,
+            owners,
+            calibration: v3_calibration(),
+            build: BuildInfo::default(),
+            hnsw: None,
+            crowding: (0..20).map(|i| 0.5 + 0.01 * i as f32).collect(),
+        };
+        let body = bincode::serde::encode_to_vec(&v3, bincode_config()).expect("encode");
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("v3.lkg");
+        std::fs::write(&path, file_with(3, &body)).expect("write");
+        let g = read(&path, HnswParams::default()).expect("a format-3 file loads");
+        assert!((g.calibration.ranking_weight - crowding::DEFAULT_WEIGHT).abs() < 1e-6, "refitted on load");
+        let bias: Vec<f32> = (0..20).map(|i| crowding::DEFAULT_WEIGHT * (0.5 + 0.01 * i as f32)).collect();
+        let want = Calibration::fit_nearest_other(g.rows(), &v3_owners(), &bias, crowding::DEFAULT_WEIGHT, 5000);
+        assert_eq!(Some(&g.calibration), want.as_ref(), "the fit of the ranking key");
+        let path4 = dir.path().join("v4.lkg");
+        write(&g, &path4).expect("write format 4");
+        let back = read(&path4, HnswParams::default()).expect("read format 4");
+        assert_eq!(back.calibration, g.calibration, "no refit needed: the weight is recorded");
     }
 }
