@@ -30,7 +30,12 @@
 #    file the matcher is told to load (LOOKALIKE_GALLERY as the container gets it) exists in
 #    every variant: on the PVC, at the gallery-volume image's path under the image volume's
 #    mount, or, with the matcher-gallery image, where the Dockerfile bakes it and with nothing
-#    mounted over it.
+#    mounted over it; galleries roll out as Deployment rollouts: the PVC variant mounts one
+#    versioned file (subPath gallery-<version>.lkg at LOOKALIKE_GALLERY), the file watcher is
+#    off (LOOKALIKE_WATCH_INTERVAL=0), RollingUpdate with maxUnavailable 0 and maxSurge 1, a
+#    progressDeadlineSeconds; the gallery pipeline CronJob (k8s/tools/gallery-pipeline.yaml)
+#    is suspended, Forbid, catalog -> photos -> build -> publish, contact from a ConfigMap or
+#    Secret, cache on a PVC, publishing onto the matcher-gallery PVC.
 # Exits non-zero on any violation.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -42,7 +47,7 @@ while [ $# -gt 0 ]; do
     --self-test) self_test=1; shift ;;
     --k8s-dir) k8s_dir="$(cd "$2" && pwd)"; shift 2 ;;
     --dockerfile) dockerfile="$(cd "$(dirname "$2")" && pwd)/$(basename "$2")"; shift 2 ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
     *) echo "check-k8s: unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -314,9 +319,11 @@ def check_image(where, obj, c):
 def pod_of(obj):
     if obj["kind"] == "Pod":
         return obj["spec"]
+    if obj["kind"] == "CronJob":
+        return (((obj.get("spec") or {}).get("jobTemplate") or {}).get("spec") or {}).get("template", {}).get("spec") or {}
     return ((obj.get("spec") or {}).get("template") or {}).get("spec") or {}
 
-WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "Pod")
+WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Pod")
 
 def selects(sel, labels):
     return bool(sel) and all(labels.get(k) == v for k, v in sel.items())
@@ -349,7 +356,7 @@ def check_workloads(where, docs):
             check_statefulset(where, obj, docs)
         for c in pod.get("containers") or []:
             check_tmp(where, obj, pod, c)
-            if obj["kind"] != "Pod":  # long-running workloads: probes
+            if obj["kind"] not in ("Pod", "Job", "CronJob"):  # long-running workloads: probes
                 for probe in ("livenessProbe", "readinessProbe"):
                     if not c.get(probe):
                         bad(where, f"{kn(obj)} container {c['name']}: {probe} missing")
@@ -412,6 +419,7 @@ def gallery_dest(stage):
         return None
     return dests[0] + "gallery.lkg" if dests[0].endswith("/") else dests[0]
 
+VERSIONED = re.compile(r"gallery-[A-Za-z0-9][A-Za-z0-9._-]*\.lkg")
 BAKED_AT = gallery_dest("matcher-gallery")
 IMAGE_VOLUME_FILE = gallery_dest("gallery-volume")
 IMAGE_DEFAULT = (STAGES.get("matcher") or {}).get("env", {}).get("LOOKALIKE_GALLERY")
@@ -428,12 +436,13 @@ def check_gallery(where, pod, c, env):
     PVC or an image volume holding IMAGE_VOLUME_FILE."""
     gal = str(env.get("LOOKALIKE_GALLERY") or IMAGE_DEFAULT or "")
     src = "env/ConfigMap" if env.get("LOOKALIKE_GALLERY") else "the image's ENV"
-    mounts = [m for m in c.get("volumeMounts") or [] if gal.startswith(m["mountPath"].rstrip("/") + "/")]
+    mounts = [m for m in c.get("volumeMounts") or []
+              if gal == m["mountPath"].rstrip("/") or gal.startswith(m["mountPath"].rstrip("/") + "/")]
     m = max(mounts, key=lambda m: len(m["mountPath"]), default=None)
     if BASE_MATCHER_IMAGE is not None and c.get("image") != BASE_MATCHER_IMAGE:
         if m:
             bad(where, f"matcher (gallery baked into {c.get('image')}): LOOKALIKE_GALLERY {gal!r} ({src}) is under the "
-                       f"mount {m['mountPath']} (volume {m['name']}), which hides the baked gallery")
+                       f"mount {m['mountPath']} (volume {m.get('name')}), which hides the baked gallery")
         elif BAKED_AT and gal != BAKED_AT:
             bad(where, f"matcher (gallery baked into {c.get('image')}): LOOKALIKE_GALLERY {gal!r} ({src}) is not where "
                        f"the Dockerfile's matcher-gallery stage puts the gallery ({BAKED_AT!r})")
@@ -442,14 +451,19 @@ def check_gallery(where, pod, c, env):
         bad(where, f"matcher: LOOKALIKE_GALLERY {gal!r} ({src}) is not on a mounted volume, and the image "
                    f"{c.get('image')} (the base's) holds no gallery")
         return
-    v = {v["name"]: v for v in pod.get("volumes") or []}.get(m["name"]) or {}
+    v = {v["name"]: v for v in pod.get("volumes") or []}.get(m.get("name")) or {}
     if "image" in v:
-        inside = re.sub(r"/+", "/", "/" + (m.get("subPath") or "") + "/" + gal[len(m["mountPath"].rstrip("/")):])
+        inside = re.sub(r"/+", "/", "/" + (m.get("subPath") or "") + "/" + gal[len(m["mountPath"].rstrip("/")):]).rstrip("/")
         if IMAGE_VOLUME_FILE and inside != IMAGE_VOLUME_FILE:
             bad(where, f"matcher: LOOKALIKE_GALLERY {gal!r} ({src}) is {inside!r} in the image volume "
                        f"{v['image'].get('reference')}, but the Dockerfile's gallery-volume stage puts it at {IMAGE_VOLUME_FILE!r}")
     elif "persistentVolumeClaim" not in v:
-        bad(where, f"matcher: LOOKALIKE_GALLERY {gal!r} is on volume {m['name']}, neither a PVC nor an image volume")
+        bad(where, f"matcher: LOOKALIKE_GALLERY {gal!r} is on volume {m.get('name')}, neither a PVC nor an image volume")
+    elif m["mountPath"].rstrip("/") != gal or not VERSIONED.fullmatch(str(m.get("subPath") or "")):
+        # The PVC holds immutable versions; the Deployment names the one it serves, so a new
+        # version is a rollout (one pod at a time), never a file every pod sees at once.
+        bad(where, f"matcher: the gallery PVC must be mounted as one versioned file: mountPath {gal!r} (LOOKALIKE_GALLERY) "
+                   f"with subPath gallery-<version>.lkg (got mountPath {m['mountPath']!r}, subPath {m.get('subPath')!r})")
 
 def check_matcher(where, docs):
     dep = find(docs, "Deployment", "matcher")
@@ -500,9 +514,15 @@ def check_matcher(where, docs):
     if env.get("LOOKALIKE_METRICS_LISTEN", "0.0.0.0:9090").rsplit(":", 1)[-1] != "9090":
         bad(where, "matcher: LOOKALIKE_METRICS_LISTEN port must be 9090")
     check_gallery(where, pod, c, env)
-    for m in c.get("volumeMounts") or []:
-        if m.get("subPath") and m["mountPath"].startswith("/var/lib/lookalike/gallery"):
-            bad(where, "matcher: the gallery must not be a subPath mount (hides atomic renames)")
+    # No pod reloads on its own when a file changes (all pods at the same moment): the file
+    # watcher is off (0; the matcher's default is 10 s) and a gallery is changed by a rollout.
+    if str(env.get("LOOKALIKE_WATCH_INTERVAL", "10")) != "0":
+        bad(where, f"matcher: LOOKALIKE_WATCH_INTERVAL must be 0 (got {env.get('LOOKALIKE_WATCH_INTERVAL', 'unset: 10 s')!r}): "
+                   "with the watcher on, every pod loads a changed gallery file at the same moment")
+    pds = dep["spec"].get("progressDeadlineSeconds")
+    if not isinstance(pds, int) or not allowed < pds <= 1800:
+        bad(where, f"matcher: progressDeadlineSeconds must be set, above the startup probe's {allowed} s and at most 1800 "
+                   f"(got {pds!r}): a failing gallery version must stop the rollout visibly")
     tsc = pod.get("topologySpreadConstraints") or []
     if not any(t.get("topologyKey") == "kubernetes.io/hostname" for t in tsc):
         bad(where, "matcher: topologySpreadConstraints across kubernetes.io/hostname missing")
@@ -526,8 +546,13 @@ def check_matcher(where, docs):
     svc = find(docs, "Service", "matcher")
     if not svc or svc["spec"].get("clusterIP") == "None" or not selects(svc["spec"].get("selector")):
         bad(where, "matcher: ClusterIP Service matcher missing")
-    if dep["spec"].get("strategy", {}).get("rollingUpdate", {}).get("maxUnavailable", 1) not in (0, "0", "0%"):
+    strat = dep["spec"].get("strategy") or {}
+    if strat.get("type", "RollingUpdate") != "RollingUpdate":
+        bad(where, f"matcher: strategy must be RollingUpdate (got {strat.get('type')!r})")
+    if (strat.get("rollingUpdate") or {}).get("maxUnavailable", "25%") not in (0, "0", "0%"):
         bad(where, "matcher: rolling updates must not reduce capacity (maxUnavailable 0)")
+    if (strat.get("rollingUpdate") or {}).get("maxSurge", "25%") not in (1, "1"):
+        bad(where, "matcher: maxSurge must be 1: a new gallery version reaches one pod at a time")
 
 def check_gateway(where, docs, mode):
     # Polling: a StatefulSet, whose replacement pod is created only once the old one is gone
@@ -647,6 +672,39 @@ def check_gateway(where, docs, mode):
         if strat.get("type") == "RollingUpdate" and str((strat.get("rollingUpdate") or {}).get("maxSurge", "25%")) not in ("0", "0%"):
             bad(where, "gateway (webhook): maxSurge must be 0 (a surge pod would exceed the rate budget)")
 
+def check_pipeline(where, docs):
+    """The gallery pipeline CronJob (k8s/tools/gallery-pipeline.yaml): suspended by default,
+    never two at once, the steps in order, the contact from a ConfigMap or Secret, the cache
+    and photos on a PVC, publishing onto the matchers' gallery PVC."""
+    cj = find(docs, "CronJob", "gallery-pipeline")
+    if not cj:
+        bad(where, "CronJob gallery-pipeline missing"); return
+    if cj["spec"].get("suspend") is not True:
+        bad(where, "gallery-pipeline: the CronJob must be suspended by default (the operator runs or schedules it)")
+    if cj["spec"].get("concurrencyPolicy") != "Forbid":
+        bad(where, "gallery-pipeline: concurrencyPolicy must be Forbid (two runs would share the work volume)")
+    pod = pod_of(cj)
+    steps = [c["name"] for c in pod.get("initContainers") or []] + [c["name"] for c in pod.get("containers") or []]
+    if steps != ["catalog", "photos", "build", "publish"]:
+        bad(where, f"gallery-pipeline: steps must be catalog, photos, build (init containers), publish (got {steps})")
+    vols = {v["name"]: v for v in pod.get("volumes") or []}
+    def pvc_of(c, path):
+        m = max((m for m in c.get("volumeMounts") or [] if path == m["mountPath"] or path.startswith(m["mountPath"].rstrip("/") + "/")),
+                key=lambda m: len(m["mountPath"]), default=None)
+        return ((vols.get(m["name"]) or {}).get("persistentVolumeClaim") or {}).get("claimName") if m else None
+    for c in (pod.get("initContainers") or []) + (pod.get("containers") or []):
+        if c["name"] in ("catalog", "photos"):
+            ref = next(((e.get("valueFrom") or {}) for e in c.get("env") or [] if e["name"] == "LOOKALIKE_CONTACT"), {})
+            if not ("configMapKeyRef" in ref or "secretKeyRef" in ref):
+                bad(where, f"gallery-pipeline: {c['name']}: LOOKALIKE_CONTACT must come from a ConfigMap or Secret")
+        if c["name"] == "build":
+            args = c.get("args") or []
+            cache = args[args.index("--cache") + 1] if "--cache" in args[:-1] else None
+            if not cache or not pvc_of(c, cache):
+                bad(where, f"gallery-pipeline: build: --cache must be on a PersistentVolumeClaim (got {cache!r})")
+        if c["name"] == "publish" and pvc_of(c, "/var/lib/lookalike/gallery/x") != "matcher-gallery":
+            bad(where, "gallery-pipeline: publish must mount the matcher-gallery PVC at /var/lib/lookalike/gallery")
+
 def check_netpol(where, docs):
     pols = [d for d in docs if d["kind"] == "NetworkPolicy"]
     if not any(p["spec"].get("podSelector") == {} and set(p["spec"].get("policyTypes") or []) == {"Ingress", "Egress"}
@@ -670,6 +728,10 @@ for where, docs in variants.items():
         check_gateway(where, docs, "webhook")
 for where, docs in standalone.items():
     check_workloads(where, docs)
+    if where.endswith("gallery-pipeline.yaml"):
+        check_pipeline(where, docs)
+if not any(w.endswith("gallery-pipeline.yaml") for w in standalone):
+    bad("files", "k8s/tools/gallery-pipeline.yaml is missing")
 
 for where in list(variants) + list(standalone):
     print(f"  {where}: {counts.get(where, 0)} objects valid against Kubernetes {version} (strict)")
@@ -734,6 +796,21 @@ mutations=(
   "components/gallery-baked/matcher-gallery-baked.yaml|/\$patch: delete/d"
   "../Dockerfile|s#gallery.lkg /gallery.lkg#gallery.lkg /data/gallery.lkg#"
   "base/kustomization.yaml|s#LOOKALIKE_GALLERY=/var/lib/lookalike/gallery/gallery.lkg#LOOKALIKE_GALLERY=/var/lib/lookalike/gallery/current.lkg#"
+  # Gallery rollouts (issue #12 §1): the watcher on (set, or left to its 10 s default), capacity
+  # reduced or several pods at once, no progress deadline, an unversioned or directory mount
+  # of the PVC (every pod would see one file change), the pipeline not suspended or not
+  # publishing to the PVC.
+  "base/kustomization.yaml|s/LOOKALIKE_WATCH_INTERVAL=0/LOOKALIKE_WATCH_INTERVAL=10/"
+  "base/kustomization.yaml|/LOOKALIKE_WATCH_INTERVAL=0/d"
+  "base/matcher-deployment.yaml|s/maxUnavailable: 0/maxUnavailable: 1/"
+  "base/matcher-deployment.yaml|s/maxSurge: 1/maxSurge: 25%/"
+  "base/matcher-deployment.yaml|/progressDeadlineSeconds: 600/d"
+  "base/matcher-deployment.yaml|s/subPath: gallery-2025-01-01.lkg/subPath: gallery.lkg/"
+  "base/matcher-deployment.yaml|s#mountPath: /var/lib/lookalike/gallery/gallery.lkg#mountPath: /var/lib/lookalike/gallery#;/subPath: gallery-/d"
+  "components/gallery-image/matcher-gallery-image.yaml|/subPath: gallery.lkg/d"
+  "tools/gallery-pipeline.yaml|s/suspend: true/suspend: false/"
+  "tools/gallery-pipeline.yaml|s/claimName: matcher-gallery/claimName: matcher-gallery-copy/"
+  "tools/gallery-pipeline.yaml|s/configMapKeyRef: {name: gallery-pipeline, key: contact}/{}/"
 )
 [ -z "$promtool" ] || mutations+=("components/monitoring/prometheusrule.yaml|s/> 0.01/> > 0.01/")
 failed=0
