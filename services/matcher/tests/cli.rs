@@ -33,7 +33,7 @@ fn match_prints_ranked_candidates_and_info_reports_crowding() {
     assert_eq!(matches[0]["name"], "Colin Powell", "{v}");
     let scores: Vec<f64> = matches.iter().map(|m| m["score"].as_f64().expect("score")).collect();
     assert!(scores.windows(2).all(|w| w[0] <= w[1]), "ranked by score: {v}");
-    let percents: Vec<f64> = matches.iter().map(|m| m["similarity_percent"].as_f64().expect("percent")).collect();
+    let percents: Vec<f64> = matches.iter().map(|m| m["similarity"].as_f64().expect("percent")).collect();
     assert!(percents.windows(2).all(|w| w[0] >= w[1]), "the percentages follow the ranking: {v}");
     for m in matches {
         assert!(m["score"].as_f64() < m["distance"].as_f64(), "the correction is on by default: {m}");
