@@ -236,3 +236,98 @@ async fn a_gallery_too_large_for_the_memory_ceiling_is_refused_and_the_old_one_k
     assert_eq!(r.faces[0].candidates[0].name, "Barack Obama");
     assert!(server.peak_rss_mib() < 450.0, "peak {} MiB", server.peak_rss_mib());
 }
+
+/// The people gallery with identity 1's stored faces replaced by identity 0's (two names
+/// given the same photos): the gallery loads, but one of the two self-check probes comes
+/// back as the other person. Written with the engine's API, crowding figures included, so
+/// the file is valid in every other respect.
+fn tampered_gallery(path: &std::path::Path) -> (String, String) {
+    use lookalike_engine::{Gallery, HnswParams, SearchMode, EMBEDDING_DIM};
+    let g = Gallery::load(&common::people_gallery(), SearchMode::Exact, HnswParams::default()).expect("load");
+    let (owners, mut rows) = (g.owners().to_vec(), g.rows().to_vec());
+    let row_of = |id: u32| owners.iter().position(|&o| o == id).expect("identity has a row");
+    let (a, b) = (row_of(0), row_of(1));
+    let from: Vec<f32> = rows[a * EMBEDDING_DIM..(a + 1) * EMBEDDING_DIM].to_vec();
+    rows[b * EMBEDDING_DIM..(b + 1) * EMBEDDING_DIM].copy_from_slice(&from);
+    let names = (g.identities[0].name.clone(), g.identities[1].name.clone());
+    let mut t = Gallery::new(g.identities.clone(), rows, owners, None, g.build.clone()).expect("gallery");
+    t.prepare_index(SearchMode::Exact, HnswParams::default());
+    t.compute_crowding(1);
+    t.save(path).expect("save");
+    names
+}
+
+/// A gallery whose own faces do not come back as their people is refused like a corrupt
+/// one: at start-up the matcher never serves (exits non-zero, error log naming the failed
+/// probe); on a reload the previous gallery keeps serving (metric result="self_check_failed").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gallery_failing_its_self_check_is_refused_at_startup_and_on_reload() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let tampered = dir.path().join("tampered.lkg");
+    let (first, second) = tampered_gallery(&tampered);
+
+    // Start-up: never SERVING, exits non-zero, an ERROR line says which probe failed.
+    let mut server = Server::start(&tampered, &["--workers", "1", "--watch-interval", "0"]);
+    let health = server.metrics_addr.clone();
+    let (status, log, healthz) = tokio::task::spawn_blocking(move || {
+        let mut healthz = Vec::new();
+        let end = std::time::Instant::now() + Duration::from_secs(120);
+        let status = loop {
+            if let Ok(Some(st)) = server.child.try_wait() {
+                break Some(st);
+            }
+            if std::time::Instant::now() > end {
+                break None;
+            }
+            healthz.push(http_status(&health, "/healthz"));
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        (status, server.log_text(), healthz)
+    })
+    .await
+    .expect("join");
+    assert!(status.is_some_and(|s| !s.success()), "must not start: {status:?}\n{log}");
+    assert!(healthz.iter().all(|s| s.as_deref() != Some("200")), "/healthz said 200: {healthz:?}");
+    let line = log.lines().find(|l| l.contains("failed its self-check")).unwrap_or_else(|| panic!("{log}"));
+    assert!(line.contains("ERROR"), "not at error level: {line}");
+    assert!(line.contains("1 of 10 probe faces"), "{line}");
+    assert!(line.contains(&first) && line.contains(&second), "the probe that failed is named: {line}");
+
+    // Reload: refused, the good gallery keeps serving.
+    let serving_path = dir.path().join("gallery.lkg");
+    std::fs::copy(common::people_gallery(), &serving_path).expect("copy");
+    let server = Server::start(&serving_path, &["--workers", "1", "--watch-interval", "0"]);
+    server.wait_serving().await;
+    assert!(server.log_text().contains("gallery self-check passed"), "{}", server.log_text());
+    let mut c = server.client().await;
+    let v1 = c.get_gallery_info(pb::GetGalleryInfoRequest {}).await.expect("info").into_inner();
+    std::fs::rename(&tampered, &serving_path).expect("rename");
+    server.signal("HUP");
+    let mut refused = false;
+    for _ in 0..200 {
+        if server.metrics().contains("lookalike_gallery_reloads_total{result=\"self_check_failed\"} 1") {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = server.log_text();
+    assert!(refused, "not refused; log:\n{log}");
+    assert!(log.lines().any(|l| l.contains("ERROR") && l.contains("self-check failed")), "{log}");
+    let v2 = c.get_gallery_info(pb::GetGalleryInfoRequest {}).await.expect("info").into_inner();
+    assert_eq!(v2.version, v1.version, "the previous gallery keeps serving");
+    let r = c.r#match(match_image(photo("tg1280/Barack_Obama/1.jpg"), 1)).await.expect("match").into_inner();
+    assert_eq!(r.faces[0].candidates[0].name, "Barack Obama");
+    assert_eq!(r.gallery_version, v1.version);
+}
+
+/// The HTTP status code of GET `path`, or None when nothing answers.
+fn http_status(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).ok()?;
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split_whitespace().nth(1).map(str::to_string)
+}

@@ -5,6 +5,7 @@ mod deadline;
 mod executor;
 mod memory;
 mod metrics;
+mod self_check;
 mod service;
 mod size_limit;
 mod state;
@@ -343,6 +344,10 @@ fn spawn_reloaders(gallery: Arc<GalleryState>, metrics: Arc<metrics::Metrics>, w
                 Ok(Err(e)) if e.downcast_ref::<state::NoRoom>().is_some() => {
                     metrics.reloads.with_label_values(&["no_memory"]).inc();
                     tracing::error!(trigger, error = %format!("{e:#}"), "new gallery refused: not enough memory");
+                }
+                Ok(Err(e)) if e.downcast_ref::<self_check::SelfCheckFailed>().is_some() => {
+                    metrics.reloads.with_label_values(&["self_check_failed"]).inc();
+                    tracing::error!(trigger, error = %format!("{e:#}"), "new gallery refused: self-check failed; the previous one keeps serving");
                 }
                 Ok(Err(e)) => {
                     metrics.reloads.with_label_values(&["refused"]).inc();

@@ -58,8 +58,9 @@ impl GalleryState {
         self.current.load_full()
     }
 
-    /// Loads and checks the file beside the serving gallery, then swaps it in. On any
-    /// error the serving gallery stays as it is.
+    /// Loads and checks the file beside the serving gallery (memory room, format, the
+    /// self-check of `self_check`), then swaps it in. On any error the serving gallery
+    /// stays as it is.
     pub fn reload(&self) -> anyhow::Result<Arc<Gallery>> {
         let before = stamp(&self.source.path);
         if let Some(room) = self.room.get() {
@@ -80,6 +81,9 @@ impl GalleryState {
             .load_gallery(&self.source.path)
             .with_context(|| format!("loading gallery {}", self.source.path.display()))?;
         anyhow::ensure!(g.identities.len() >= 2, "gallery has fewer than two identities");
+        // Refused like a corrupt file when its own faces do not come back as their people.
+        let probes = super::self_check::check(&g)?;
+        tracing::info!(gallery_version = %g.version, probes, "gallery self-check passed");
         let g = Arc::new(g);
         self.current.store(Some(g.clone()));
         *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = before;
