@@ -147,8 +147,8 @@ fn world(sources: &[Source], include: impl Fn(usize) -> bool) -> World {
         w.categories.insert(format!("Category:{}", s.category), titles);
     }
     // Decoys the occupation filter must leave out: politicians with a portrait.
-    for k in 0..5usize {
-        let title = sources[k].files[0].0.clone();
+    for (k, s) in sources.iter().take(5).enumerate() {
+        let title = s.files[0].0.clone();
         w.people.push(Person::new(
             &format!("Q{}", 3_000_000 + k),
             &format!("Decoy Politician {k}"),
