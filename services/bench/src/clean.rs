@@ -20,7 +20,9 @@ use lookalike_engine::gallery::cache::EmbeddingCache;
 use lookalike_engine::gallery::catalog::{alias_for, name_for, PersonPhotos, Sources};
 use lookalike_engine::gallery::consensus::{ConsensusConfig, Pick};
 use lookalike_engine::parallel::map_items;
-use lookalike_engine::{AnalyzeOptions, DecodeLimits, DetectConfig, Embedding, Gallery, HnswParams, Models, SearchMode};
+use lookalike_engine::{
+    AnalyzeOptions, DecodeLimits, DetectConfig, Embedding, Gallery, HnswParams, Models, SearchMode,
+};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -54,14 +56,7 @@ pub struct CleanArgs {
 
 fn person(name: &str, photos: Vec<PathBuf>) -> PersonPhotos {
     let name = name_for(name);
-    PersonPhotos {
-        alias: alias_for(&name),
-        name,
-        role: String::new(),
-        n_movies: 0,
-        photos,
-        credits: BTreeMap::new(),
-    }
+    PersonPhotos { alias: alias_for(&name), name, role: String::new(), n_movies: 0, photos, credits: BTreeMap::new() }
 }
 
 /// Rank-1 of `g` (crowding on, as served) on `queries` (person alias, main-face embedding;
@@ -141,7 +136,8 @@ pub fn clean(args: CleanArgs, models_dir: &Path) -> Result<()> {
             let alias = alias_for(&pick.person);
             let Some(id) = g.identities.iter().position(|i| i.alias == alias) else { continue };
             let emb = identity_row(&g, id);
-            let others: Vec<&Embedding> = all_queries.iter().filter(|(a, _)| *a == alias).filter_map(|(_, e)| e.as_ref()).collect();
+            let others: Vec<&Embedding> =
+                all_queries.iter().filter(|(a, _)| *a == alias).filter_map(|(_, e)| e.as_ref()).collect();
             if others.is_empty() {
                 continue;
             }
@@ -179,8 +175,7 @@ pub fn clean(args: CleanArgs, models_dir: &Path) -> Result<()> {
         let (_, p) = singles.swap_remove(rng.below(singles.len()));
         injected_pool.push(p[0].clone());
     }
-    let mut people: Vec<PersonPhotos> =
-        multi.iter().map(|(n, p)| person(n, p[..p.len() - 1].to_vec())).collect();
+    let mut people: Vec<PersonPhotos> = multi.iter().map(|(n, p)| person(n, p[..p.len() - 1].to_vec())).collect();
     let injected: std::collections::HashSet<PathBuf> = injected_pool.iter().cloned().collect();
     for photo in &injected_pool {
         let k = rng.below(people.len());
@@ -207,10 +202,7 @@ pub fn clean(args: CleanArgs, models_dir: &Path) -> Result<()> {
     // The plain gallery: each person's first photo (the same people and distractors).
     let firsts: Vec<PersonPhotos> =
         people.iter().map(|p| PersonPhotos { photos: p.photos[..1].to_vec(), ..p.clone() }).collect();
-    let plain_cfg = BuildConfig {
-        consensus: ConsensusConfig { subject_margin: 1.0, ..cfg.consensus },
-        ..cfg.clone()
-    };
+    let plain_cfg = BuildConfig { consensus: ConsensusConfig { subject_margin: 1.0, ..cfg.consensus }, ..cfg.clone() };
     let (mut plain_g, plain_report) = build(&models, with_distractors(firsts), &plain_cfg, quiet)?;
     let plain_rank1 = rank1(&mut plain_g, &held_out);
     eprintln!("  clean: injected-outlier galleries in {:.0} s", t.elapsed().as_secs_f64());

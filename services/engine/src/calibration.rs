@@ -50,7 +50,13 @@ impl Calibration {
     /// distance per identity (`weight` x crowding figure; empty for the plain distance), and
     /// `weight` that weight, recorded with the fit. At most `max_samples` rows are used as
     /// outsiders.
-    pub fn fit_nearest_other(rows: &[f32], owners: &[u32], bias: &[f32], weight: f32, max_samples: usize) -> Option<Self> {
+    pub fn fit_nearest_other(
+        rows: &[f32],
+        owners: &[u32],
+        bias: &[f32],
+        weight: f32,
+        max_samples: usize,
+    ) -> Option<Self> {
         let n = owners.len();
         if n < 2 || rows.len() != n * EMBEDDING_DIM {
             return None;

@@ -5,8 +5,8 @@
 mod common;
 
 use lookalike_engine::gallery::build::{build, BuildConfig, RejectReason};
-use lookalike_engine::gallery::consensus::ConsensusConfig;
 use lookalike_engine::gallery::catalog::{self, CatalogEntry};
+use lookalike_engine::gallery::consensus::ConsensusConfig;
 use lookalike_engine::{AnalyzeOptions, Gallery, GalleryError, HnswParams, SearchMode};
 use std::path::{Path, PathBuf};
 
@@ -70,6 +70,9 @@ fn build_save_load_gives_identical_answers() {
 
     // Same input, same jitter seeds: a rebuild is bit-identical.
     let (mut again, _) = build_from(&common::faces_dir().join("tg1280"), None, 2);
+    // As a builder does (the calibration is then fitted on the same ranking key).
+    again.prepare_index(SearchMode::Exact, HnswParams::default());
+    again.compute_crowding(2);
     let path2 = tmp.path().join("g2.lkg");
     again.save(&path2).expect("save");
     assert_eq!(again.rows(), g.rows(), "gallery builds are reproducible");

@@ -108,13 +108,9 @@ fn cached_rebuild_analyses_only_new_photos_and_diff_names_the_change() {
     assert_eq!(second["analysed"], 1, "only the new photo: {second}");
     assert_eq!(second["cache_hits"], 8, "{second}");
 
-    let diff: serde_json::Value = serde_json::from_str(&run(&[
-        "gallery",
-        "diff",
-        old.to_str().expect("path"),
-        new.to_str().expect("path"),
-    ]))
-    .expect("diff JSON");
+    let diff: serde_json::Value =
+        serde_json::from_str(&run(&["gallery", "diff", old.to_str().expect("path"), new.to_str().expect("path")]))
+            .expect("diff JSON");
     let added: Vec<&str> =
         diff["added"].as_array().expect("added").iter().map(|p| p["alias"].as_str().expect("alias")).collect();
     assert_eq!(added, vec!["joe-biden"], "{diff}");

@@ -5,7 +5,7 @@
 
 use super::cache::{hex, EmbeddingCache};
 use super::catalog::Sources;
-use super::consensus::{ConsensusConfig, FoundFace, Pick, PhotoFaces, Verdict};
+use super::consensus::{ConsensusConfig, FoundFace, PhotoFaces, Pick, Verdict};
 use super::{BuildInfo, Gallery, GalleryError, Identity, PhotoCredit};
 use crate::analyze::{AnalyzeOptions, FaceAnalyzer};
 use crate::decode::DecodeLimits;
@@ -66,15 +66,28 @@ impl BuildConfig {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(tag = "reason", rename_all = "snake_case")]
 pub enum RejectReason {
-    Unreadable { detail: String },
+    Unreadable {
+        detail: String,
+    },
     NoFace,
     /// The person's only usable photo has faces too alike in prominence to tell which is
     /// the person (`margin`: the most prominent face over the next).
-    SeveralFaces { faces: usize, margin: f32 },
-    EyesTooClose { eye_distance_px: f32, min_px: f32 },
-    HeadRolled { roll_degrees: f32, max_degrees: f32 },
+    SeveralFaces {
+        faces: usize,
+        margin: f32,
+    },
+    EyesTooClose {
+        eye_distance_px: f32,
+        min_px: f32,
+    },
+    HeadRolled {
+        roll_degrees: f32,
+        max_degrees: f32,
+    },
     /// No face of the photo is within the same-person distance of the person's other photos.
-    DisagreesWithOtherPhotos { distance: f32 },
+    DisagreesWithOtherPhotos {
+        distance: f32,
+    },
     TooManyPhotos,
 }
 
@@ -196,7 +209,8 @@ pub fn build(
         .enumerate()
         .flat_map(|(person, p)| p.photos.iter().map(move |photo| Job { person, photo: photo.clone() }))
         .collect();
-    let results = map_items(models, cfg.limits, cfg.detect, cfg.workers, &jobs, |a, job| analyse(a, job, cfg), progress);
+    let results =
+        map_items(models, cfg.limits, cfg.detect, cfg.workers, &jobs, |a, job| analyse(a, job, cfg), progress);
 
     let mut report = BuildReport {
         photos: jobs.len(),

@@ -95,8 +95,8 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gallery::consensus::FoundFace;
     use crate::face::FaceBox;
+    use crate::gallery::consensus::FoundFace;
 
     fn entry() -> PhotoFaces {
         PhotoFaces {

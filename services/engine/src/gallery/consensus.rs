@@ -89,7 +89,10 @@ pub enum Pick {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
     /// Face `face` of the photo is the person; `pick` says how when there was a choice.
-    Accepted { face: usize, pick: Option<Pick> },
+    Accepted {
+        face: usize,
+        pick: Option<Pick>,
+    },
     Rejected(RejectReason),
 }
 
@@ -374,11 +377,8 @@ mod tests {
         let mut tiny = face(200, 200, 30, 0, 1.0);
         tiny.eye_distance = 5.0;
         let photos = [photo(vec![tiny]), photo(vec![])];
-        let refs: Vec<Result<&PhotoFaces, RejectReason>> = vec![
-            Ok(&photos[0]),
-            Ok(&photos[1]),
-            Err(RejectReason::Unreadable { detail: "broken".into() }),
-        ];
+        let refs: Vec<Result<&PhotoFaces, RejectReason>> =
+            vec![Ok(&photos[0]), Ok(&photos[1]), Err(RejectReason::Unreadable { detail: "broken".into() })];
         let v = cfg.decide(&refs);
         assert!(matches!(v[0], Verdict::Rejected(RejectReason::EyesTooClose { .. })), "{:?}", v[0]);
         assert_eq!(v[1], Verdict::Rejected(RejectReason::NoFace));

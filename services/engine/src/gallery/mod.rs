@@ -441,7 +441,10 @@ mod tests {
                     reordered += usize::from(pair[0].distance > pair[1].distance && informative);
                 }
             }
-            assert!(reordered > 0, "weight {weight}: no reordered pair with telling percentages; the test proves nothing");
+            assert!(
+                reordered > 0,
+                "weight {weight}: no reordered pair with telling percentages; the test proves nothing"
+            );
         }
         // With the correction off, the calibration is of the plain distance again.
         g.set_crowding_weight(0.0);
