@@ -180,7 +180,7 @@ impl Bot {
         // The sender's face chips are asked for only when they will be shown to them.
         let cards = self.prefs.cards(user);
         let started = Instant::now();
-        let call = self.matcher.match_photo(image.to_vec(), self.max_faces, cards, trace);
+        let call = self.matcher.match_photo(image.clone(), self.max_faces, cards, trace);
         let result = self.keep_uploading_status(msg.chat.id, status_shown, call).await;
         t.matcher += started.elapsed();
         let response = match result {
@@ -249,7 +249,7 @@ impl Bot {
         let gallery = response.gallery_version;
         if cards {
             // The chips move into the card; `faces` keeps only what the caption needed.
-            let chips: Vec<Vec<u8>> = faces.iter_mut().map(|f| std::mem::take(&mut f.chip_jpeg)).collect();
+            let chips: Vec<bytes::Bytes> = faces.iter_mut().map(|f| std::mem::take(&mut f.chip_jpeg)).collect();
             match self.answer_with_card(msg, &gallery, chips, &lines, &caption, trace, t).await {
                 Ok(()) => return,
                 Err(reason) => {
@@ -271,7 +271,7 @@ impl Bot {
         &self,
         msg: &Message,
         gallery: &str,
-        chips: Vec<Vec<u8>>,
+        chips: Vec<bytes::Bytes>,
         lines: &[Option<FaceLine>],
         caption: &str,
         trace: &TraceContext,
@@ -308,7 +308,7 @@ impl Bot {
             credits.extend(celebrity.credit.as_ref());
             pairs.push(Pair {
                 number: numbered.then_some(i + 1),
-                user_chip_jpeg: chip.into(),
+                user_chip_jpeg: chip,
                 celebrity_chip_jpeg: celebrity.thumbnail_jpeg.clone(),
                 name: line.name.clone(),
                 percent: reply::percent(line.similarity_percent),
@@ -453,7 +453,7 @@ impl Bot {
                     license_url: c.license_url,
                     source_url: c.source_url,
                 });
-                let c = Arc::new(Celebrity { thumbnail_jpeg: i.thumbnail_jpeg.into(), credit });
+                let c = Arc::new(Celebrity { thumbnail_jpeg: i.thumbnail_jpeg, credit });
                 self.celebrities.put(gallery, id, c.clone());
                 Some(c)
             }

@@ -168,8 +168,10 @@ impl Matcher {
             // Ready = models loaded: a Match on a non-image is refused as INVALID_ARGUMENT
             // instead of UNAVAILABLE ("still loading").
             if let Ok(mut c) = MatcherClient::connect(url.clone()).await {
-                let probe =
-                    MatchRequest { query: Some(match_request::Query::Image(b"x".to_vec())), ..Default::default() };
+                let probe = MatchRequest {
+                    query: Some(match_request::Query::Image(bytes::Bytes::from_static(b"x"))),
+                    ..Default::default()
+                };
                 match c.r#match(probe).await {
                     Ok(_) => break,
                     Err(s) if s.code() != tonic::Code::Unavailable => break,

@@ -634,7 +634,7 @@ async fn the_reply_is_a_card_of_both_faces_and_cards_off_gives_the_plain_reply()
     let mut client = pb::matcher_client::MatcherClient::connect(matcher.url()).await?;
     let direct = client
         .r#match(pb::MatchRequest {
-            query: Some(pb::match_request::Query::Image(variant)),
+            query: Some(pb::match_request::Query::Image(variant.into())),
             faces: pb::FaceSelection::All as i32,
             max_faces: 5,
             return_chips: true,

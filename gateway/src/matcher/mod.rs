@@ -147,7 +147,7 @@ impl Matcher {
     /// face's aligned chip too (for the reply card).
     pub async fn match_photo(
         &self,
-        image: Vec<u8>,
+        image: bytes::Bytes,
         max_faces: u32,
         chips: bool,
         trace: &TraceContext,

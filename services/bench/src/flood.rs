@@ -95,7 +95,7 @@ async fn connect(port: u16) -> Result<MatcherClient<Channel>> {
 
 fn request(input: &WorstInput) -> pb::MatchRequest {
     pb::MatchRequest {
-        query: Some(pb::match_request::Query::Image(input.bytes.clone())),
+        query: Some(pb::match_request::Query::Image(input.bytes.clone().into())),
         top_k: 1,
         faces: if input.all_faces { pb::FaceSelection::All as i32 } else { 0 },
         return_chips: input.all_faces,

@@ -106,7 +106,11 @@ async fn run_level(
         tasks.push(tokio::spawn(async move {
             while Instant::now() < w1 {
                 let i = next.fetch_add(1, Ordering::Relaxed) % photos.len();
-                let req = MatchRequest { query: Some(Query::Image(photos[i].clone())), top_k: 1, ..Default::default() };
+                let req = MatchRequest {
+                    query: Some(Query::Image(photos[i].clone().into())),
+                    top_k: 1,
+                    ..Default::default()
+                };
                 let sent = Instant::now();
                 let r = client.r#match(req).await;
                 let done = Instant::now();

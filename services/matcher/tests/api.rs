@@ -60,7 +60,11 @@ async fn match_embed_identity_and_info_on_real_photos() {
 
     // Embed, then Match by the embedding: same answer as by the photo.
     let bytes = photo("lfw-dev/Hugo_Chavez/0002.jpg");
-    let e = c.embed(pb::EmbedRequest { image: bytes.clone(), ..Default::default() }).await.expect("embed").into_inner();
+    let e = c
+        .embed(pb::EmbedRequest { image: bytes.clone().into(), ..Default::default() })
+        .await
+        .expect("embed")
+        .into_inner();
     assert_eq!(e.faces.len(), 1);
     let values = e.faces[0].embedding.as_ref().expect("embedding").values.clone();
     assert_eq!(values.len(), 128);
@@ -84,7 +88,7 @@ async fn match_embed_identity_and_info_on_real_photos() {
     // All faces of a group photo, left to right; max_distance filters candidates.
     let group = c
         .r#match(pb::MatchRequest {
-            query: Some(pb::match_request::Query::Image(photo("scenes/group-t1.jpg"))),
+            query: Some(pb::match_request::Query::Image(photo("scenes/group-t1.jpg").into())),
             faces: pb::FaceSelection::All as i32,
             max_faces: 20,
             top_k: 2,
@@ -156,7 +160,7 @@ async fn chips_come_on_request_aligned_like_the_gallery_thumbnails() {
     // A group photo: one chip per face.
     let group = c
         .r#match(pb::MatchRequest {
-            query: Some(pb::match_request::Query::Image(photo("scenes/group-t1.jpg"))),
+            query: Some(pb::match_request::Query::Image(photo("scenes/group-t1.jpg").into())),
             faces: pb::FaceSelection::All as i32,
             max_faces: 20,
             return_chips: true,
@@ -257,7 +261,12 @@ async fn mirror_option_changes_the_embedding_not_the_answer() {
     mirrored.wait_serving().await;
     let bytes = photo("lfw-dev/Hugo_Chavez/0002.jpg");
     async fn embed(server: &Server, image: Vec<u8>) -> Vec<f32> {
-        let r = server.client().await.embed(pb::EmbedRequest { image, ..Default::default() }).await.expect("embed");
+        let r = server
+            .client()
+            .await
+            .embed(pb::EmbedRequest { image: image.into(), ..Default::default() })
+            .await
+            .expect("embed");
         r.into_inner().faces[0].embedding.as_ref().expect("embedding").values.clone()
     }
     let (a, b) = (embed(&plain, bytes.clone()).await, embed(&mirrored, bytes.clone()).await);

@@ -78,7 +78,8 @@ async fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
         assert_eq!(err.code(), code, "{what}: {err:?}");
         assert!(err.message().contains(text), "{what}: message {:?} should mention {text:?}", err.message());
     }
-    let err = c.embed(pb::EmbedRequest { image: vec![], ..Default::default() }).await.expect_err("embed empty");
+    let err =
+        c.embed(pb::EmbedRequest { image: Default::default(), ..Default::default() }).await.expect_err("embed empty");
     assert_eq!(err.code(), Code::InvalidArgument);
 
     // Still serving, on the same worker, with the right answer.

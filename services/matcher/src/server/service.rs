@@ -52,7 +52,7 @@ struct MatchParams {
 }
 
 enum Query {
-    Image(Vec<u8>),
+    Image(bytes::Bytes),
     Embedding(Box<Embedding>),
 }
 
@@ -176,7 +176,7 @@ impl Inner {
                     .map(|(i, (f, c))| pb::FaceMatch {
                         face: Some(convert::detected_face(f)),
                         candidates: convert::candidates(&gallery, c),
-                        chip_jpeg: chips.get_mut(i).map(std::mem::take).unwrap_or_default(),
+                        chip_jpeg: chips.get_mut(i).map(std::mem::take).unwrap_or_default().into(),
                     })
                     .collect(),
                 image_width: a.width,
@@ -190,7 +190,7 @@ impl Inner {
                     .map(|c| pb::FaceMatch {
                         face: None,
                         candidates: convert::candidates(&gallery, c),
-                        chip_jpeg: Vec::new(),
+                        chip_jpeg: Default::default(),
                     })
                     .collect(),
                 image_width: 0,
@@ -385,7 +385,7 @@ impl Matcher for MatcherService {
                 role: id.role.clone(),
                 n_movies: id.n_movies,
                 photo_count: id.photo_count,
-                thumbnail_jpeg: if r.omit_thumbnail { Vec::new() } else { id.thumbnail_jpeg.clone() },
+                thumbnail_jpeg: if r.omit_thumbnail { Default::default() } else { id.thumbnail_jpeg.clone().into() },
                 gallery_version: g.version.clone(),
                 photo_credit: id.thumbnail_credit().map(convert::photo_credit),
             })

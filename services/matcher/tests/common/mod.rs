@@ -144,7 +144,7 @@ impl Drop for Server {
 
 pub fn match_image(bytes: Vec<u8>, top_k: u32) -> lookalike_proto::v1::MatchRequest {
     lookalike_proto::v1::MatchRequest {
-        query: Some(lookalike_proto::v1::match_request::Query::Image(bytes)),
+        query: Some(lookalike_proto::v1::match_request::Query::Image(bytes.into())),
         top_k,
         ..Default::default()
     }
