@@ -10,6 +10,7 @@ use lookalike_engine::parallel::map_items;
 use lookalike_engine::{
     AnalyzeOptions, DecodeLimits, DetectConfig, FaceAnalyzer, Gallery, HnswParams, Models, SearchMode,
 };
+use lookalike_matcher::matching::{match_photo, FaceSelection, MatchQuery, Photo};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -24,8 +25,9 @@ pub fn load_gallery(path: &Path) -> Result<Gallery> {
         .with_context(|| format!("loading {}", path.display()))
 }
 
-/// One pass of `matcher match`'s work (read file, analyze, search top-1) over `paths`
-/// repeated `passes` times on `workers` threads; returns (photos/s, faces found).
+/// One pass of `matcher match`'s work (read file, then the matcher's use case: analyze,
+/// search top-1, resolve the identity) over `paths` repeated `passes` times on `workers`
+/// threads; returns (photos/s, faces found).
 pub fn engine_pass(
     models: &Models,
     gallery: &Gallery,
@@ -36,7 +38,15 @@ pub fn engine_pass(
     mirror: bool,
 ) -> Pass {
     let items: Vec<&PathBuf> = (0..passes).flat_map(|_| paths.iter()).collect();
-    let opts = AnalyzeOptions { mirror, ..Default::default() };
+    let query = |photo| MatchQuery {
+        photo,
+        top_k: 1,
+        faces: FaceSelection::Largest,
+        max_faces: None,
+        max_distance: None,
+        chips: false,
+    };
+    let opts = query(Photo::Image(Default::default())).analyze_options(mirror);
     let cpu0 = self_cpu_seconds();
     let t = Instant::now();
     let found = map_items(
@@ -49,13 +59,8 @@ pub fn engine_pass(
             let Ok(bytes) = std::fs::read(p) else {
                 return 0;
             };
-            match a.analyze_bytes(&bytes, &opts) {
-                Ok(an) => {
-                    for f in &an.faces {
-                        std::hint::black_box(gallery.search(&f.embedding, 1, None));
-                    }
-                    an.faces.len()
-                }
+            match match_photo(a, gallery, &query(Photo::Image(bytes.into())), &opts) {
+                Ok(outcome) => std::hint::black_box(outcome).faces.len(),
                 Err(_) => 0,
             }
         },

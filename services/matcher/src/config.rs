@@ -1,8 +1,33 @@
 //! Settings shared by the subcommands: where the models are, decoding limits, search mode.
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use lookalike_engine::{DecodeLimits, DetectConfig, Gallery, GalleryError, HnswParams, SearchMode};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+
+/// How the gallery is searched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SearchKind {
+    /// Exact below `--hnsw-threshold` embeddings, HNSW from there on.
+    Auto,
+    Exact,
+    Hnsw,
+}
+
+/// A listen address that may be turned off: empty or `off` is none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionalAddr(pub Option<SocketAddr>);
+
+impl std::str::FromStr for OptionalAddr {
+    type Err = std::net::AddrParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "" | "off" => Ok(Self(None)),
+            addr => addr.parse().map(|a| Self(Some(a))),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Args)]
 pub struct EngineArgs {
@@ -16,8 +41,8 @@ pub struct EngineArgs {
     #[arg(long, env = "LOOKALIKE_MAX_IMAGE_PIXELS", default_value_t = 40_000_000, global = true)]
     pub max_image_pixels: u64,
     /// Search: auto (exact below --hnsw-threshold embeddings, HNSW above), exact or hnsw.
-    #[arg(long, env = "LOOKALIKE_SEARCH", default_value = "auto", value_parser = ["auto", "exact", "hnsw"], global = true)]
-    pub search: String,
+    #[arg(long, env = "LOOKALIKE_SEARCH", value_enum, default_value_t = SearchKind::Auto, global = true)]
+    pub search: SearchKind,
     /// Gallery size (embeddings) from which `--search auto` uses HNSW.
     #[arg(long, env = "LOOKALIKE_HNSW_THRESHOLD", default_value_t = 50_000, global = true)]
     pub hnsw_threshold: usize,
@@ -55,10 +80,10 @@ impl EngineArgs {
     }
 
     pub fn search_mode(&self) -> SearchMode {
-        match self.search.as_str() {
-            "exact" => SearchMode::Exact,
-            "hnsw" => SearchMode::Hnsw,
-            _ => SearchMode::Auto { hnsw_threshold: self.hnsw_threshold },
+        match self.search {
+            SearchKind::Exact => SearchMode::Exact,
+            SearchKind::Hnsw => SearchMode::Hnsw,
+            SearchKind::Auto => SearchMode::Auto { hnsw_threshold: self.hnsw_threshold },
         }
     }
 
@@ -86,4 +111,18 @@ pub fn check_cpu() -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn an_optional_address_is_an_address_or_off() {
+        assert_eq!("".parse::<OptionalAddr>().unwrap(), OptionalAddr(None));
+        assert_eq!("off".parse::<OptionalAddr>().unwrap(), OptionalAddr(None));
+        assert_eq!("127.0.0.1:9090".parse::<OptionalAddr>().unwrap().0, Some("127.0.0.1:9090".parse().unwrap()));
+        assert!("nine".parse::<OptionalAddr>().is_err());
+    }
 }

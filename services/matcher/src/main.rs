@@ -1,10 +1,7 @@
 //! `matcher`: lookalike's face-matching gRPC server and its command-line tool.
 
-mod cli;
-mod config;
-mod server;
-
 use clap::Parser;
+use lookalike_matcher::{cli, config};
 
 fn main() -> std::process::ExitCode {
     // Before anything else (no thread may run yet): the best BLAS kernel for this CPU.

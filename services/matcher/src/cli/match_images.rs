@@ -1,10 +1,10 @@
 //! `matcher match`: photos in, one JSON line per photo out.
 
 use crate::config::EngineArgs;
+use crate::matching::{match_photo, FaceMatch, FaceSelection, MatchQuery, Photo};
 use anyhow::Context;
 use clap::Args;
 use lookalike_engine::parallel::{default_workers, map_items};
-use lookalike_engine::AnalyzeOptions;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,12 +36,15 @@ pub fn run(engine: &EngineArgs, args: MatchArgs) -> anyhow::Result<ExitCode> {
     let models = super::load_models(engine)?;
     let gallery =
         engine.load_gallery(&args.gallery).with_context(|| format!("loading gallery {}", args.gallery.display()))?;
-    let opts = AnalyzeOptions {
-        all_faces: args.all_faces,
-        max_faces: args.max_faces,
-        mirror: engine.mirror,
-        ..Default::default()
+    let query = |photo| MatchQuery {
+        photo,
+        top_k: args.top_k as usize,
+        faces: if args.all_faces { FaceSelection::All } else { FaceSelection::Largest },
+        max_faces: Some(args.max_faces),
+        max_distance: None,
+        chips: false,
     };
+    let opts = query(Photo::Image(Default::default())).analyze_options(engine.mirror);
     let workers = args.workers.unwrap_or_else(default_workers);
     let results = map_items(
         &models,
@@ -55,33 +58,9 @@ pub fn run(engine: &EngineArgs, args: MatchArgs) -> anyhow::Result<ExitCode> {
                 Ok(b) => b,
                 Err(e) => return (json!({"image": shown, "error": format!("cannot read file: {e}")}), false),
             };
-            match analyzer.analyze_bytes(&bytes, &opts) {
-                Ok(analysis) => {
-                    let faces: Vec<Value> = analysis
-                        .faces
-                        .iter()
-                        .map(|f| {
-                            let matches: Vec<Value> = gallery
-                                .search(&f.embedding, args.top_k as usize, None)
-                                .iter()
-                                .filter_map(|c| {
-                                    let id = gallery.identity(c.identity)?;
-                                    Some(json!({
-                                        "name": id.name, "alias": id.alias,
-                                        "distance": round(c.distance, 4), "similarity": round(c.similarity, 1),
-                                        // The ranking key (distance minus the crowding correction).
-                                        "score": round(c.score, 4),
-                                    }))
-                                })
-                                .collect();
-                            json!({
-                                "box": [f.bbox.left, f.bbox.top, f.bbox.right, f.bbox.bottom],
-                                "eye_distance": round(f.eye_distance, 1), "roll": round(f.roll_degrees, 1),
-                                "matches": matches,
-                            })
-                        })
-                        .collect();
-                    (json!({"image": shown, "faces": faces}), true)
+            match match_photo(analyzer, &gallery, &query(Photo::Image(bytes.into())), &opts) {
+                Ok(outcome) => {
+                    (json!({"image": shown, "faces": outcome.faces.iter().map(face_json).collect::<Vec<_>>()}), true)
                 }
                 Err(e) => (json!({"image": shown, "error": e.to_string()}), false),
             }
@@ -89,6 +68,30 @@ pub fn run(engine: &EngineArgs, args: MatchArgs) -> anyhow::Result<ExitCode> {
         |_, _| {},
     );
     super::print_json_lines(results)
+}
+
+/// One face of the outcome as the JSON line shows it.
+fn face_json(f: &FaceMatch) -> Value {
+    let matches: Vec<Value> = f
+        .candidates
+        .iter()
+        .map(|c| {
+            json!({
+                "name": c.name, "alias": c.alias,
+                "distance": round(c.distance, 4), "similarity": round(c.similarity, 1),
+                // The ranking key (distance minus the crowding correction).
+                "score": round(c.score, 4),
+            })
+        })
+        .collect();
+    match &f.face {
+        Some(face) => json!({
+            "box": [face.bbox.left, face.bbox.top, face.bbox.right, face.bbox.bottom],
+            "eye_distance": round(face.eye_distance, 1), "roll": round(face.roll_degrees, 1),
+            "matches": matches,
+        }),
+        None => json!({ "matches": matches }),
+    }
 }
 
 pub fn round(v: f32, digits: i32) -> f64 {

@@ -2,31 +2,26 @@
 //!
 //! tonic runs its own timer on the same header, started before our handler, and when it
 //! fires it drops the handler and answers CANCELLED. To answer DEADLINE_EXCEEDED as the
-//! gRPC docs define it (and count it), our deadline is measured from the moment the
-//! request reached the service stack and ends a little before tonic's. A handler that is
-//! dropped anyway (tonic's timer, or the client going away) is still counted, by
-//! [`CallGuard`], under the right code.
+//! gRPC docs define it (and count it), our deadline is measured from the moment the call
+//! reached the Matcher service (where `observe` stamps it) and ends a little before
+//! tonic's. A call that is dropped anyway is still recorded by `observe`, under the right
+//! code.
 
 use std::time::{Duration, Instant};
 
-/// When the request entered the service stack; set by [`stamp_arrival`].
+/// A call's deadline, if the client set one; a request extension set by `observe`.
 #[derive(Debug, Clone, Copy)]
-pub struct Arrival(pub Instant);
+pub struct Deadline(pub Option<Instant>);
 
-/// A tower layer that stamps [`Arrival`] on every request; it sits inside tonic's
-/// timeout layer, so the two clocks start together.
-pub fn stamp_arrival<B>() -> tower::util::MapRequestLayer<fn(http::Request<B>) -> http::Request<B>> {
-    tower::util::MapRequestLayer::new(|mut req: http::Request<B>| {
-        req.extensions_mut().insert(Arrival(Instant::now()));
-        req
-    })
+/// The deadline a handler works to.
+pub fn deadline_of<T>(request: &tonic::Request<T>) -> Option<Instant> {
+    request.extensions().get::<Deadline>().and_then(|d| d.0)
 }
 
-/// The deadline of a call: its arrival plus its `grpc-timeout`, less a margin so that we
-/// answer before tonic's own timer (a tenth of the timeout, 1 to 50 ms).
-pub fn deadline_of<T>(request: &tonic::Request<T>) -> Option<Instant> {
-    let timeout = parse_grpc_timeout(request.metadata().get("grpc-timeout")?.to_str().ok()?)?;
-    let arrival = request.extensions().get::<Arrival>().map_or_else(Instant::now, |a| a.0);
+/// The deadline of a call that arrived at `arrival`: plus its `grpc-timeout`, less a margin
+/// so that we answer before tonic's own timer (a tenth of the timeout, 1 to 50 ms).
+pub fn deadline_from(headers: &http::HeaderMap, arrival: Instant) -> Option<Instant> {
+    let timeout = parse_grpc_timeout(headers.get("grpc-timeout")?.to_str().ok()?)?;
     let margin = (timeout / 10).clamp(Duration::from_millis(1), Duration::from_millis(50));
     arrival.checked_add(timeout.saturating_sub(margin))
 }
@@ -49,34 +44,9 @@ pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
     })
 }
 
-/// Records a call that never finished (its handler was dropped): DEADLINE_EXCEEDED when
-/// the deadline had passed, CANCELLED otherwise. Disarmed by [`CallGuard::finish`].
-pub struct CallGuard<F: FnOnce(tonic::Code)> {
-    deadline: Option<Instant>,
-    on_drop: Option<F>,
-}
-
-impl<F: FnOnce(tonic::Code)> CallGuard<F> {
-    pub fn new(deadline: Option<Instant>, on_drop: F) -> Self {
-        Self { deadline, on_drop: Some(on_drop) }
-    }
-
-    pub fn finish(mut self) {
-        self.on_drop = None;
-    }
-}
-
-impl<F: FnOnce(tonic::Code)> Drop for CallGuard<F> {
-    fn drop(&mut self) {
-        if let Some(record) = self.on_drop.take() {
-            let expired = self.deadline.is_some_and(|d| Instant::now() >= d);
-            record(if expired { tonic::Code::DeadlineExceeded } else { tonic::Code::Cancelled });
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     #[test]
@@ -95,24 +65,14 @@ mod tests {
     #[test]
     fn deadline_counts_from_arrival_and_ends_before_the_timeout() {
         let arrival = Instant::now() - Duration::from_millis(500);
-        let mut req = tonic::Request::new(());
-        req.metadata_mut().insert("grpc-timeout", tonic::metadata::MetadataValue::from_static("1S"));
-        req.extensions_mut().insert(Arrival(arrival));
-        let d = deadline_of(&req).unwrap();
+        let mut headers = http::HeaderMap::new();
+        headers.insert("grpc-timeout", http::HeaderValue::from_static("1S"));
+        let d = deadline_from(&headers, arrival).unwrap();
         assert_eq!(d - arrival, Duration::from_millis(950));
-        let bare = tonic::Request::new(());
-        assert!(deadline_of(&bare).is_none());
-    }
-
-    #[test]
-    fn guard_reports_dropped_calls_by_deadline() {
-        let code = std::cell::Cell::new(None);
-        drop(CallGuard::new(Some(Instant::now() - Duration::from_millis(1)), |c| code.set(Some(c))));
-        assert_eq!(code.get(), Some(tonic::Code::DeadlineExceeded));
-        drop(CallGuard::new(Some(Instant::now() + Duration::from_secs(60)), |c| code.set(Some(c))));
-        assert_eq!(code.get(), Some(tonic::Code::Cancelled));
-        code.set(None);
-        CallGuard::new(None, |c| code.set(Some(c))).finish();
-        assert_eq!(code.get(), None);
+        assert!(deadline_from(&http::HeaderMap::new(), arrival).is_none());
+        let mut req = tonic::Request::new(());
+        assert!(deadline_of(&req).is_none());
+        req.extensions_mut().insert(Deadline(Some(d)));
+        assert_eq!(deadline_of(&req), Some(d));
     }
 }

@@ -238,3 +238,116 @@ impl Executor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    /// One worker with the real models (the executor owns a model set per worker) and
+    /// budgets of `photos` and `messages` bytes.
+    fn executor(queue: usize, photos: Option<u64>, messages: Option<u64>) -> Executor {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/models");
+        let models = Models::load(&dir).expect("the models (scripts/fetch-models.sh)");
+        let (budget, messages) = (Arc::new(MemoryBudget::new(photos)), Arc::new(MemoryBudget::new(messages)));
+        Executor::start(&models, 1, queue, DecodeLimits::default(), DetectConfig::default(), budget, messages)
+    }
+
+    /// A job that holds the worker until `release` is set.
+    fn holding(release: Arc<AtomicBool>) -> impl FnOnce(&mut FaceAnalyzer) -> u32 + Send + 'static {
+        move |_| {
+            while !release.load(Ordering::Acquire) {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            1
+        }
+    }
+
+    async fn until(what: impl Fn() -> bool) {
+        let end = Instant::now() + Duration::from_secs(10);
+        while !what() {
+            assert!(Instant::now() < end, "timed out");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_queue_refuses_at_once_and_a_departed_caller_frees_its_place() {
+        let e = Arc::new(executor(1, None, None));
+        let release = Arc::new(AtomicBool::new(false));
+        let busy = tokio::spawn({
+            let (e, r) = (e.clone(), release.clone());
+            async move { e.run(None, JobMemory::default(), holding(r)).await }
+        });
+        until(|| e.gauges.busy.load(Ordering::Acquire) == 1).await;
+        // One place in the queue: taken, then the next caller is refused at once.
+        let ran = Arc::new(AtomicBool::new(false));
+        let waiting = tokio::spawn({
+            let (e, ran) = (e.clone(), ran.clone());
+            async move { e.run(None, JobMemory::default(), move |_| ran.store(true, Ordering::Release)).await }
+        });
+        until(|| e.gauges.waiting.load(Ordering::Acquire) == 1).await;
+        let refused = e.run(None, JobMemory::default(), |_| ()).await;
+        assert_eq!(refused.unwrap_err(), ExecError::Overloaded { queue: 1 });
+        // The waiting caller leaves: its place is free again and its job never runs.
+        waiting.abort();
+        until(|| e.gauges.waiting.load(Ordering::Acquire) == 0).await;
+        let admitted = tokio::spawn({
+            let e = e.clone();
+            async move { e.run(None, JobMemory::default(), |_| 7).await }
+        });
+        until(|| e.gauges.waiting.load(Ordering::Acquire) == 1).await;
+        release.store(true, Ordering::Release);
+        assert_eq!(busy.await.unwrap().unwrap().0, 1);
+        assert_eq!(admitted.await.unwrap().unwrap().0, 7);
+        assert!(!ran.load(Ordering::Acquire), "a departed caller's job must not run");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_whose_deadline_passes_in_the_queue_is_dropped_without_running() {
+        let e = Arc::new(executor(4, None, None));
+        let release = Arc::new(AtomicBool::new(false));
+        let busy = tokio::spawn({
+            let (e, r) = (e.clone(), release.clone());
+            async move { e.run(None, JobMemory::default(), holding(r)).await }
+        });
+        until(|| e.gauges.busy.load(Ordering::Acquire) == 1).await;
+        let ran = Arc::new(AtomicBool::new(false));
+        let r = ran.clone();
+        let late = e
+            .run(Some(Instant::now() + Duration::from_millis(50)), JobMemory::default(), move |_| {
+                r.store(true, Ordering::Release)
+            })
+            .await;
+        assert_eq!(late.unwrap_err(), ExecError::DeadlineExceeded);
+        release.store(true, Ordering::Release);
+        busy.await.unwrap().unwrap();
+        // The worker skips the expired job and takes the next one.
+        assert_eq!(e.run(None, JobMemory::default(), |_| 3).await.unwrap().0, 3);
+        assert!(!ran.load(Ordering::Acquire));
+        let past = e.run(Some(Instant::now() - Duration::from_millis(1)), JobMemory::default(), |_| ()).await;
+        assert_eq!(past.unwrap_err(), ExecError::DeadlineExceeded);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panic_fails_its_job_only_and_the_worker_carries_on() {
+        let e = executor(2, None, None);
+        let failed = e.run(None, JobMemory::default(), |_| -> u32 { panic!("a bug in one request") }).await;
+        assert_eq!(failed.unwrap_err(), ExecError::WorkerFailed);
+        assert_eq!(e.run(None, JobMemory::default(), |_| 5).await.unwrap().0, 5);
+        assert_eq!(e.gauges.busy.load(Ordering::Acquire), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn memory_refusals_a_photo_too_big_for_the_budget_and_a_full_message_budget() {
+        let e = executor(4, Some(100 << 20), Some(10 << 20));
+        let big = JobMemory { held: 1, analysis: 150 << 20 };
+        assert_eq!(e.run(None, big, |_| ()).await.unwrap_err(), ExecError::TooBig { need_mb: 150, budget_mb: 100 });
+        let heavy_message = JobMemory { held: 11 << 20, analysis: 1 };
+        assert_eq!(e.run(None, heavy_message, |_| ()).await.unwrap_err(), ExecError::MemoryFull);
+        let fits = JobMemory { held: 5 << 20, analysis: 90 << 20 };
+        assert_eq!(e.run(None, fits, |_| 9).await.unwrap().0, 9);
+        assert_eq!((e.budget.reserved(), e.messages.reserved()), (0, 0), "everything handed back");
+    }
+}

@@ -5,13 +5,14 @@ mod deadline;
 mod executor;
 mod memory;
 mod metrics;
+mod observe;
 mod self_check;
 mod service;
 mod size_limit;
 mod state;
-mod telemetry;
 
 use crate::config::EngineArgs;
+use crate::matching::QueryLimits;
 use anyhow::Context;
 use clap::Args;
 use executor::Executor;
@@ -37,9 +38,10 @@ pub struct ServeArgs {
     /// gRPC listen address.
     #[arg(long, env = "LOOKALIKE_LISTEN", default_value = "0.0.0.0:50051")]
     pub listen: SocketAddr,
-    /// Prometheus text endpoint (/metrics, /healthz) listen address; empty to disable.
+    /// Prometheus text endpoint (/metrics, /healthz) listen address; empty or `off` to
+    /// disable.
     #[arg(long, env = "LOOKALIKE_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
-    pub metrics_listen: String,
+    pub metrics_listen: crate::config::OptionalAddr,
     /// Worker threads, each with its own models (default: the CPUs available to the process).
     #[arg(long, env = "LOOKALIKE_WORKERS")]
     pub workers: Option<usize>,
@@ -89,6 +91,28 @@ pub fn run(engine: &EngineArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
     rt.block_on(serve(engine.clone(), args))
 }
 
+/// What the server runs with, from its flags.
+#[derive(Debug, Clone, Copy)]
+struct Capacity {
+    workers: usize,
+    queue: usize,
+    /// The whole process's memory ceiling, if any.
+    ceiling: Option<u64>,
+    max_message_bytes: usize,
+}
+
+impl Capacity {
+    fn of(args: &ServeArgs) -> Self {
+        let workers = args.workers.unwrap_or_else(lookalike_engine::parallel::default_workers).max(1);
+        let ceiling = match args.memory_budget_mb {
+            Some(0) => None,
+            Some(mb) => Some(mb << 20),
+            None => memory::default_ceiling(),
+        };
+        Self { workers, queue: args.queue.unwrap_or(2 * workers), ceiling, max_message_bytes: args.max_message_bytes }
+    }
+}
+
 async fn serve(engine: EngineArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let _telemetry = lookalike_telemetry::init(&lookalike_telemetry::Options {
         service: "lookalike-matcher",
@@ -97,22 +121,10 @@ async fn serve(engine: EngineArgs, args: ServeArgs) -> anyhow::Result<ExitCode> 
         export_metrics: true,
     })?;
     let metrics = Arc::new(metrics::Metrics::new()?);
-    let (kernel, coretype) =
-        (lookalike_engine::blas::kernel(), std::env::var(lookalike_engine::blas::CORETYPE_VAR).unwrap_or_default());
-    metrics.blas.with_label_values(&[kernel.as_str(), coretype.as_str()]).set(1);
-    tracing::info!(blas_kernel = %kernel, openblas_coretype = %coretype, openblas = %lookalike_engine::blas::config(), "BLAS kernel");
-    let workers = args.workers.unwrap_or_else(lookalike_engine::parallel::default_workers).max(1);
-    let ceiling = match args.memory_budget_mb {
-        Some(0) => None,
-        Some(mb) => Some(mb << 20),
-        None => memory::default_ceiling(),
-    };
-    let (gallery_path, max_message_bytes) = (args.gallery.clone(), args.max_message_bytes);
-    let queue = args.queue.unwrap_or(2 * workers);
-
+    report_blas_kernel(&metrics);
+    let capacity = Capacity::of(&args);
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_service_status("", ServingStatus::NotServing).await;
-    health.set_service_status(SERVICE_NAME, ServingStatus::NotServing).await;
+    set_serving(&health, ServingStatus::NotServing).await;
 
     let gallery = Arc::new(GalleryState::new(GallerySource { path: args.gallery.clone(), engine: engine.clone() }));
     let inner = Arc::new(Inner {
@@ -122,141 +134,29 @@ async fn serve(engine: EngineArgs, args: ServeArgs) -> anyhow::Result<ExitCode> 
         limits: CallLimits {
             decode: engine.limits(),
             detect: engine.detect(),
-            max_top_k: args.max_top_k,
-            max_faces: args.max_faces,
-            default_max_faces: args.max_faces.min(10),
+            query: QueryLimits {
+                max_top_k: args.max_top_k,
+                max_faces: args.max_faces,
+                default_max_faces: args.max_faces.min(10),
+            },
             mirror: engine.mirror,
         },
     });
     let ready = Arc::new(AtomicBool::new(false));
-
-    if !args.metrics_listen.is_empty() {
-        let listener = tokio::net::TcpListener::bind(&args.metrics_listen)
-            .await
-            .with_context(|| format!("binding the metrics endpoint {}", args.metrics_listen))?;
-        let gauges_inner = inner.clone();
-        tokio::spawn(metrics::serve_http(listener, metrics.clone(), ready.clone(), move || {
-            gauges_inner
-                .executor
-                .get()
-                .map(|e| {
-                    let (waiting, busy) =
-                        (e.gauges.waiting.load(Ordering::Relaxed), e.gauges.busy.load(Ordering::Relaxed));
-                    (waiting as i64, busy as i64, (e.budget.reserved() + e.messages.reserved()) as i64)
-                })
-                .unwrap_or((0, 0, 0))
-        }));
+    if let Some(addr) = args.metrics_listen.0 {
+        serve_metrics(addr, &inner, ready.clone()).await?;
     }
-
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding the gRPC address {}", args.listen))?;
     let local = listener.local_addr()?;
-    tracing::info!(addr = %local, workers, queue, "listening; loading models and gallery");
+    tracing::info!(addr = %local, workers = capacity.workers, queue = capacity.queue, "listening; loading models and gallery");
 
     // Load in the background so that health checks answer NOT_SERVING meanwhile.
-    let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<anyhow::Error>(1);
-    {
-        let (inner, health, ready, metrics, engine) =
-            (inner.clone(), health.clone(), ready.clone(), metrics.clone(), engine.clone());
-        tokio::spawn(async move {
-            let (inner_b, metrics_b) = (inner.clone(), metrics.clone());
-            let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<Executor> {
-                let (inner, metrics) = (inner_b, metrics_b);
-                let t = std::time::Instant::now();
-                let models = lookalike_engine::Models::load(&engine.models).context("loading the face models")?;
-                let g = inner.gallery.reload()?;
-                metrics.gallery_embeddings.set(g.len() as i64);
-                let budget = Arc::new(memory::MemoryBudget::new(Some(0)));
-                let messages = Arc::new(memory::MemoryBudget::new(Some(0)));
-                let executor = Executor::start(
-                    &models,
-                    workers,
-                    queue,
-                    engine.limits(),
-                    engine.detect(),
-                    budget.clone(),
-                    messages.clone(),
-                );
-                // Resting memory: models, gallery and warm workers, free memory handed back.
-                lookalike_engine::cost::trim();
-                let resting = memory::resident_bytes().unwrap_or(0);
-                // Room to load a gallery like this one beside it (a reload).
-                let gallery_bytes = lookalike_engine::Gallery::load_estimate(&gallery_path).unwrap_or(0);
-                // The photos' bytes, from admission to answer: four of the largest at once
-                // (a budget of their own, so a worker never waits for a queued job's bytes).
-                let receiving = 4 * max_message_bytes as u64;
-                let photos = memory::photo_budget(ceiling, resting, gallery_bytes + receiving);
-                let mb = |b: u64| b >> 20;
-                match (ceiling, photos) {
-                    (Some(c), Some(p)) => tracing::info!(
-                        ceiling_mb = mb(c),
-                        resting_mb = mb(resting),
-                        reload_room_mb = mb(gallery_bytes),
-                        receiving_mb = mb(receiving),
-                        photos_mb = mb(p),
-                        "memory budget"
-                    ),
-                    _ => tracing::info!(resting_mb = mb(resting), "memory budget: none (no cgroup limit, none set)"),
-                }
-                metrics.memory_budget.set(photos.map_or(-1, |p| p as i64));
-                budget.set_total(photos);
-                messages.set_total(ceiling.map(|_| receiving));
-                if let Some(ceiling) = ceiling {
-                    let _ = inner.gallery.room.set(state::ReloadRoom { ceiling, budget: budget.clone() });
-                }
-                tracing::info!(
-                    gallery_version = %g.version, identities = g.identities.len(), embeddings = g.len(),
-                    index = g.index_kind(), crowding_figures = g.crowding().is_some(),
-                    ms = t.elapsed().as_millis() as u64, "models and gallery loaded"
-                );
-                Ok(executor)
-            })
-            .await;
-            match loaded {
-                Ok(Ok(executor)) => {
-                    metrics.workers.set(executor.workers as i64);
-                    let _ = inner.executor.set(executor);
-                    ready.store(true, Ordering::Release);
-                    health.set_service_status("", ServingStatus::Serving).await;
-                    health.set_service_status(SERVICE_NAME, ServingStatus::Serving).await;
-                    tracing::info!("serving");
-                }
-                Ok(Err(e)) => {
-                    let _ = fatal_tx.send(e).await;
-                }
-                Err(e) => {
-                    let _ = fatal_tx.send(anyhow::anyhow!("loading task failed: {e}")).await;
-                }
-            }
-        });
-    }
-    spawn_reloaders(gallery.clone(), metrics.clone(), args.watch_interval);
-
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(lookalike_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(lookalike_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
-    let matcher = MatcherServer::new(MatcherService { inner: inner.clone() })
-        .max_decoding_message_size(args.max_message_bytes)
-        .max_encoding_message_size(64 * 1024 * 1024);
-
-    let mut builder = tonic::transport::Server::builder();
-    if args.max_connection_age > 0 {
-        builder = builder.max_connection_age(Duration::from_secs(args.max_connection_age));
-    }
+    let mut fatal = spawn_loader(inner.clone(), engine, capacity, health.clone(), ready.clone());
+    spawn_reloaders(gallery, metrics.clone(), args.watch_interval);
+    let router = grpc_router(&args, inner, metrics, health_service)?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let router = builder
-        .layer(size_limit::layer(args.max_message_bytes))
-        .layer(deadline::stamp_arrival())
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(matcher);
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let mut server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = stop_rx.await;
@@ -264,7 +164,7 @@ async fn serve(engine: EngineArgs, args: ServeArgs) -> anyhow::Result<ExitCode> 
 
     let reason = tokio::select! {
         r = shutdown_signal() => r,
-        Some(err) = fatal_rx.recv() => {
+        Some(err) = fatal.recv() => {
             tracing::error!(error = %format!("{err:#}"), "cannot start serving");
             let _ = stop_tx.send(());
             let _ = tokio::time::timeout(Duration::from_secs(2), &mut server).await;
@@ -277,8 +177,7 @@ async fn serve(engine: EngineArgs, args: ServeArgs) -> anyhow::Result<ExitCode> 
     };
     tracing::info!(signal = reason, grace_s = args.grace_period, "shutting down: draining in-flight requests");
     ready.store(false, Ordering::Release);
-    health.set_service_status("", ServingStatus::NotServing).await;
-    health.set_service_status(SERVICE_NAME, ServingStatus::NotServing).await;
+    set_serving(&health, ServingStatus::NotServing).await;
     let _ = stop_tx.send(());
     match tokio::time::timeout(Duration::from_secs(args.grace_period), &mut server).await {
         Ok(Ok(Ok(()))) => tracing::info!("drained; bye"),
@@ -287,6 +186,165 @@ async fn serve(engine: EngineArgs, args: ServeArgs) -> anyhow::Result<ExitCode> 
         Err(_) => tracing::warn!("grace period over; exiting with requests still in flight"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn set_serving(health: &tonic_health::server::HealthReporter, status: ServingStatus) {
+    health.set_service_status("", status).await;
+    health.set_service_status(SERVICE_NAME, status).await;
+}
+
+/// Logs the OpenBLAS kernel the encoder runs on and exports it as a metric label.
+fn report_blas_kernel(metrics: &metrics::Metrics) {
+    let kernel = lookalike_engine::blas::kernel();
+    let coretype = std::env::var(lookalike_engine::blas::CORETYPE_VAR).unwrap_or_default();
+    metrics.blas.with_label_values(&[kernel.as_str(), coretype.as_str()]).set(1);
+    tracing::info!(blas_kernel = %kernel, openblas_coretype = %coretype, openblas = %lookalike_engine::blas::config(), "BLAS kernel");
+}
+
+/// The Prometheus text endpoint (/metrics, /healthz), with the executor's gauges.
+async fn serve_metrics(addr: SocketAddr, inner: &Arc<Inner>, ready: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the metrics endpoint {addr}"))?;
+    let gauges_inner = inner.clone();
+    tokio::spawn(metrics::serve_http(listener, inner.metrics.clone(), ready, move || {
+        gauges_inner
+            .executor
+            .get()
+            .map(|e| {
+                let (waiting, busy) = (e.gauges.waiting.load(Ordering::Relaxed), e.gauges.busy.load(Ordering::Relaxed));
+                (waiting as i64, busy as i64, (e.budget.reserved() + e.messages.reserved()) as i64)
+            })
+            .unwrap_or((0, 0, 0))
+    }));
+    Ok(())
+}
+
+/// Loads the models and the gallery and starts the executor on a blocking thread; then
+/// reports serving. A failure arrives on the returned channel.
+fn spawn_loader(
+    inner: Arc<Inner>,
+    engine: EngineArgs,
+    capacity: Capacity,
+    health: tonic_health::server::HealthReporter,
+    ready: Arc<AtomicBool>,
+) -> tokio::sync::mpsc::Receiver<anyhow::Error> {
+    let (fatal_tx, fatal_rx) = tokio::sync::mpsc::channel::<anyhow::Error>(1);
+    tokio::spawn(async move {
+        let loading = inner.clone();
+        let loaded = tokio::task::spawn_blocking(move || load_and_start(&loading, &engine, capacity)).await;
+        match loaded {
+            Ok(Ok(executor)) => {
+                inner.metrics.workers.set(executor.workers as i64);
+                let _ = inner.executor.set(executor);
+                ready.store(true, Ordering::Release);
+                set_serving(&health, ServingStatus::Serving).await;
+                tracing::info!("serving");
+            }
+            Ok(Err(e)) => {
+                let _ = fatal_tx.send(e).await;
+            }
+            Err(e) => {
+                let _ = fatal_tx.send(anyhow::anyhow!("loading task failed: {e}")).await;
+            }
+        }
+    });
+    fatal_rx
+}
+
+/// Models, gallery (with its self-check), warm workers, and the memory budget measured
+/// from what they hold at rest.
+fn load_and_start(inner: &Inner, engine: &EngineArgs, capacity: Capacity) -> anyhow::Result<Executor> {
+    let t = std::time::Instant::now();
+    let models = lookalike_engine::Models::load(&engine.models).context("loading the face models")?;
+    let g = inner.gallery.reload()?;
+    inner.metrics.gallery_embeddings.set(g.len() as i64);
+    let budget = Arc::new(memory::MemoryBudget::new(Some(0)));
+    let messages = Arc::new(memory::MemoryBudget::new(Some(0)));
+    let executor = Executor::start(
+        &models,
+        capacity.workers,
+        capacity.queue,
+        engine.limits(),
+        engine.detect(),
+        budget.clone(),
+        messages.clone(),
+    );
+    set_memory_budget(inner, capacity, &budget, &messages);
+    tracing::info!(
+        gallery_version = %g.version, identities = g.identities.len(), embeddings = g.len(),
+        index = g.index_kind(), crowding_figures = g.crowding().is_some(),
+        ms = t.elapsed().as_millis() as u64, "models and gallery loaded"
+    );
+    Ok(executor)
+}
+
+/// Splits the ceiling: what the process holds at rest (models, gallery, warm workers),
+/// room to load a gallery like this one beside it (a reload), the photos' bytes from
+/// admission to answer (four of the largest messages at once, a budget of their own so
+/// that a worker never waits for a queued job's bytes), and the rest for analyses.
+fn set_memory_budget(
+    inner: &Inner,
+    capacity: Capacity,
+    budget: &Arc<memory::MemoryBudget>,
+    messages: &Arc<memory::MemoryBudget>,
+) {
+    lookalike_engine::cost::trim();
+    let resting = memory::resident_bytes().unwrap_or(0);
+    let gallery_bytes = lookalike_engine::Gallery::load_estimate(&inner.gallery.source.path).unwrap_or(0);
+    let receiving = 4 * capacity.max_message_bytes as u64;
+    let photos = memory::photo_budget(capacity.ceiling, resting, gallery_bytes + receiving);
+    let mb = |b: u64| b >> 20;
+    match (capacity.ceiling, photos) {
+        (Some(c), Some(p)) => tracing::info!(
+            ceiling_mb = mb(c),
+            resting_mb = mb(resting),
+            reload_room_mb = mb(gallery_bytes),
+            receiving_mb = mb(receiving),
+            photos_mb = mb(p),
+            "memory budget"
+        ),
+        _ => tracing::info!(resting_mb = mb(resting), "memory budget: none (no cgroup limit, none set)"),
+    }
+    inner.metrics.memory_budget.set(photos.map_or(-1, |p| p as i64));
+    budget.set_total(photos);
+    messages.set_total(capacity.ceiling.map(|_| receiving));
+    if let Some(ceiling) = capacity.ceiling {
+        let _ = inner.gallery.room.set(state::ReloadRoom { ceiling, budget: budget.clone() });
+    }
+}
+
+/// Health, reflection (v1 and v1alpha) and the Matcher service behind its layers: the
+/// observability layer outermost, then the over-size message rewrite.
+fn grpc_router(
+    args: &ServeArgs,
+    inner: Arc<Inner>,
+    metrics: Arc<metrics::Metrics>,
+    health_service: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+) -> anyhow::Result<tonic::transport::server::Router> {
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(lookalike_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(lookalike_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let matcher = MatcherServer::new(MatcherService { inner })
+        .max_decoding_message_size(args.max_message_bytes)
+        .max_encoding_message_size(64 * 1024 * 1024);
+    let matcher = tower::ServiceBuilder::new()
+        .layer(observe::ObserveLayer::new(metrics))
+        .layer(size_limit::layer(args.max_message_bytes))
+        .service(matcher);
+    let mut builder = tonic::transport::Server::builder();
+    if args.max_connection_age > 0 {
+        builder = builder.max_connection_age(Duration::from_secs(args.max_connection_age));
+    }
+    Ok(builder
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(matcher))
 }
 
 async fn shutdown_signal() -> &'static str {
