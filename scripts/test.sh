@@ -19,7 +19,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --bins --locked
 cargo test --workspace --locked -- --test-threads=2
 if [ -x scripts/check-runtime-libs.sh ] || [ -f scripts/check-runtime-libs.sh ]; then
-  bash scripts/check-runtime-libs.sh matcher=target/debug/matcher gateway=target/debug/tg-gateway
+  # The binaries the build above made (wherever CARGO_TARGET_DIR puts them); a missing one fails.
+  bash scripts/check-runtime-libs.sh matcher="${CARGO_TARGET_DIR:-$root/target}/debug/matcher" \
+    gateway="${CARGO_TARGET_DIR:-$root/target}/debug/tg-gateway"
 fi
 if [ -f scripts/check-k8s.sh ]; then
   # The checks, then proof that each of them can fail (broken copies of k8s/ are caught).
