@@ -41,6 +41,12 @@ cpp! {{
     }
 }}
 
+// SAFETY: `cpp_class!` needs C++ types that are relocatable (moved with memcpy, as Rust moves
+// values), default-constructible, copyable and destructible without throwing. Read in dlib
+// 19.24's headers: both types hold their data only through heap owners (std::vector,
+// dlib::array, std::unique_ptr, std::shared_ptr, dlib::any) and plain numbers, no pointer
+// into themselves and no std::string, so a memcpy'd copy is the same object. Their copy
+// constructors deep-copy (a cloned encoder shares no weights buffer it writes to).
 cpp_class!(unsafe struct HogInner as "dlib::frontal_face_detector");
 cpp_class!(unsafe struct EncoderInner as "lookalike_shim::encoder_net");
 
@@ -63,6 +69,8 @@ pub struct HogDetector {
 
 impl HogDetector {
     pub fn new() -> Self {
+        // SAFETY: no arguments; dlib returns the detector by value (its built-in model, no
+        // I/O), which becomes the Rust-owned `HogInner` (same C++ type, see cpp_class! above).
         let inner = unsafe {
             cpp!([] -> HogInner as "dlib::frontal_face_detector" {
                 return dlib::get_frontal_face_detector();
@@ -76,6 +84,10 @@ impl HogDetector {
         let mut out = vec![0f64; max * 5];
         let buf = out.as_mut_ptr();
         let det = &mut self.inner;
+        // SAFETY: `det` is an exclusive borrow of the detector (dlib's operator() mutates its
+        // scratch buffers; `&mut self` and !Sync keep it to one thread); `image` is a live
+        // dlib matrix borrowed for the call; `buf` holds `max * 5` doubles and the C++ writes
+        // at most `min(max, dets.size()) * 5` of them; every exception is caught in C++.
         let n = unsafe {
             cpp!([det as "dlib::frontal_face_detector*", image as "const dlib::matrix<dlib::rgb_pixel>*",
                   buf as "double*", max as "size_t"] -> i64 as "int64_t" {
@@ -132,9 +144,14 @@ impl FaceEncoder {
     pub fn open(path: &Path) -> Result<Self, String> {
         let c_path = CString::new(path.as_os_str().as_encoded_bytes())
             .map_err(|_| format!("model path {} contains a NUL byte", path.display()))?;
-        let inner = EncoderInner::default();
+        let mut inner = EncoderInner::default();
         let file = c_path.as_ptr();
-        let net = &inner;
+        // The C++ deserializes into the network: it needs an exclusive borrow (a pointer made
+        // from a shared one must not be written through).
+        let net = &mut inner;
+        // SAFETY: `file` is the NUL-terminated `c_path`, alive until the end of this function;
+        // `net` is the only reference to `inner` during the call; deserialize errors
+        // (missing file, wrong network type) are exceptions, caught in C++.
         let ok = unsafe {
             cpp!([file as "const char*", net as "lookalike_shim::encoder_net*"] -> bool as "bool" {
                 try {
@@ -174,6 +191,11 @@ impl FaceEncoder {
         let buf = out.as_mut_ptr() as *mut f32;
         let shapes = faces.as_ptr();
         let net = &mut self.inner;
+        // SAFETY: `net` is an exclusive borrow (the forward pass writes the network's
+        // activations); `image` and `faces` are live for the call, `shapes[0..n]` are
+        // dlib::full_object_detection (what `FaceLandmarks` wraps); `buf` holds n * 128
+        // floats and the C++ writes exactly i * 128 + k for i < n, k < 128 (the net's output
+        // is 128-d); exceptions are caught in C++.
         let ok = unsafe {
             cpp!([net as "lookalike_shim::encoder_net*", image as "const dlib::matrix<dlib::rgb_pixel>*",
                   shapes as "const dlib::full_object_detection*", n as "size_t", jitters as "uint32_t",
@@ -222,6 +244,10 @@ pub fn face_chip(image: &ImageMatrix, face: &FaceLandmarks, size: u32, padding: 
     let size = size.clamp(16, 1024) as usize;
     let mut out = vec![0u8; size * size * 3];
     let buf = out.as_mut_ptr();
+    // SAFETY: `image` and `face` are live dlib objects borrowed for the call; `buf` holds
+    // size * size * 3 bytes and extract_image_chip makes a chip of exactly size x size, so
+    // the writes at (r * size + c) * 3 + 2 < size * size * 3 stay inside; exceptions are
+    // caught in C++.
     let ok = unsafe {
         cpp!([image as "const dlib::matrix<dlib::rgb_pixel>*", face as "const dlib::full_object_detection*",
               size as "size_t", padding as "double", buf as "uint8_t*"] -> bool as "bool" {
