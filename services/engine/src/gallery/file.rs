@@ -6,7 +6,7 @@
 
 #[cfg(test)]
 use super::PhotoCredit;
-use super::{validate, BuildInfo, Gallery, Identity};
+use super::{validate, BuildInfo, Gallery, Identity, Index};
 use crate::calibration::Calibration;
 use crate::search::crowding::{self, Crowding};
 use crate::search::hnsw::{HnswIndex, HnswParams};
@@ -162,7 +162,7 @@ fn bincode_config() -> bincode::config::Configuration {
 }
 
 pub(super) fn write(g: &Gallery, path: &Path) -> Result<String, GalleryError> {
-    let hnsw = match &g.hnsw {
+    let hnsw = match g.hnsw_index() {
         Some(index) => {
             let (graph, data) = index.to_bytes().map_err(GalleryError::Invalid)?;
             Some(HnswBlob { params: index.params, graph, data })
@@ -252,8 +252,8 @@ pub(super) fn read(path: &Path, params: HnswParams) -> Result<Gallery, GalleryEr
         _ => bincode::serde::decode_from_slice(body, bincode_config()).map_err(corrupt)?.0,
     };
     validate(&payload.identities, &payload.embeddings, &payload.owners)?;
-    let hnsw = match payload.hnsw {
-        Some(blob) => Some(
+    let index = match payload.hnsw {
+        Some(blob) => Index::Hnsw(
             HnswIndex::from_bytes(&blob.graph, &blob.data, blob.params)
                 .map(|mut idx| {
                     idx.params.ef_search = params.ef_search;
@@ -261,7 +261,7 @@ pub(super) fn read(path: &Path, params: HnswParams) -> Result<Gallery, GalleryEr
                 })
                 .map_err(GalleryError::Invalid)?,
         ),
-        None => None,
+        None => Index::Exact,
     };
     let crowding = match payload.crowding.len() {
         0 => None,
@@ -277,8 +277,7 @@ pub(super) fn read(path: &Path, params: HnswParams) -> Result<Gallery, GalleryEr
         calibration: payload.calibration,
         build: payload.build,
         version: version_of(&digest),
-        hnsw,
-        half: None,
+        index,
         crowding,
         crowding_weight: crowding::DEFAULT_WEIGHT,
         crowding_bias: Vec::new(),

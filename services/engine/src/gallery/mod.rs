@@ -133,6 +133,18 @@ pub struct Candidate {
     pub score: f32,
 }
 
+/// How the rows are searched: one of three, chosen by [`Gallery::prepare_index`].
+enum Index {
+    /// The exact f32 scan (the CPU lacks F16C/AVX2/FMA, the rows do not fit f16, or no
+    /// index has been prepared yet).
+    Exact,
+    /// The exact scan over an f16 copy of the rows: the f32 scan's answer, half the
+    /// memory traffic.
+    Half(HalfRows),
+    /// The HNSW graph (approximate).
+    Hnsw(HnswIndex),
+}
+
 pub struct Gallery {
     pub identities: Vec<Identity>,
     /// Row-major `owners.len() x 128`.
@@ -143,9 +155,7 @@ pub struct Gallery {
     pub build: BuildInfo,
     /// Hex content hash of the file payload.
     pub version: String,
-    hnsw: Option<HnswIndex>,
-    /// f16 copy of the rows for the exact scan (when the CPU can use it).
-    half: Option<HalfRows>,
+    index: Index,
     /// Crowding figures (computed when the gallery is built; absent in format-1 files).
     crowding: Option<Crowding>,
     /// Weight of the crowding correction in the ranking (0 = plain nearest first).
@@ -177,8 +187,7 @@ impl Gallery {
             calibration,
             build,
             version: String::new(),
-            hnsw: None,
-            half: None,
+            index: Index::Exact,
             crowding: None,
             crowding_weight: crowding::DEFAULT_WEIGHT,
             crowding_bias: Vec::new(),
@@ -202,25 +211,30 @@ impl Gallery {
     }
 
     pub fn index_kind(&self) -> &'static str {
-        if self.hnsw.is_some() {
-            "hnsw"
-        } else {
-            "exact"
+        match self.index {
+            Index::Hnsw(_) => "hnsw",
+            Index::Exact | Index::Half(_) => "exact",
         }
     }
 
-    /// Builds the HNSW index now (or drops it) according to `mode`.
+    /// Builds the HNSW index now (or drops it) according to `mode`; an exact gallery gets
+    /// the f16 copy of its rows when the CPU and the values allow it. An index already of
+    /// the wanted kind is kept.
     pub fn prepare_index(&mut self, mode: SearchMode, params: HnswParams) {
-        if mode.wants_hnsw(self.len()) {
-            if self.hnsw.is_none() {
-                self.hnsw = Some(HnswIndex::build(&self.embeddings, params));
-            }
-            self.half = None;
-        } else {
-            self.hnsw = None;
-            if self.half.is_none() {
-                self.half = HalfRows::new(&self.embeddings);
-            }
+        let wants_hnsw = mode.wants_hnsw(self.len());
+        self.index = match (wants_hnsw, std::mem::replace(&mut self.index, Index::Exact)) {
+            (true, Index::Hnsw(index)) => Index::Hnsw(index),
+            (true, _) => Index::Hnsw(HnswIndex::build(&self.embeddings, params)),
+            (false, Index::Half(half)) => Index::Half(half),
+            (false, _) => HalfRows::new(&self.embeddings).map_or(Index::Exact, Index::Half),
+        };
+    }
+
+    /// The HNSW index, when one is prepared (the file stores it).
+    fn hnsw_index(&self) -> Option<&HnswIndex> {
+        match &self.index {
+            Index::Hnsw(index) => Some(index),
+            Index::Exact | Index::Half(_) => None,
         }
     }
 
@@ -293,10 +307,6 @@ impl Gallery {
         }
     }
 
-    pub fn hnsw(&self) -> Option<&HnswIndex> {
-        self.hnsw.as_ref()
-    }
-
     /// The `k` best identities, optionally only within `max_distance`: nearest first, or,
     /// with crowding figures and a non-zero weight, by crowding-corrected distance. The
     /// reported distance stays the plain one; the similarity is the calibration of the
@@ -306,19 +316,19 @@ impl Gallery {
         // an over-limit identity could take the place of one within the limit.
         let limit = max_distance.unwrap_or(f32::INFINITY);
         let (rows, owners, bias) = (&self.embeddings, &self.owners, &self.crowding_bias);
-        let hits = match (&self.crowding, &self.hnsw, &self.half) {
+        let hits = match (&self.index, &self.crowding) {
             _ if bias.is_empty() => self.plain_search(query, k),
             // One scan ranks by the corrected score directly.
-            (_, None, Some(half)) => half.search_biased(rows, owners, query, k, bias, limit),
-            (_, None, None) => exact::search_biased(rows, owners, query, k, bias, limit),
+            (Index::Half(half), _) => half.search_biased(rows, owners, query, k, bias, limit),
+            (Index::Exact, _) => exact::search_biased(rows, owners, query, k, bias, limit),
             // The graph search is by plain distance: fetch more and re-rank.
-            (Some(c), Some(_), _) => c.rank(k, self.crowding_weight, self.identities.len(), |n| {
+            (Index::Hnsw(_), Some(c)) => c.rank(k, self.crowding_weight, self.identities.len(), |n| {
                 let mut hits = self.plain_search(query, n);
                 // Fewer than asked for tells `rank` that nothing farther is left to consider.
                 hits.retain(|(_, d)| *d <= limit);
                 hits
             }),
-            (None, Some(_), _) => self.plain_search(query, k),
+            (Index::Hnsw(_), None) => self.plain_search(query, k),
         };
         hits.into_iter()
             .filter(|(_, d)| max_distance.is_none_or(|m| *d <= m))
@@ -331,18 +341,18 @@ impl Gallery {
 
     /// The `k` nearest identities by plain distance, from the prepared index.
     fn plain_search(&self, query: &Embedding, k: usize) -> Vec<(u32, f32)> {
-        match &self.hnsw {
-            Some(index) => index.search(&self.embeddings, &self.owners, query, k, None),
-            None => self.exact_search(query, k),
+        match &self.index {
+            Index::Hnsw(index) => index.search(&self.embeddings, &self.owners, query, k, None),
+            Index::Exact | Index::Half(_) => self.exact_search(query, k),
         }
     }
 
     /// The exact answer, from the f16 scan when prepared (same result, half the memory
     /// traffic) or the f32 scan.
     pub fn exact_search(&self, query: &Embedding, k: usize) -> Vec<(u32, f32)> {
-        match &self.half {
-            Some(half) => half.search(&self.embeddings, &self.owners, query, k),
-            None => exact::search(&self.embeddings, &self.owners, query, k),
+        match &self.index {
+            Index::Half(half) => half.search(&self.embeddings, &self.owners, query, k),
+            Index::Exact | Index::Hnsw(_) => exact::search(&self.embeddings, &self.owners, query, k),
         }
     }
 
