@@ -67,8 +67,8 @@ impl HnswIndex {
     /// photos): every row the search returns (`ef` of them, at least 4k) is used, and the
     /// search is widened (2x) only when they hold fewer than `k` identities. A graph search
     /// reaches only what is linked to its entry point (a parallel build can leave a far,
-    /// small cluster unreachable), so when even `ef` = every row falls short, the exact scan
-    /// answers.
+    /// small cluster unreachable), so when even `ef` = every row falls short, or does not
+    /// reach every row (one left out may be among the best), the exact scan answers.
     pub fn search(
         &self,
         rows: &[f32],
@@ -80,13 +80,16 @@ impl HnswIndex {
         let total = self.len();
         let mut ef = ef.unwrap_or(self.params.ef_search).max(k * 4).max(16).min(total.max(1));
         loop {
+            let hits = self.flat.search(rows, query, ef);
+            // With `ef` = every row, the walk returns every row it reaches.
+            let unreached = ef >= total && hits.len() < total;
             let mut top = TopK::new(k);
-            for (d2, row) in self.flat.search(rows, query, ef) {
+            for (d2, row) in hits {
                 if let Some(owner) = owners.get(row as usize) {
                     top.offer(*owner, d2);
                 }
             }
-            if top.len() >= k {
+            if top.len() >= k && !unreached {
                 return top.into_distances();
             }
             if ef >= total {
