@@ -173,8 +173,11 @@ mod tests {
     fn figures_match_brute_force_on_any_thread_count() {
         let (rows, owners) = gallery(60, 3);
         let want = brute_figures(&rows, &owners, 60, 5);
+        assert_eq!(want.len(), 60, "one brute-force figure per identity");
+        assert!(want.iter().all(|f| f.is_finite() && *f > 0.0), "{want:?}");
         for threads in [1, 3, 8] {
             let c = Crowding::compute(&rows, &owners, 60, 5, threads, |q, n| exact::search(&rows, &owners, q, n));
+            assert_eq!(c.figures().len(), want.len(), "{threads} threads: one figure per identity");
             for (a, b) in c.figures().iter().zip(&want) {
                 assert!((a - b).abs() < 1e-4, "{a} vs {b}");
             }
@@ -205,7 +208,8 @@ mod tests {
     fn biased_scans_equal_scoring_every_row() {
         let (rows, owners) = gallery(400, 3);
         let c = Crowding::compute(&rows, &owners, 400, 10, 2, |q, n| exact::search(&rows, &owners, q, n));
-        let half = crate::search::half::HalfRows::new(&rows);
+        // The f16 scans: the portable kernel on any CPU, the SIMD one where the CPU has it.
+        let halves = crate::search::half::test_kernels(&rows);
         let queries = test_rows(30, 5, 1.0);
         let mut limit_mattered = 0;
         for weight in [0.4, 3.0] {
@@ -221,20 +225,22 @@ mod tests {
                 let want_ids: Vec<u32> = want.iter().take(5).map(|x| x.0).collect();
                 let got = exact::search_biased(&rows, &owners, &query, 5, &bias, f32::INFINITY);
                 assert_eq!(ids(&got), want_ids, "f32 scan, weight {weight}");
+                assert_eq!(got.len(), 5, "f32 scan, weight {weight}");
                 for ((_, d), (_, wd, _)) in got.iter().zip(&want) {
                     assert!((d - wd).abs() < 1e-5, "plain distance reported");
                 }
-                if let Some(h) = &half {
+                for (kernel, h) in &halves {
                     let got16 = h.search_biased(&rows, &owners, &query, 5, &bias, f32::INFINITY);
-                    assert_eq!(ids(&got16), want_ids, "f16 scan, weight {weight}");
+                    assert_eq!(ids(&got16), want_ids, "f16 scan ({kernel}), weight {weight}");
                 }
                 // With a distance limit: the best within it, not the best overall then filtered.
                 let limit = all[all.len() / 3].1;
                 let want_within: Vec<u32> = want.iter().filter(|x| x.1 <= limit).take(5).map(|x| x.0).collect();
                 limit_mattered += usize::from(want.iter().take(5).any(|x| x.1 > limit));
                 assert_eq!(ids(&exact::search_biased(&rows, &owners, &query, 5, &bias, limit)), want_within);
-                if let Some(h) = &half {
-                    assert_eq!(ids(&h.search_biased(&rows, &owners, &query, 5, &bias, limit)), want_within);
+                for (kernel, h) in &halves {
+                    let got16 = h.search_biased(&rows, &owners, &query, 5, &bias, limit);
+                    assert_eq!(ids(&got16), want_within, "f16 scan ({kernel}) within the limit");
                 }
             }
         }
