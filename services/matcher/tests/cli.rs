@@ -35,16 +35,24 @@ fn match_prints_ranked_candidates_and_info_reports_crowding() {
     assert!(scores.windows(2).all(|w| w[0] <= w[1]), "ranked by score: {v}");
     let percents: Vec<f64> = matches.iter().map(|m| m["similarity"].as_f64().expect("percent")).collect();
     assert!(percents.windows(2).all(|w| w[0] >= w[1]), "the percentages follow the ranking: {v}");
+    // Present and numbers: a missing field must not compare as `None < None` or `null == null`.
+    let number = |m: &serde_json::Value, field: &str| -> f64 {
+        m[field].as_f64().unwrap_or_else(|| panic!("{field} is a number: {m}"))
+    };
     for m in matches {
-        assert!(m["score"].as_f64() < m["distance"].as_f64(), "the correction is on by default: {m}");
+        assert!(number(m, "score") < number(m, "distance"), "the correction is on by default: {m}");
     }
     // --crowding-weight 0: ranked by plain distance, score = distance.
     let plain =
         run(&["match", "--crowding-weight", "0", "--gallery", g, "--top-k", "3", photo.to_str().expect("path")]);
     let v: serde_json::Value = serde_json::from_str(plain.trim()).expect("one JSON line");
-    for m in v["faces"][0]["matches"].as_array().expect("matches") {
-        assert_eq!(m["score"], m["distance"], "{m}");
+    let plain_matches = v["faces"][0]["matches"].as_array().expect("matches");
+    assert_eq!(plain_matches.len(), 3, "{v}");
+    for m in plain_matches {
+        assert_eq!(number(m, "score"), number(m, "distance"), "{m}");
     }
+    let distances: Vec<f64> = plain_matches.iter().map(|m| number(m, "distance")).collect();
+    assert!(distances.windows(2).all(|w| w[0] <= w[1]), "nearest first: {v}");
 }
 
 fn build(photos: &std::path::Path, out: &std::path::Path, cache: &std::path::Path) -> serde_json::Value {
