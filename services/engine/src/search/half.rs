@@ -340,12 +340,18 @@ mod tests {
     fn gives_the_f32_scan_answer_even_on_near_ties() {
         let mut base = rows(3000, 7);
         let owners: Vec<u32> = (0..3000u32).map(|i| i / 3).collect();
-        let queries = rows(50, 99);
-        // Near-ties: copies of query 0 moved by less than f16's resolution.
+        let mut queries = rows(50, 99);
+        // Near-ties: copies of query 0 moved by less than f16's resolution, the nearest
+        // scanned first; and copies of query 1 that are one and the same row in f16 (its
+        // first component an f16 value, moved by less than half its step), the nearest
+        // scanned last: only the candidate bound keeps it, a row whose f16 distance merely
+        // ties the best so far must still reach the f32 pass.
+        queries[EMBEDDING_DIM] = portable::to_f32(portable::to_f16(0.1));
         for j in 0..20 {
-            let row = 2000 + j;
             for d in 0..EMBEDDING_DIM {
-                base[row * EMBEDDING_DIM + d] = queries[d] + (j as f32) * 1e-6;
+                base[(2000 + j) * EMBEDDING_DIM + d] = queries[d] + (j as f32) * 1e-6;
+                let moved = if d == 0 { (19 - j) as f32 * 1e-6 } else { 0.0 };
+                base[(2100 + j) * EMBEDDING_DIM + d] = queries[EMBEDDING_DIM + d] + moved;
             }
         }
         let kernels = test_kernels(&base);
