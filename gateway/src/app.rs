@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, Mode};
+use crate::config::{Args, Config, Mode};
 use crate::flood::{FloodConfig, FloodControl};
 use crate::handler::Bot;
 use crate::health::{Health, HealthConfig};
@@ -47,17 +47,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     // The matcher replicas become known later; readiness reads them through this.
     let known_matchers: Arc<std::sync::OnceLock<Arc<endpoints::Backends>>> = Arc::default();
-    let health = {
-        let known = known_matchers.clone();
-        Arc::new(Health::new(
-            HealthConfig {
-                mode: args.mode,
-                max_poll_age: Duration::from_secs(args.ready_max_poll_age_secs),
-                max_loop_age: Duration::from_secs(args.live_max_loop_age_secs),
-            },
-            move || known.get().map_or(0, |b| b.urls().len()),
-        ))
-    };
+    let health = health(args, known_matchers.clone());
     let metrics_stop = CancellationToken::new();
     let metrics_task = {
         let addr = args.metrics_listen;
@@ -76,14 +66,47 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let Some(me) = retry_until_ok("getMe", &shutdown, || api.get_me()).await else {
         return Ok(());
     };
-    tracing::info!(bot_id = me.id, username = ?me.username, "connected to the Bot API");
+    // Not `Me::username()`: it panics when the answer has none.
+    let username = me.user.username.clone();
+    tracing::info!(bot_id = me.user.id.0, username = ?username, "connected to the Bot API");
 
-    let target = Target::parse(&args.matcher)?;
-    let backends =
-        endpoints::start(&target, Duration::from_secs(args.matcher_dns_refresh_secs.max(1)), metrics_stop.clone())
-            .await?;
+    let backends = endpoints::start(
+        &Target::parse(&args.matcher)?,
+        Duration::from_secs(args.matcher_dns_refresh_secs.max(1)),
+        metrics_stop.clone(),
+    )
+    .await?;
     tracing::info!(matcher = ?backends.urls(), "matcher replicas");
     let _ = known_matchers.set(backends.clone());
+    let bot = Arc::new(bot(&config, api.clone(), backends, health.clone(), username)?);
+
+    let result = serve(&config, api, bot, health, shutdown).await;
+    metrics_stop.cancel();
+    let _ = metrics_task.await;
+    tracing::info!("stopped");
+    result
+}
+
+fn health(args: &Args, known: Arc<std::sync::OnceLock<Arc<endpoints::Backends>>>) -> Arc<Health> {
+    Arc::new(Health::new(
+        HealthConfig {
+            mode: args.mode,
+            max_poll_age: Duration::from_secs(args.ready_max_poll_age_secs),
+            max_loop_age: Duration::from_secs(args.live_max_loop_age_secs),
+        },
+        move || known.get().map_or(0, |b| b.urls().len()),
+    ))
+}
+
+/// The per-update pipeline and everything it shares.
+fn bot(
+    config: &Config,
+    api: BotApi,
+    backends: Arc<endpoints::Backends>,
+    health: Arc<Health>,
+    username: Option<String>,
+) -> anyhow::Result<Bot> {
+    let args = &config.args;
     let matcher = Matcher::new(
         backends,
         RetryPolicy {
@@ -94,8 +117,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             max_waiting: args.matcher_max_waiting,
         },
     )
-    .with_health(health.clone());
-
+    .with_health(health);
     let prefs = Prefs::load(args.prefs_file.clone(), args.cards).context("reading the users' preferences")?;
     tracing::info!(cards = args.cards, prefs_file = ?args.prefs_file, "replies");
     let flood = FloodControl::new(FloodConfig {
@@ -104,13 +126,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         group_per_minute: args.group_per_minute,
     });
     tracing::info!(per_replica_rate = config.per_replica_rate(), replicas = args.replicas, "flood control");
-    let bot = Arc::new(Bot {
-        outbox: Outbox::new(api.clone(), flood),
+    Ok(Bot {
+        outbox: Outbox::new(api, flood),
         matcher,
         rules: InputRules {
             min_side: args.photo_min_side,
             max_file_bytes: args.max_file_bytes,
-            bot_username: me.username.clone(),
+            bot_username: username,
         },
         links: LinkTemplate::new(&args.link_template),
         thumbs: ThumbnailCache::default(),
@@ -119,42 +141,36 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         compose_slots: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
         users: UserLimiter::new(args.user_photos_per_minute),
         max_faces: args.max_faces,
-    });
+    })
+}
 
-    let result = match (args.mode, &config.webhook) {
+/// Runs the configured delivery mode until shutdown.
+async fn serve(
+    config: &Config,
+    api: BotApi,
+    bot: Arc<Bot>,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let args = &config.args;
+    match (args.mode, &config.webhook) {
         (Mode::Polling, _) => {
-            polling::run(
-                api,
-                bot,
-                PollingConfig {
-                    poll_timeout: Duration::from_secs(args.poll_timeout_secs),
-                    max_in_flight: args.max_in_flight,
-                    state_file: args.state_file.clone(),
-                },
-                health.clone(),
-                shutdown.clone(),
-            )
-            .await
+            let cfg = PollingConfig {
+                poll_timeout: Duration::from_secs(args.poll_timeout_secs),
+                max_in_flight: args.max_in_flight,
+                state_file: args.state_file.clone(),
+            };
+            polling::run(api, bot, cfg, health, shutdown).await
         }
         (Mode::Webhook, Some(webhook)) => {
-            webhook::run(
-                api,
-                bot,
-                WebhookServerConfig {
-                    listen: args.webhook_listen,
-                    webhook: webhook.clone(),
-                    max_connections: args.webhook_max_connections,
-                    max_in_flight: args.max_in_flight,
-                },
-                health.clone(),
-                shutdown.clone(),
-            )
-            .await
+            let cfg = WebhookServerConfig {
+                listen: args.webhook_listen,
+                webhook: webhook.clone(),
+                max_connections: args.webhook_max_connections,
+                max_in_flight: args.max_in_flight,
+            };
+            webhook::run(api, bot, cfg, health, shutdown).await
         }
         (Mode::Webhook, None) => Err(anyhow::anyhow!("webhook mode without webhook settings")),
-    };
-    metrics_stop.cancel();
-    let _ = metrics_task.await;
-    tracing::info!("stopped");
-    result
+    }
 }

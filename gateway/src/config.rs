@@ -212,6 +212,11 @@ impl Args {
         if !(1..=100).contains(&self.webhook_max_connections) {
             return invalid("--webhook-max-connections must be 1-100");
         }
+        if self.telegram_timeout_secs <= 10 {
+            // teloxide-core pauses 10 s inside a call that got a 5xx: a shorter deadline
+            // would turn every 5xx into an ambiguous timeout.
+            return invalid("--telegram-timeout-secs must be more than 10");
+        }
         if !(self.telegram_api_url.starts_with("http://") || self.telegram_api_url.starts_with("https://")) {
             return invalid("TELEGRAM_API_URL must start with http:// or https://");
         }

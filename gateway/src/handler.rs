@@ -4,20 +4,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lookalike_proto::v1::{FaceMatch, MatchResponse};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::card::{self, Pair};
 use crate::i18n::{self, Lang};
-use crate::input::{classify, Command, ImageFile, Input, InputRules};
-use crate::matcher::{Matcher, MatcherError};
+use crate::input::{self, classify, Command, ImageFile, Input, InputRules};
+use crate::matcher::{Matcher, MatcherError, PhotoMatch};
 use crate::metrics::METRICS;
 use crate::outbox::{Outbox, SendTimings};
 use crate::prefs::Prefs;
 use crate::reply::{self, FaceLine, LinkTemplate, PhotoCredit};
-use crate::telegram::types::{Message, Update};
-use crate::telegram::{OutgoingBody, OutgoingMessage, PhotoSource, TelegramError};
+use crate::telegram::{
+    self, ChatAction, Message, OutgoingBody, OutgoingMessage, PhotoSource, Sent, TelegramError, Update,
+};
 use crate::telemetry;
 use crate::thumbs::{Celebrity, CelebrityCache, ThumbnailCache};
 use crate::trace_context::TraceContext;
@@ -63,11 +65,11 @@ impl Bot {
     /// the time this returns, the update can be marked done.
     pub async fn handle(&self, update: Update) -> Outcome {
         let started = Instant::now();
-        let chat_id = update.message.as_ref().map(|m| m.chat.id);
+        let chat_id = telegram::message(&update).map(|m| m.chat.id.0);
         let span = tracing::info_span!(
             "update",
             otel.name = "update",
-            update_id = update.update_id,
+            update_id = telegram::update_id(&update),
             chat_id,
             trace_id = tracing::field::Empty,
         );
@@ -77,8 +79,8 @@ impl Bot {
         span.record("trace_id", trace.trace_id());
         async move {
             let mut t = Timings::default();
-            let outcome = match update.message {
-                Some(msg) => self.handle_message(&msg, &trace, &mut t).await,
+            let outcome = match telegram::message(&update) {
+                Some(msg) => self.handle_message(msg, &trace, &mut t).await,
                 None => "ignored",
             };
             let total = started.elapsed();
@@ -156,7 +158,7 @@ impl Bot {
         }
         let started = Instant::now();
         let (status_shown, downloaded) =
-            tokio::join!(self.outbox.chat_action(msg.chat.id, "upload_photo"), self.download(file));
+            tokio::join!(self.outbox.chat_action(msg.chat.id.0, ChatAction::UploadPhoto), self.download(file));
         t.download = started.elapsed();
         let image = match downloaded {
             Ok(bytes) => bytes,
@@ -180,10 +182,10 @@ impl Bot {
         // The sender's face chips are asked for only when they will be shown to them.
         let cards = self.prefs.cards(user);
         let started = Instant::now();
-        let call = self.matcher.match_photo(image.clone(), self.max_faces, cards, trace);
-        let result = self.keep_uploading_status(msg.chat.id, status_shown, call).await;
+        let call = self.matcher.match_photo(image, self.max_faces, cards, trace);
+        let result = self.keep_uploading_status(msg.chat.id.0, status_shown, call).await;
         t.matcher += started.elapsed();
-        let response = match result {
+        let found = match result {
             Ok(r) => r,
             Err(MatcherError::InvalidImage(why)) => {
                 tracing::info!(reason = %why, "matcher refused the image");
@@ -201,11 +203,11 @@ impl Bot {
                 return "matcher_error";
             }
         };
-        if response.faces.is_empty() {
+        if found.faces.is_empty() {
             self.say(msg, i18n::no_face(lang).to_owned(), t).await;
             return "no_face";
         }
-        self.answer_match(msg, lang, response, cards, trace, t).await;
+        self.answer_match(msg, lang, found, cards, trace, t).await;
         "match"
     }
 
@@ -213,16 +215,13 @@ impl Bot {
         &self,
         msg: &Message,
         lang: Lang,
-        response: MatchResponse,
+        found: PhotoMatch,
         cards: bool,
         trace: &TraceContext,
         t: &mut Timings,
     ) {
-        let mut faces = response.faces;
-        // The matcher lists faces left to right already; sorting again keeps the promise
-        // even if a future matcher orders by size.
-        faces.sort_by_key(face_left);
-        faces.truncate(usize::try_from(self.max_faces).unwrap_or(usize::MAX));
+        // Left to right and at most `max_faces`: the matcher's contract.
+        let PhotoMatch { gallery_version: gallery, faces } = found;
         let lines: Vec<Option<FaceLine>> = faces
             .iter()
             .map(|f| {
@@ -246,10 +245,8 @@ impl Bot {
             }
         }
         let caption = reply::caption(lang, &lines, &self.links);
-        let gallery = response.gallery_version;
         if cards {
-            // The chips move into the card; `faces` keeps only what the caption needed.
-            let chips: Vec<bytes::Bytes> = faces.iter_mut().map(|f| std::mem::take(&mut f.chip_jpeg)).collect();
+            let chips: Vec<bytes::Bytes> = faces.into_iter().map(|f| f.chip_jpeg).collect();
             match self.answer_with_card(msg, &gallery, chips, &lines, &caption, trace, t).await {
                 Ok(()) => return,
                 Err(reason) => {
@@ -352,7 +349,7 @@ impl Bot {
             Ok(_) => METRICS.reply_form("card"),
             // Telegram refused the picture itself (e.g. its dimensions): the plain reply
             // still reaches the user.
-            Err(e) if e.code() == Some(400) => {
+            Err(e) if e.is_bad_request() => {
                 tracing::warn!(error = %e, "card refused by Telegram");
                 return Err("card_refused");
             }
@@ -402,13 +399,8 @@ impl Bot {
         let upload =
             PhotoSource::Upload { bytes: celebrity.thumbnail_jpeg.clone(), file_name: format!("{}.jpg", first.alias) };
         match self.send(msg, photo(msg, upload, &caption), t).await {
-            Ok(sent) => {
-                // Telegram returns several sizes of what it stored; any of their ids
-                // resends the photo, the largest keeps the most detail.
-                if let Some(p) = sent.photo.as_deref().and_then(|s| s.iter().max_by_key(|p| p.width)) {
-                    self.thumbs.put(gallery, id, p.file_id.clone());
-                }
-            }
+            Ok(Sent { largest_photo: Some(file_id) }) => self.thumbs.put(gallery, id, file_id),
+            Ok(Sent { largest_photo: None }) => tracing::warn!("sendPhoto answered without the photo's sizes"),
             Err(e) => tracing::warn!(error = %e, "answer not delivered"),
         }
     }
@@ -447,13 +439,7 @@ impl Bot {
                 None
             }
             Ok(i) if !i.thumbnail_jpeg.is_empty() => {
-                let credit = i.photo_credit.map(|c| PhotoCredit {
-                    author: c.author,
-                    license: c.license,
-                    license_url: c.license_url,
-                    source_url: c.source_url,
-                });
-                let c = Arc::new(Celebrity { thumbnail_jpeg: i.thumbnail_jpeg, credit });
+                let c = Arc::new(Celebrity { thumbnail_jpeg: i.thumbnail_jpeg, credit: i.credit });
                 self.celebrities.put(gallery, id, c.clone());
                 Some(c)
             }
@@ -501,7 +487,7 @@ impl Bot {
                     };
                 }
                 _ = tokio::time::sleep_until(next), if renewal.is_none() => {
-                    renewal = Some(Box::pin(self.outbox.chat_action(chat_id, "upload_photo")));
+                    renewal = Some(Box::pin(self.outbox.chat_action(chat_id, ChatAction::UploadPhoto)));
                     // Counted from when the status was asked for, not from its answer.
                     next = Instant::now();
                 }
@@ -512,30 +498,26 @@ impl Bot {
     async fn download(&self, file: &ImageFile) -> Result<bytes::Bytes, TelegramError> {
         let api = self.outbox.api();
         let info = api.get_file(&file.file_id).await?;
-        if let Some(size) = info.file_size {
+        if let Some(size) = input::announced_size(&info.meta) {
             if size > self.rules.max_file_bytes {
                 return Err(TelegramError::FileTooLarge { size, limit: self.rules.max_file_bytes });
             }
         }
-        let path = info.file_path.ok_or(TelegramError::NoFilePath)?;
-        api.download(&path, self.rules.max_file_bytes).await
+        if info.path.is_empty() {
+            return Err(TelegramError::NoFilePath);
+        }
+        api.download(&info.path, self.rules.max_file_bytes).await
     }
 
     async fn say(&self, msg: &Message, html: String, t: &mut Timings) {
-        let out =
-            OutgoingMessage { chat_id: msg.chat.id, reply_to: Some(msg.message_id), body: OutgoingBody::Text { html } };
+        let out = OutgoingMessage { chat_id: msg.chat.id.0, reply_to: Some(msg.id), body: OutgoingBody::Text { html } };
         if let Err(e) = self.send(msg, out, t).await {
             tracing::warn!(error = %e, "answer not delivered");
         }
     }
 
-    async fn send(
-        &self,
-        msg: &Message,
-        out: OutgoingMessage,
-        t: &mut Timings,
-    ) -> Result<crate::telegram::types::SentMessage, TelegramError> {
-        self.outbox.send(&out, msg.chat.is_group(), &mut t.send).await
+    async fn send(&self, msg: &Message, out: OutgoingMessage, t: &mut Timings) -> Result<Sent, TelegramError> {
+        self.outbox.send(&out, input::is_group(msg), &mut t.send).await
     }
 
     fn limit_mb(&self) -> u64 {
@@ -545,19 +527,39 @@ impl Bot {
 
 fn photo(msg: &Message, photo: PhotoSource, caption: &str) -> OutgoingMessage {
     OutgoingMessage {
-        chat_id: msg.chat.id,
-        reply_to: Some(msg.message_id),
+        chat_id: msg.chat.id.0,
+        reply_to: Some(msg.id),
         body: OutgoingBody::Photo { photo, caption_html: caption.to_owned() },
     }
 }
 
 /// Who sent the message (the chat, for messages without a sender, e.g. channel posts).
 fn sender(msg: &Message) -> i64 {
-    msg.from.as_ref().map_or(msg.chat.id, |u| u.id)
+    msg.from.as_ref().and_then(|u| i64::try_from(u.id.0).ok()).unwrap_or(msg.chat.id.0)
 }
 
-fn face_left(f: &FaceMatch) -> i32 {
-    f.face.as_ref().and_then(|d| d.r#box.as_ref()).map_or(0, |b| b.left)
+/// Handles `update` in a task of `tasks`, holding `permit` (a processing slot), and then
+/// calls `done` with its id, also when the handler panicked: one poisonous update must not
+/// hold an offset or a webhook slot forever. Shared by polling and webhook mode.
+pub fn spawn_tracked(
+    bot: &Arc<Bot>,
+    tasks: &TaskTracker,
+    update: Update,
+    permit: OwnedSemaphorePermit,
+    done: impl FnOnce(i64) + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    let bot = bot.clone();
+    tasks.spawn(async move {
+        let id = telegram::update_id(&update);
+        METRICS.in_flight_add(1);
+        // A separate task isolates a panic.
+        if let Err(e) = tokio::spawn(async move { bot.handle(update).await }).await {
+            tracing::error!(update_id = id, error = %e, "update handler failed");
+        }
+        done(id);
+        METRICS.in_flight_add(-1);
+        drop(permit);
+    })
 }
 
 fn ms(d: Duration) -> u64 {

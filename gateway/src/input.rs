@@ -1,7 +1,9 @@
 //! What a message asks for: a command, an image to match (and which file to fetch), or
 //! something the bot cannot use. Pure functions, no I/O.
 
-use crate::telegram::types::{Message, PhotoSize};
+use teloxide_core::types::{FileMeta, PhotoSize};
+
+use crate::telegram::Message;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
@@ -51,38 +53,43 @@ pub struct InputRules {
     pub bot_username: Option<String>,
 }
 
+/// Groups (and supergroups, channels) have their own, stricter flood limit (20 messages
+/// per minute); only a private chat is not one.
+pub fn is_group(msg: &Message) -> bool {
+    !msg.chat.is_private()
+}
+
+/// The announced size: teloxide-core reads a missing `file_size` as `u32::MAX`, which
+/// means "not announced" here, not "4 GB".
+pub fn announced_size(file: &FileMeta) -> Option<u64> {
+    (file.size != u32::MAX).then_some(u64::from(file.size))
+}
+
+fn image_file(file: &FileMeta, from_document: bool) -> ImageFile {
+    ImageFile {
+        file_id: file.id.0.clone(),
+        file_unique_id: file.unique_id.0.clone(),
+        file_size: announced_size(file),
+        from_document,
+    }
+}
+
 pub fn classify(msg: &Message, rules: &InputRules) -> Input {
-    let private = !msg.chat.is_group();
-    if let Some(sizes) = msg.photo.as_deref() {
+    let private = !is_group(msg);
+    if let Some(sizes) = msg.photo() {
         return match choose_photo_size(sizes, rules.min_side) {
-            Some(p) => check_size(
-                ImageFile {
-                    file_id: p.file_id.clone(),
-                    file_unique_id: p.file_unique_id.clone(),
-                    file_size: p.file_size,
-                    from_document: false,
-                },
-                rules,
-            ),
+            Some(p) => check_size(image_file(&p.file, false), rules),
             None => Input::Ignore,
         };
     }
-    if let Some(doc) = &msg.document {
-        let mime = doc.mime_type.as_deref().map(str::to_ascii_lowercase);
+    if let Some(doc) = msg.document() {
+        let mime = doc.mime_type.as_ref().map(|m| m.essence_str().to_ascii_lowercase());
         if !mime.as_deref().is_some_and(|m| ACCEPTED_MIME.contains(&m)) {
             return Input::NotAnImage { mime };
         }
-        return check_size(
-            ImageFile {
-                file_id: doc.file_id.clone(),
-                file_unique_id: doc.file_unique_id.clone(),
-                file_size: doc.file_size,
-                from_document: true,
-            },
-            rules,
-        );
+        return check_size(image_file(&doc.file, true), rules);
     }
-    if let Some(text) = msg.text.as_deref() {
+    if let Some(text) = msg.text() {
         if let Some(cmd) = text.strip_prefix('/') {
             let word = cmd.split_whitespace().next().unwrap_or_default();
             let (name, target) = match word.split_once('@') {
@@ -132,28 +139,38 @@ pub fn choose_photo_size(sizes: &[PhotoSize], min_side: u32) -> Option<&PhotoSiz
     sizes
         .iter()
         .filter(|p| long(p) >= min_side)
-        .min_by_key(|p| (long(p), p.file_size.unwrap_or(0)))
+        .min_by_key(|p| (long(p), announced_size(&p.file).unwrap_or(0)))
         .or_else(|| sizes.iter().max_by_key(|p| long(p)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::telegram::types::{Chat, Document};
+    use serde_json::json;
 
     fn size(id: &str, w: u32, h: u32, bytes: Option<u64>) -> PhotoSize {
-        PhotoSize { file_id: id.into(), file_unique_id: format!("u{id}"), width: w, height: h, file_size: bytes }
+        let mut v = json!({"file_id": id, "file_unique_id": format!("u{id}"), "width": w, "height": h});
+        if let Some(b) = bytes {
+            v["file_size"] = json!(b);
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    /// A message as the Bot API sends it (teloxide-core's types parse it), with `extra`
+    /// fields (photo, document, text).
+    fn msg_with(kind: &str, extra: serde_json::Value) -> Message {
+        let chat = if kind == "private" {
+            json!({"id": 1, "type": "private", "first_name": "A"})
+        } else {
+            json!({"id": -1, "type": kind, "title": "G"})
+        };
+        let mut m = json!({"message_id": 1, "date": 1, "chat": chat});
+        m.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(m).unwrap()
     }
 
     fn msg(kind: &str) -> Message {
-        Message {
-            message_id: 1,
-            chat: Chat { id: 1, kind: kind.into() },
-            from: None,
-            text: None,
-            photo: None,
-            document: None,
-        }
+        msg_with(kind, json!({"text": ""}))
     }
 
     fn rules() -> InputRules {
@@ -164,51 +181,64 @@ mod tests {
     fn picks_smallest_size_that_is_big_enough() {
         let sizes =
             [size("s", 90, 67, None), size("m", 320, 240, None), size("x", 800, 600, None), size("y", 1280, 960, None)];
-        assert_eq!(choose_photo_size(&sizes, 640).unwrap().file_id, "x");
-        assert_eq!(choose_photo_size(&sizes, 1000).unwrap().file_id, "y");
-        assert_eq!(choose_photo_size(&sizes, 5000).unwrap().file_id, "y");
-        assert_eq!(choose_photo_size(&sizes, 0).unwrap().file_id, "s");
+        assert_eq!(choose_photo_size(&sizes, 640).unwrap().file.id.0, "x");
+        assert_eq!(choose_photo_size(&sizes, 1000).unwrap().file.id.0, "y");
+        assert_eq!(choose_photo_size(&sizes, 5000).unwrap().file.id.0, "y");
+        assert_eq!(choose_photo_size(&sizes, 0).unwrap().file.id.0, "s");
         // Portrait photos: the longer side counts.
         let tall = [size("a", 240, 320, None), size("b", 600, 800, None)];
-        assert_eq!(choose_photo_size(&tall, 640).unwrap().file_id, "b");
+        assert_eq!(choose_photo_size(&tall, 640).unwrap().file.id.0, "b");
         assert!(choose_photo_size(&[], 640).is_none());
     }
 
     #[test]
     fn oversized_files_are_refused_before_download() {
-        let mut m = msg("private");
-        m.photo = Some(vec![size("x", 800, 600, Some(30 * 1024 * 1024))]);
+        let m = msg_with(
+            "private",
+            json!({"photo": [{"file_id": "x", "file_unique_id": "ux", "width": 800, "height": 600,
+                              "file_size": 30 * 1024 * 1024}]}),
+        );
         assert_eq!(classify(&m, &rules()), Input::TooLarge { size: 30 * 1024 * 1024 });
     }
 
     #[test]
+    fn a_photo_without_file_size_is_not_taken_for_a_huge_one() {
+        // teloxide-core fills a missing file_size with u32::MAX (4 GiB).
+        let m = msg_with(
+            "private",
+            json!({"photo": [{"file_id": "x", "file_unique_id": "ux", "width": 800, "height": 600}]}),
+        );
+        assert!(matches!(classify(&m, &rules()), Input::Image(ImageFile { file_size: None, .. })));
+    }
+
+    #[test]
     fn documents_by_mime_type() {
-        let doc = |mime: Option<&str>| Document {
-            file_id: "d".into(),
-            file_unique_id: "ud".into(),
-            file_name: None,
-            mime_type: mime.map(str::to_owned),
-            file_size: Some(1000),
+        let doc = |mime: Option<&str>| {
+            let mut d = json!({"file_id": "d", "file_unique_id": "ud", "file_size": 1000});
+            if let Some(m) = mime {
+                d["mime_type"] = json!(m);
+            }
+            msg_with("private", json!({ "document": d }))
         };
-        let mut m = msg("private");
         for ok in ["image/jpeg", "image/png", "image/webp", "IMAGE/JPEG"] {
-            m.document = Some(doc(Some(ok)));
-            assert!(matches!(classify(&m, &rules()), Input::Image(f) if f.from_document));
+            assert!(matches!(classify(&doc(Some(ok)), &rules()), Input::Image(f) if f.from_document), "{ok}");
         }
         for bad in [Some("application/pdf"), Some("image/gif"), None] {
-            m.document = Some(doc(bad));
-            assert!(matches!(classify(&m, &rules()), Input::NotAnImage { .. }));
+            assert!(matches!(classify(&doc(bad), &rules()), Input::NotAnImage { .. }), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn group_kinds() {
+        assert!(!is_group(&msg("private")));
+        for kind in ["group", "supergroup"] {
+            assert!(is_group(&msg(kind)), "{kind}");
         }
     }
 
     #[test]
     fn commands() {
-        let mut m = msg("private");
-        let mut cmd = |t: &str, kind: &str| {
-            m.chat.kind = kind.into();
-            m.text = Some(t.into());
-            classify(&m, &rules())
-        };
+        let cmd = |t: &str, kind: &str| classify(&msg_with(kind, json!({ "text": t })), &rules());
         assert_eq!(cmd("/start", "private"), Input::Command(Command::Start));
         assert_eq!(cmd("/help@LookBot", "group"), Input::Command(Command::Help));
         assert_eq!(cmd("/help@OtherBot", "group"), Input::Ignore);

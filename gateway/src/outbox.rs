@@ -1,6 +1,13 @@
 //! Everything the gateway sends goes through here: flood control first, then the Bot API,
 //! then the right reaction to failure: a 429 waits exactly `retry_after` (never less, and
-//! the message is not dropped), 5xx and network errors back off and retry a few times.
+//! the message is not dropped), 5xx and network errors back off and retry a few times; a
+//! send that got no answer within its deadline is not repeated (it may have arrived).
+//!
+//! teloxide-core itself sleeps 10 s after any 5xx answer before returning the error, while
+//! this chat's permit is held (the message's fate is unknown until then, and a chat's
+//! messages keep their order). That pause counts towards the backoff here (the backoff
+//! runs from the failed attempt's start), so the two do not add up; other chats and the
+//! global budget are not held by it (`tests/hazards.rs` measures both).
 
 use std::time::Duration;
 
@@ -8,8 +15,7 @@ use tokio::time::Instant;
 
 use crate::flood::FloodControl;
 use crate::metrics::METRICS;
-use crate::telegram::types::SentMessage;
-use crate::telegram::{BotApi, OutgoingMessage, TelegramError};
+use crate::telegram::{BotApi, ChatAction, OutgoingMessage, Sent, TelegramError};
 
 /// Most 429s in a row for one message; Telegram never asks forever, a broken proxy might.
 const MAX_FLOOD_RETRIES: u32 = 20;
@@ -48,7 +54,7 @@ impl Outbox {
         msg: &OutgoingMessage,
         group: bool,
         timings: &mut SendTimings,
-    ) -> Result<SentMessage, TelegramError> {
+    ) -> Result<Sent, TelegramError> {
         // Waiting behind earlier messages to the same chat is flood-control time too.
         let queued = Instant::now();
         let mut permit = self.flood.chat(msg.chat_id, group).await;
@@ -81,8 +87,16 @@ impl Outbox {
                 permit.block_for(retry_after);
                 continue;
             }
+            if err.may_have_arrived() {
+                // A second copy is worse than a missing one: the user can send the photo
+                // again, but cannot take back a repeated answer.
+                tracing::warn!(chat_id = msg.chat_id, method = msg.method(), error = %err, "no answer in time; not sent again (it may have arrived)");
+                return Err(err);
+            }
             if err.is_transient() && transient < self.transient_retries {
-                let backoff = self.backoff_base * 2u32.saturating_pow(transient);
+                // From the attempt's start: a pause already taken inside the client (its
+                // 10 s after a 5xx) is not waited again.
+                let backoff = (self.backoff_base * 2u32.saturating_pow(transient)).saturating_sub(started.elapsed());
                 transient += 1;
                 tracing::warn!(
                     chat_id = msg.chat_id,
@@ -102,7 +116,7 @@ impl Outbox {
     /// slot right now, and failures are ignored.
     /// Sends a chat action if a global slot is free right now; `false` if it was skipped
     /// for want of one (the caller may try again shortly).
-    pub async fn chat_action(&self, chat_id: i64, action: &str) -> bool {
+    pub async fn chat_action(&self, chat_id: i64, action: ChatAction) -> bool {
         if !self.flood.try_global() {
             tracing::debug!(chat_id, "no free slot for a chat action; skipped");
             return false;

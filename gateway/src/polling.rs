@@ -7,15 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::handler::Bot;
+use crate::handler::{self, Bot};
 use crate::health::Health;
 use crate::metrics::METRICS;
 use crate::state::{self, StateStore};
-use crate::telegram::types::Update;
-use crate::telegram::BotApi;
+use crate::telegram::{update_id, Batch, BotApi, TelegramError, Update, UpdateKind};
 use crate::tracker::{Persisted, Tracker};
 
 #[derive(Debug, Clone)]
@@ -46,20 +46,8 @@ impl Dispatcher {
             () = shutdown.cancelled() => return None,
             p = self.slots.clone().acquire_owned() => p.ok()?,
         };
-        let bot = self.bot.clone();
         let tracker = self.tracker.clone();
-        self.tasks.spawn(async move {
-            let id = update.update_id;
-            METRICS.in_flight_add(1);
-            // A separate task isolates a panic: the update is still marked done, so one
-            // poisonous update cannot hold the offset back forever.
-            if let Err(e) = tokio::spawn(async move { bot.handle(update).await }).await {
-                tracing::error!(update_id = id, error = %e, "update handler failed");
-            }
-            tracker.complete(id);
-            METRICS.in_flight_add(-1);
-            drop(permit);
-        });
+        handler::spawn_tracked(&self.bot, &self.tasks, update, permit, move |id| tracker.complete(id));
         Some(())
     }
 }
@@ -79,6 +67,75 @@ fn load_state(store: &StateStore) -> Persisted {
     }
 }
 
+/// Follows completions and writes the state file until `stop` (after every task finished).
+fn spawn_state_writer(
+    store: Option<Arc<StateStore>>,
+    tracker: Arc<Tracker>,
+    stop: CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let store = store?;
+    Some(tokio::spawn(async move {
+        let mut changes = tracker.subscribe();
+        loop {
+            tokio::select! {
+                r = changes.changed() => if r.is_err() { break },
+                () = stop.cancelled() => break,
+            }
+            if let Err(e) = store.flush(&tracker).await {
+                tracing::error!(error = %e, "cannot write the state file");
+            }
+        }
+    }))
+}
+
+/// The pause after a failed getUpdates: doubling from 1 s to 30 s, counted from the failed
+/// call's start, so the client's own pause after a 5xx (10 s in teloxide-core) is not
+/// waited again; it only grows when it had to be waited. A 429's `retry_after` wins.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn after(&mut self, e: &TelegramError, asked: Instant) -> Duration {
+        let wait = e.retry_after().unwrap_or_else(|| self.0.saturating_sub(asked.elapsed()));
+        if e.is_conflict() {
+            // Another getUpdates consumer (a second replica, a stale pod still terminating)
+            // or a webhook holds this bot: updates are being split between processes or not
+            // reaching us at all.
+            METRICS.poll_conflict();
+            tracing::error!(
+                error = %e,
+                wait_ms = wait.as_millis() as u64,
+                "getUpdates conflict: another poller or a webhook is using this bot token"
+            );
+        } else {
+            tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "getUpdates failed");
+        }
+        if !wait.is_zero() {
+            self.0 = (self.0 * 2).min(MAX_BACKOFF);
+        }
+        wait
+    }
+}
+
+/// The updates of a batch to handle now. Those that cannot be handled (logged by the
+/// client) are done at once: the offset moves past them and Telegram does not send them
+/// again. Re-deliveries of known updates are left out.
+fn admit(tracker: &Tracker, batch: Batch) -> Vec<Update> {
+    for id in batch.unreadable {
+        tracker.skip(id);
+    }
+    batch
+        .updates
+        .into_iter()
+        .filter(|u| match u.kind {
+            UpdateKind::Error(_) => {
+                tracker.skip(update_id(u));
+                false
+            }
+            _ => tracker.admit(u),
+        })
+        .collect()
+}
+
 pub async fn run(
     api: BotApi,
     bot: Arc<Bot>,
@@ -96,25 +153,8 @@ pub async fn run(
         slots: Arc::new(Semaphore::new(cfg.max_in_flight)),
         tasks: TaskTracker::new(),
     };
-
-    // The state writer follows completions until every task has finished.
     let writer_stop = CancellationToken::new();
-    let writer = store.clone().map(|store| {
-        let tracker = tracker.clone();
-        let stop = writer_stop.clone();
-        tokio::spawn(async move {
-            let mut changes = tracker.subscribe();
-            loop {
-                tokio::select! {
-                    r = changes.changed() => if r.is_err() { break },
-                    () = stop.cancelled() => break,
-                }
-                if let Err(e) = store.flush(&tracker).await {
-                    tracing::error!(error = %e, "cannot write the state file");
-                }
-            }
-        })
-    });
+    let writer = spawn_state_writer(store.clone(), tracker.clone(), writer_stop.clone());
 
     if !restored.is_empty() {
         tracing::info!(count = restored.len(), "handling updates queued before the restart");
@@ -129,47 +169,34 @@ pub async fn run(
     retry_until_ok("deleteWebhook", &shutdown, || api.delete_webhook()).await;
     tracing::info!(offset = ?tracker.next_offset(store.is_some()), "polling for updates");
 
-    let mut backoff = Duration::from_secs(1);
+    let mut backoff = Backoff(Duration::from_secs(1));
     // False after a failed state write: then the offset must not pass unfinished updates.
     let mut durable = store.is_some();
     'poll: while !shutdown.is_cancelled() {
         health.loop_beat();
         let offset = tracker.next_offset(durable);
+        let asked = Instant::now();
         let result = tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
             r = api.get_updates(offset, cfg.poll_timeout, 100) => r,
         };
-        let updates = match result {
-            Ok(u) => {
-                backoff = Duration::from_secs(1);
+        let batch = match result {
+            Ok(b) => {
+                backoff = Backoff(Duration::from_secs(1));
                 health.polled();
-                u
+                b
             }
             Err(e) => {
-                let wait = e.retry_after().unwrap_or(backoff);
-                if e.code() == Some(409) {
-                    // Another getUpdates consumer (a second replica, a stale pod still
-                    // terminating) or a webhook holds this bot: updates are being split
-                    // between processes or not reaching us at all.
-                    METRICS.poll_conflict();
-                    tracing::error!(
-                        error = %e,
-                        wait_ms = wait.as_millis() as u64,
-                        "getUpdates conflict: another poller or a webhook is using this bot token"
-                    );
-                } else {
-                    tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "getUpdates failed");
-                }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                let wait = backoff.after(&e, asked);
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     () = tokio::time::sleep(wait) => continue,
                 }
             }
         };
-        let received = updates.len();
-        let fresh: Vec<Update> = updates.into_iter().filter(|u| tracker.admit(u)).collect();
+        let received = batch.updates.len() + batch.unreadable.len();
+        let fresh = admit(&tracker, batch);
         if fresh.is_empty() {
             if received > 0 {
                 tokio::select! {
@@ -182,13 +209,13 @@ pub async fn run(
         tracing::debug!(received, fresh = fresh.len(), "updates received");
         if let Some(store) = &store {
             // Written before the next getUpdates confirms them to Telegram.
-            match store.flush(&tracker).await {
-                Ok(()) => durable = true,
+            durable = match store.flush(&tracker).await {
+                Ok(()) => true,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot write the state file; keeping updates unconfirmed");
-                    durable = false;
+                    false
                 }
-            }
+            };
         }
         for update in fresh {
             if d.dispatch(update, &shutdown).await.is_none() {
@@ -205,32 +232,33 @@ pub async fn run(
     if let Some(w) = writer {
         let _ = w.await;
     }
-    if let Some(store) = &store {
-        if let Err(e) = store.flush(&tracker).await {
+    finish(&api, store.as_deref(), &tracker, durable).await;
+    Ok(())
+}
+
+/// After the last update finished: the final state written, and what is done confirmed to
+/// Telegram (the only record without a state file). The update the confirming call
+/// returns, if any, is left for the next run.
+async fn finish(api: &BotApi, store: Option<&StateStore>, tracker: &Tracker, durable: bool) {
+    if let Some(store) = store {
+        if let Err(e) = store.flush(tracker).await {
             tracing::error!(error = %e, "cannot write the final state");
         }
     }
-    // Confirm what is done to Telegram too (the only record without a state file). The
-    // update this returns, if any, is left for the next run.
     if let Some(offset) = tracker.next_offset(durable) {
         let confirm = api.get_updates(Some(offset), Duration::ZERO, 1);
         if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(5), confirm).await {
             tracing::warn!(error = %e, "final offset confirmation failed");
         }
     }
-    tracing::info!(
-        pending = tracker.pending(),
-        offset = ?tracker.next_offset(durable),
-        "polling stopped"
-    );
-    Ok(())
+    tracing::info!(pending = tracker.pending(), offset = ?tracker.next_offset(durable), "polling stopped");
 }
 
 /// Retries a start-up call with backoff until it works or shutdown is requested.
 pub async fn retry_until_ok<T, F, Fut>(what: &str, shutdown: &CancellationToken, mut f: F) -> Option<T>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, crate::telegram::TelegramError>>,
+    Fut: std::future::Future<Output = Result<T, TelegramError>>,
 {
     let mut backoff = Duration::from_secs(1);
     loop {

@@ -89,18 +89,30 @@ impl StateStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::telegram::types::Update;
+    use crate::telegram::update_id;
+    use crate::tracker::tests::u;
 
     #[test]
     fn round_trip_and_missing_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json");
         assert!(load(&path).unwrap().last_update_id.is_none());
-        let p = Persisted { last_update_id: Some(41), queued: vec![Update { update_id: 40, message: None }] };
+        // A photo message as Telegram sends it: through teloxide-core's types and back.
+        let photo: crate::telegram::Update = serde_json::from_str(
+            r#"{"update_id":40,"message":{"message_id":5,"date":1700000000,
+            "chat":{"id":42,"type":"private","first_name":"A"},
+            "from":{"id":42,"is_bot":false,"first_name":"A","language_code":"ru"},
+            "photo":[{"file_id":"s","file_unique_id":"us","width":90,"height":60,"file_size":900},
+                     {"file_id":"m","file_unique_id":"um","width":800,"height":600}]}}"#,
+        )
+        .unwrap();
+        assert!(crate::telegram::message(&photo).and_then(|m| m.photo()).is_some_and(|p| p.len() == 2));
+        let p = Persisted { last_update_id: Some(41), queued: vec![photo.clone()] };
         save(&path, &p).unwrap();
         let back = load(&path).unwrap();
         assert_eq!(back.last_update_id, Some(41));
-        assert_eq!(back.queued[0].update_id, 40);
+        assert_eq!(back.queued[0], photo, "a queued update survives the file unchanged");
+        assert!(crate::telegram::message(&back.queued[0]).is_some(), "still a message after the file");
         std::fs::write(&path, b"{broken").unwrap();
         assert!(load(&path).is_err());
     }
@@ -111,14 +123,14 @@ mod tests {
         let store = StateStore::new(dir.path().join("s.json"));
         let t = Tracker::default();
         for id in 1..=3 {
-            t.admit(&Update { update_id: id, message: None });
+            t.admit(&u(id));
         }
         store.flush(&t).await.unwrap();
         t.complete(2);
         store.flush(&t).await.unwrap();
         let p = load(store.path()).unwrap();
         assert_eq!(p.last_update_id, Some(3));
-        let q: Vec<i64> = p.queued.iter().map(|u| u.update_id).collect();
+        let q: Vec<i64> = p.queued.iter().map(update_id).collect();
         assert_eq!(q, [1, 3]);
     }
 }

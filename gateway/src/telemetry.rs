@@ -12,12 +12,7 @@ pub fn span_trace_context(span: &tracing::Span) -> Option<TraceContext> {
     let cx = span.context();
     let otel_span = cx.span();
     let sc = otel_span.span_context();
-    sc.is_valid().then(|| {
-        TraceContext::from_ids(
-            u128::from_be_bytes(sc.trace_id().to_bytes()),
-            u64::from_be_bytes(sc.span_id().to_bytes()),
-        )
-    })
+    sc.is_valid().then(|| TraceContext::from_span_context(sc.clone()))
 }
 
 #[cfg(test)]
@@ -29,6 +24,7 @@ mod tests {
 
     #[test]
     fn exported_spans_give_the_trace_context() {
+        opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
         // Without an OpenTelemetry layer there is nothing to take ids from.
         assert!(span_trace_context(&tracing::info_span!("x")).is_none());
 

@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::telegram::types::Update;
+use crate::telegram::{update_id, Update};
 
 /// The content of the state file.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -57,7 +57,7 @@ impl Default for Tracker {
 impl Tracker {
     /// Resumes from a state file; returns the queued updates to handle first.
     pub fn restore(p: Persisted) -> (Self, Vec<Update>) {
-        let pending: BTreeMap<i64, Update> = p.queued.into_iter().map(|u| (u.update_id, u)).collect();
+        let pending: BTreeMap<i64, Update> = p.queued.into_iter().map(|u| (update_id(&u), u)).collect();
         let restored: Vec<Update> = pending.values().cloned().collect();
         let committed = match pending.keys().next() {
             Some(lowest) => Some(lowest - 1),
@@ -75,7 +75,20 @@ impl Tracker {
     /// Registers a received update; false if it is done or already known (a
     /// re-delivery), in which case it must be skipped.
     pub fn admit(&self, update: &Update) -> bool {
-        let id = update.update_id;
+        self.receive(update_id(update), Some(update))
+    }
+
+    /// An update received but not to be handled (one the Bot API types reject): recorded
+    /// as done at once, so the offset moves past it. False if it was known already.
+    pub fn skip(&self, id: i64) -> bool {
+        let fresh = self.receive(id, None);
+        if fresh {
+            self.complete(id);
+        }
+        fresh
+    }
+
+    fn receive(&self, id: i64, update: Option<&Update>) -> bool {
         let mut s = self.lock();
         let known = s.pending.contains_key(&id)
             || s.committed.is_some_and(|c| id <= c)
@@ -84,7 +97,9 @@ impl Tracker {
         if known {
             return false;
         }
-        s.pending.insert(id, update.clone());
+        if let Some(u) = update {
+            s.pending.insert(id, u.clone());
+        }
         s.max_seen = Some(s.max_seen.map_or(id, |m| m.max(id)));
         s.generation += 1;
         true
@@ -138,11 +153,27 @@ impl Tracker {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn u(id: i64) -> Update {
-        Update { update_id: id, message: None }
+    /// A text message update as the Bot API sends it.
+    pub(crate) fn u(id: i64) -> Update {
+        let json = serde_json::json!({"update_id": id, "message": {
+            "message_id": 1, "date": 1, "chat": {"id": 5, "type": "private", "first_name": "A"}, "text": "hi"}});
+        serde_json::from_str(&json.to_string()).unwrap()
+    }
+
+    #[test]
+    fn skipped_updates_move_the_offset_like_done_ones() {
+        let t = Tracker::default();
+        assert!(t.admit(&u(10)));
+        assert!(t.skip(11));
+        assert!(!t.skip(11), "a re-delivery of a skipped update is known");
+        assert_eq!(t.next_offset(false), Some(10), "10 is still running");
+        t.complete(10);
+        assert_eq!(t.next_offset(false), Some(12));
+        assert_eq!(t.pending(), 0);
+        assert!(t.persisted().1.queued.is_empty(), "skipped updates are not queued");
     }
 
     #[test]
@@ -174,7 +205,7 @@ mod tests {
         t.complete(3);
         let (_, p) = t.persisted();
         assert_eq!(p.last_update_id, Some(3));
-        assert_eq!(p.queued.iter().map(|u| u.update_id).collect::<Vec<_>>(), [2]);
+        assert_eq!(p.queued.iter().map(update_id).collect::<Vec<_>>(), [2]);
         // Through JSON, as in the file.
         let p: Persisted = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
         let (t, restored) = Tracker::restore(p);

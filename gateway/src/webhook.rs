@@ -20,13 +20,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::WebhookConfig;
-use crate::handler::Bot;
+use crate::handler::{self, Bot};
 use crate::health::Health;
-use crate::metrics::METRICS;
 use crate::polling::retry_until_ok;
 use crate::secret::WebhookSecret;
-use crate::telegram::types::Update;
-use crate::telegram::BotApi;
+use crate::telegram::{update_id, BotApi, Update, UpdateKind};
 
 const SECRET_HEADER: &str = "x-telegram-bot-api-secret-token";
 /// How long a request waits for a processing slot before Telegram is told to come back
@@ -106,7 +104,16 @@ async fn receive(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes
             return StatusCode::BAD_REQUEST;
         }
     };
-    let id = update.update_id;
+    let id = update_id(&update);
+    if let UpdateKind::Error(_) = update.kind {
+        // Acknowledged (Telegram would re-send it forever otherwise), and logged.
+        let fields: Vec<String> = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.as_object().map(|o| o.keys().cloned().collect()))
+            .unwrap_or_default();
+        tracing::warn!(update_id = id, ?fields, "update the Bot API types reject; acknowledged without handling");
+        return StatusCode::OK;
+    }
     if !s.recent().begin(id) {
         tracing::info!(update_id = id, "update already handled or in progress; acknowledged");
         return StatusCode::OK;
@@ -122,16 +129,7 @@ async fn receive(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes
     // Handled in a tracked task: it completes even if Telegram drops the connection,
     // and shutdown waits for it.
     let state = s.clone();
-    let handled = s.tasks.spawn(async move {
-        METRICS.in_flight_add(1);
-        let bot = state.bot.clone();
-        if let Err(e) = tokio::spawn(async move { bot.handle(update).await }).await {
-            tracing::error!(update_id = id, error = %e, "update handler failed");
-        }
-        state.recent().finish(id);
-        METRICS.in_flight_add(-1);
-        drop(permit);
-    });
+    let handled = handler::spawn_tracked(&s.bot, &s.tasks, update, permit, move |id| state.recent().finish(id));
     let _ = handled.await;
     StatusCode::OK
 }
@@ -162,9 +160,9 @@ pub async fn run(
         let secret = cfg.webhook.secret.clone();
         let health = health.clone();
         tokio::spawn(async move {
-            let done =
-                retry_until_ok("setWebhook", &shutdown, || api.set_webhook(&url, secret.expose(), cfg.max_connections))
-                    .await;
+            // 1-100, checked with the configuration.
+            let max = u8::try_from(cfg.max_connections).unwrap_or(100);
+            let done = retry_until_ok("setWebhook", &shutdown, || api.set_webhook(&url, secret.expose(), max)).await;
             if done.is_some() {
                 health.set_webhook_set(true);
                 tracing::info!(max_connections = cfg.max_connections, "webhook registered");

@@ -1,7 +1,11 @@
 //! A fake Telegram Bot API server on loopback: real HTTP, the real JSON shapes, paths
 //! `/bot<token>/<method>` and `/file/bot<token>/<path>`, parameters as JSON, form, query or
 //! multipart (like the real one). It keeps a log of every call with its arrival time, and
-//! can inject 429s (with `retry_after`), 5xx answers and slow answers.
+//! can inject 429s (with `retry_after`), 5xx answers, slow answers and an HTML error page
+//! that echoes the request path (as some proxies' pages do). Private and group chats.
+//!
+//! Like the real server, a request is carried out even when the client gives up waiting
+//! for its answer (a slow `sendMessage` still delivers the message).
 //!
 //! Methods: getMe, getUpdates (offset confirmation and long polling), getFile, file
 //! download, sendMessage, sendPhoto (upload or file_id), sendChatAction, setWebhook,
@@ -93,6 +97,9 @@ pub enum Fault {
     ServerError,
     /// Answer normally after this delay.
     Delay(Duration),
+    /// 404 with an HTML page quoting the request path (bot token included), like a
+    /// misconfigured proxy in front of the Bot API.
+    HtmlEchoingPath,
 }
 
 #[derive(Debug)]
@@ -180,6 +187,11 @@ pub struct Sender {
 impl Sender {
     pub fn private(id: i64) -> Self {
         Self { chat_id: id, group: false, user_id: id, lang: "en" }
+    }
+
+    /// `user_id` writing in the group `chat_id` (negative, like Telegram's group ids).
+    pub fn group(chat_id: i64, user_id: i64) -> Self {
+        Self { chat_id, group: true, user_id, lang: "en" }
     }
 
     pub fn lang(mut self, lang: &'static str) -> Self {
@@ -290,6 +302,32 @@ impl FakeTelegram {
         };
         self.shared.new_update.notify_waiters();
         update
+    }
+
+    /// Queues an update given as raw JSON (e.g. one the bot's types may reject); gives it the
+    /// next update_id unless it has one. Returns its update_id.
+    pub fn push_raw(&self, mut update: Value) -> i64 {
+        let id = {
+            let mut s = self.shared.lock();
+            let id = match update["update_id"].as_i64() {
+                Some(id) => id,
+                None => {
+                    let id = s.next_update_id;
+                    update["update_id"] = json!(id);
+                    id
+                }
+            };
+            s.next_update_id = s.next_update_id.max(id + 1);
+            s.updates.push(update);
+            id
+        };
+        self.shared.new_update.notify_waiters();
+        id
+    }
+
+    /// The offset the bot has confirmed (every update below it is forgotten).
+    pub fn confirmed(&self) -> i64 {
+        self.shared.lock().confirmed
     }
 
     /// An update (not queued), e.g. to POST to a webhook.
@@ -438,7 +476,25 @@ fn int(map: &Map<String, Value>, key: &str) -> Option<i64> {
 
 async fn method(State(s): State<Arc<Shared>>, Path((bot, method)): Path<(String, String)>, req: Request) -> Response {
     let at = s.started.elapsed();
+    let path = req.uri().path().to_owned();
     let (params, photo) = params(req).await;
+    // "All methods in the Bot API are case-insensitive" (teloxide-core sends "SendMessage"):
+    // logged under their documented names.
+    let method = canonical(&method);
+    // Carried out in its own task: a client that stops waiting does not cancel it.
+    let handled = tokio::spawn(async move { carry_out(&s, at, &bot, method, &path, params, photo).await });
+    handled.await.unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+async fn carry_out(
+    s: &Shared,
+    at: Duration,
+    bot: &str,
+    method: String,
+    path: &str,
+    params: Map<String, Value>,
+    photo: Option<PhotoArg>,
+) -> Response {
     let authorised = bot.strip_prefix("bot") == Some(s.token.as_str());
     let chat_id = int(&params, "chat_id");
 
@@ -448,6 +504,20 @@ async fn method(State(s): State<Arc<Shared>>, Path((bot, method)): Path<(String,
         let pos = inner.faults.iter().position(|f| f.method == method && (f.chat_id.is_none() || f.chat_id == chat_id));
         pos.and_then(|p| inner.faults.remove(p)).map(|f| f.fault)
     };
+    if authorised && matches!(fault, Some(Fault::HtmlEchoingPath)) {
+        let page =
+            format!("<html><body><h1>Not Found</h1><p>The requested URL {path} was not found.</p></body></html>");
+        s.lock().calls.push(Call {
+            at,
+            answered_at: s.started.elapsed(),
+            method,
+            params,
+            photo,
+            status: 404,
+            response: json!({ "html": true }),
+        });
+        return (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, "text/html")], page).into_response();
+    }
     let (status, body) = match (authorised, fault) {
         (false, _) => api_error(401, "Unauthorized", None),
         (true, Some(Fault::TooManyRequests { retry_after })) => {
@@ -456,9 +526,9 @@ async fn method(State(s): State<Arc<Shared>>, Path((bot, method)): Path<(String,
         (true, Some(Fault::ServerError)) => api_error(500, "Internal Server Error", None),
         (true, Some(Fault::Delay(d))) => {
             tokio::time::sleep(d).await;
-            answer(&s, &method, &params, photo.as_ref()).await
+            answer(s, &method, &params, photo.as_ref()).await
         }
-        (true, None) => answer(&s, &method, &params, photo.as_ref()).await,
+        (true, Some(Fault::HtmlEchoingPath) | None) => answer(s, &method, &params, photo.as_ref()).await,
     };
     let call = Call {
         at,
@@ -471,6 +541,37 @@ async fn method(State(s): State<Arc<Shared>>, Path((bot, method)): Path<(String,
     };
     s.lock().calls.push(call);
     (status, Json(body)).into_response()
+}
+
+/// The documented spelling of a method name given in any case.
+fn canonical(method: &str) -> String {
+    const METHODS: [&str; 10] = [
+        "getMe",
+        "getUpdates",
+        "getFile",
+        "sendMessage",
+        "sendPhoto",
+        "sendChatAction",
+        "setWebhook",
+        "deleteWebhook",
+        "getWebhookInfo",
+        "logOut",
+    ];
+    METHODS.iter().find(|m| m.eq_ignore_ascii_case(method)).map_or_else(|| method.to_owned(), |m| (*m).to_owned())
+}
+
+/// The bot itself, as the `from` of the messages it sends.
+fn bot_user() -> Value {
+    json!({"id": BOT_ID, "is_bot": true, "first_name": "Lookalike", "username": BOT_USERNAME})
+}
+
+/// A chat as the Bot API describes it: groups have negative ids and a title.
+fn chat_json(id: i64) -> Value {
+    if id < 0 {
+        json!({"id": id, "type": "group", "title": "Test group"})
+    } else {
+        json!({"id": id, "type": "private", "first_name": "User"})
+    }
 }
 
 async fn answer(s: &Shared, method: &str, p: &Map<String, Value>, photo: Option<&PhotoArg>) -> (StatusCode, Value) {
@@ -495,8 +596,8 @@ async fn answer(s: &Shared, method: &str, p: &Map<String, Value>, photo: Option<
                 return api_error(400, "Bad Request: message text is empty", None);
             }
             let id = next_message_id(s);
-            ok(json!({"message_id": id, "date": 1_700_000_000,
-                      "chat": {"id": chat, "type": "private"}, "text": text}))
+            ok(json!({"message_id": id, "from": bot_user(), "date": 1_700_000_000,
+                      "chat": chat_json(chat), "text": text}))
         }
         "sendPhoto" => send_photo(s, p, photo),
         "sendChatAction" => ok(json!(true)),
@@ -567,8 +668,8 @@ fn send_photo(s: &Shared, p: &Map<String, Value>, photo: Option<&PhotoArg>) -> (
     };
     let id = next_message_id(s);
     let caption = p.get("caption").cloned().unwrap_or(Value::Null);
-    ok(json!({"message_id": id, "date": 1_700_000_000,
-    "chat": {"id": chat, "type": "private"}, "caption": caption,
+    ok(json!({"message_id": id, "from": bot_user(), "date": 1_700_000_000,
+    "chat": chat_json(chat), "caption": caption,
     "photo": [
         {"file_id": format!("{file_id}-thumb"), "file_unique_id": "t", "width": 90, "height": 90},
         {"file_id": file_id, "file_unique_id": "f", "width": 150, "height": 150}

@@ -12,10 +12,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use lookalike_proto::v1 as pb;
 use lookalike_proto::v1::matcher_client::MatcherClient;
-use lookalike_proto::v1::{match_request, FaceSelection, GetIdentityRequest, Identity, MatchRequest, MatchResponse};
+use lookalike_proto::v1::{match_request, FaceSelection, GetIdentityRequest, MatchRequest};
 use tokio::time::Instant;
-use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tracing::Instrument as _;
@@ -25,6 +26,79 @@ use crate::metrics::METRICS;
 use crate::telemetry;
 use crate::trace_context::TraceContext;
 use endpoints::Backends;
+
+/// What the matcher found in a photo: every face, left to right, at most the `max_faces`
+/// asked for (the matcher's contract, so not re-checked here).
+#[derive(Debug, Clone, Default)]
+pub struct PhotoMatch {
+    /// The gallery that answered (identity ids hold within one gallery only).
+    pub gallery_version: String,
+    pub faces: Vec<FaceFound>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct FaceFound {
+    /// Best first.
+    pub candidates: Vec<Candidate>,
+    /// The face aligned like the gallery's thumbnails, JPEG; empty unless asked for.
+    pub chip_jpeg: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub identity_id: u32,
+    pub name: String,
+    /// URL-safe short name, for links.
+    pub alias: String,
+    pub similarity_percent: f32,
+}
+
+/// A gallery identity's picture and its attribution.
+#[derive(Debug, Clone, Default)]
+pub struct IdentityInfo {
+    pub gallery_version: String,
+    /// Aligned face thumbnail, JPEG (may be empty).
+    pub thumbnail_jpeg: Bytes,
+    pub credit: Option<crate::reply::PhotoCredit>,
+}
+
+impl From<pb::MatchResponse> for PhotoMatch {
+    fn from(r: pb::MatchResponse) -> Self {
+        let faces = r
+            .faces
+            .into_iter()
+            .map(|f| FaceFound {
+                candidates: f
+                    .candidates
+                    .into_iter()
+                    .map(|c| Candidate {
+                        identity_id: c.identity_id,
+                        name: c.name,
+                        alias: c.alias,
+                        similarity_percent: c.similarity_percent,
+                    })
+                    .collect(),
+                chip_jpeg: Bytes::from(f.chip_jpeg),
+            })
+            .collect();
+        Self { gallery_version: r.gallery_version, faces }
+    }
+}
+
+impl From<pb::Identity> for IdentityInfo {
+    fn from(i: pb::Identity) -> Self {
+        Self {
+            gallery_version: i.gallery_version,
+            thumbnail_jpeg: Bytes::from(i.thumbnail_jpeg),
+            credit: i.photo_credit.map(|c| crate::reply::PhotoCredit {
+                author: c.author,
+                license: c.license,
+                license_url: c.license_url,
+                source_url: c.source_url,
+            }),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum MatcherError {
@@ -147,29 +221,33 @@ impl Matcher {
     /// face's aligned chip too (for the reply card).
     pub async fn match_photo(
         &self,
-        image: bytes::Bytes,
+        image: Bytes,
         max_faces: u32,
         chips: bool,
         trace: &TraceContext,
-    ) -> Result<MatchResponse, MatcherError> {
+    ) -> Result<PhotoMatch, MatcherError> {
         let req = MatchRequest {
-            query: Some(match_request::Query::Image(image)),
+            query: Some(match_request::Query::Image(image.into())),
             top_k: 1,
             faces: FaceSelection::All as i32,
             max_faces,
             return_chips: chips,
             ..Default::default()
         };
-        self.call("Match", trace, req, Waits::OutageDeadline, |mut c, r| async move { c.r#match(r).await }).await
+        self.call("Match", trace, req, Waits::OutageDeadline, |mut c, r| async move { c.r#match(r).await })
+            .await
+            .map(PhotoMatch::from)
     }
 
     /// One identity's metadata and thumbnail. A metadata lookup after a successful match:
     /// retried briefly (`IDENTITY_DEADLINE`), without waiting out an outage or taking one of
     /// the waiting slots (the answer falls back to text instead).
-    pub async fn identity(&self, id: u32, trace: &TraceContext) -> Result<Identity, MatcherError> {
+    pub async fn identity(&self, id: u32, trace: &TraceContext) -> Result<IdentityInfo, MatcherError> {
         let req = GetIdentityRequest { identity_id: id, omit_thumbnail: false };
         let waits = Waits::Brief(IDENTITY_DEADLINE.min(self.policy.deadline));
-        self.call("GetIdentity", trace, req, waits, |mut c, r| async move { c.get_identity(r).await }).await
+        self.call("GetIdentity", trace, req, waits, |mut c, r| async move { c.get_identity(r).await })
+            .await
+            .map(IdentityInfo::from)
     }
 
     async fn call<Req, Resp, F, Fut>(
@@ -205,9 +283,7 @@ impl Matcher {
                 Some(backend) => {
                     let mut request = tonic::Request::new(req.clone());
                     request.set_timeout(self.policy.timeout);
-                    if let Ok(v) = MetadataValue::try_from(span.traceparent()) {
-                        request.metadata_mut().insert("traceparent", v);
-                    }
+                    span.inject(request.metadata_mut());
                     // grpc-timeout tells the server; this bounds the wait here even if the
                     // server or the connection hangs.
                     let result = tokio::time::timeout(

@@ -113,11 +113,12 @@ fn matcher_with(urls: &[String], deadline_ms: u64, max_waiting: usize) -> Matche
 
 #[tokio::test]
 async fn retries_overload_then_succeeds_with_trace_context() {
+    opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
     let fake = Fake::new("a", 2, Code::ResourceExhausted);
     let addr = serve(fake.clone()).await;
     let m = matcher(&[format!("http://{addr}")], 2_000);
     let trace = TraceContext::new_root();
-    let r = m.match_photo(bytes::Bytes::from_static(&[1, 2, 3]), 5, false, &trace).await.unwrap();
+    let r = m.match_photo(Bytes::from_static(&[1, 2, 3]), 5, false, &trace).await.unwrap();
     assert_eq!(r.gallery_version, "a");
     assert_eq!(fake.calls.load(Ordering::SeqCst), 3);
     let tps = fake.traceparents.lock().unwrap().clone();
@@ -135,7 +136,7 @@ async fn retries_by_time_then_gives_up_as_busy() {
     let addr = serve(fake.clone()).await;
     let m = matcher(&[format!("http://{addr}")], 600);
     let started = std::time::Instant::now();
-    let err = m.match_photo(bytes::Bytes::from_static(&[1]), 5, false, &TraceContext::new_root()).await.unwrap_err();
+    let err = m.match_photo(Bytes::from_static(&[1]), 5, false, &TraceContext::new_root()).await.unwrap_err();
     let waited = started.elapsed();
     assert!(matches!(err, MatcherError::Busy { .. }), "{err}");
     // Backoff 10, 20, 40, 40, ... ms (±50 %) over 600 ms: many attempts, not a fixed count,
@@ -151,7 +152,7 @@ async fn a_matcher_that_comes_back_within_the_deadline_answers() {
     let fake = Fake::new("a", 25, Code::Unavailable);
     let addr = serve(fake.clone()).await;
     let m = matcher(&[format!("http://{addr}")], 5_000);
-    let r = m.match_photo(bytes::Bytes::from_static(&[1]), 5, false, &TraceContext::new_root()).await.unwrap();
+    let r = m.match_photo(Bytes::from_static(&[1]), 5, false, &TraceContext::new_root()).await.unwrap();
     assert_eq!(r.gallery_version, "a");
     assert_eq!(fake.calls.load(Ordering::SeqCst), 26);
 }
@@ -164,15 +165,15 @@ async fn past_the_waiting_bound_calls_give_up_at_once() {
     let waiting: Vec<_> = (0..2)
         .map(|_| {
             let m = m.clone();
-            tokio::spawn(async move {
-                m.match_photo(bytes::Bytes::from_static(&[1]), 5, false, &TraceContext::new_root()).await
-            })
+            tokio::spawn(
+                async move { m.match_photo(Bytes::from_static(&[1]), 5, false, &TraceContext::new_root()).await },
+            )
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Two calls hold the slots: a third is refused after its one failed attempt.
     let started = std::time::Instant::now();
-    let err = m.match_photo(bytes::Bytes::from_static(&[1]), 5, false, &TraceContext::new_root()).await.unwrap_err();
+    let err = m.match_photo(Bytes::from_static(&[1]), 5, false, &TraceContext::new_root()).await.unwrap_err();
     assert!(matches!(err, MatcherError::Busy { .. }), "{err}");
     assert!(started.elapsed() < Duration::from_millis(300), "{:?}", started.elapsed());
     for w in waiting {
@@ -181,7 +182,7 @@ async fn past_the_waiting_bound_calls_give_up_at_once() {
     // The slots are free again: the next call waits (retries) instead of giving up at once.
     let before = fake.calls.load(Ordering::SeqCst);
     let started = std::time::Instant::now();
-    assert!(m.match_photo(bytes::Bytes::from_static(&[1]), 5, false, &TraceContext::new_root()).await.is_err());
+    assert!(m.match_photo(Bytes::from_static(&[1]), 5, false, &TraceContext::new_root()).await.is_err());
     assert!(started.elapsed() >= Duration::from_millis(1_000), "{:?}", started.elapsed());
     assert!(fake.calls.load(Ordering::SeqCst) - before > 5);
 }
@@ -191,7 +192,7 @@ async fn invalid_argument_is_not_retried() {
     let fake = Fake::new("a", 100, Code::InvalidArgument);
     let addr = serve(fake.clone()).await;
     let m = matcher(&[format!("http://{addr}")], 2_000);
-    let err = m.match_photo(bytes::Bytes::from_static(&[1]), 5, false, &TraceContext::new_root()).await.unwrap_err();
+    let err = m.match_photo(Bytes::from_static(&[1]), 5, false, &TraceContext::new_root()).await.unwrap_err();
     assert!(matches!(err, MatcherError::InvalidImage(_)), "{err}");
     assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
 }
@@ -204,7 +205,7 @@ async fn calls_are_spread_and_a_dead_replica_is_skipped() {
     // Nothing listens on port 9: every call there is UNAVAILABLE and retried elsewhere.
     let m = matcher(&[format!("http://{aa}"), format!("http://{ba}"), "http://127.0.0.1:9".to_owned()], 2_000);
     for _ in 0..30 {
-        m.match_photo(bytes::Bytes::from_static(&[1]), 5, false, &TraceContext::new_root()).await.unwrap();
+        m.match_photo(Bytes::from_static(&[1]), 5, false, &TraceContext::new_root()).await.unwrap();
     }
     let (na, nb) = (a.calls.load(Ordering::SeqCst), b.calls.load(Ordering::SeqCst));
     assert_eq!(na + nb, 30);
