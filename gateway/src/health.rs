@@ -78,7 +78,8 @@ impl Health {
         self.last_poll_ok.store(self.now(), Ordering::Relaxed);
     }
 
-    /// The poll loop is about to wait for updates (or for a free slot).
+    /// The poll loop is turning: about to ask for updates, or waiting on a bounded call or
+    /// pause (not on a free slot: a loop held there is stuck).
     pub fn loop_beat(&self) {
         self.last_loop.store(self.now(), Ordering::Relaxed);
     }

@@ -2,6 +2,7 @@
 //! `max_in_flight` at once: the loop stops fetching while all slots are busy), the offset
 //! moved only past updates that are done or written to the state file.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -116,6 +117,27 @@ impl Backoff {
     }
 }
 
+/// How often the loop says it is alive while it waits on something bounded.
+const BEAT_EVERY: Duration = Duration::from_secs(1);
+
+/// Awaits `work` (None if shutdown comes first), marking the loop alive meanwhile. Only for
+/// waits with their own bound: a getUpdates call (its deadline is the long poll plus 15 s,
+/// which covers teloxide-core's 10 s sleep after a 5xx) or a backoff pause. Waiting for a
+/// free slot is not one of them: a loop held there by hung updates is stuck, and `/livez`
+/// must say so.
+async fn alive_while<T>(health: &Health, shutdown: &CancellationToken, work: impl Future<Output = T>) -> Option<T> {
+    tokio::pin!(work);
+    let mut beat = tokio::time::interval(BEAT_EVERY);
+    loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return None,
+            r = &mut work => return Some(r),
+            _ = beat.tick() => health.loop_beat(),
+        }
+    }
+}
+
 /// The updates of a batch to handle now. Those that cannot be handled (logged by the
 /// client) are done at once: the offset moves past them and Telegram does not send them
 /// again. Re-deliveries of known updates are left out.
@@ -176,11 +198,8 @@ pub async fn run(
         health.loop_beat();
         let offset = tracker.next_offset(durable);
         let asked = Instant::now();
-        let result = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => break,
-            r = api.get_updates(offset, cfg.poll_timeout, 100) => r,
-        };
+        let call = api.get_updates(offset, cfg.poll_timeout, 100);
+        let Some(result) = alive_while(&health, &shutdown, call).await else { break };
         let batch = match result {
             Ok(b) => {
                 backoff = Backoff(Duration::from_secs(1));
@@ -189,9 +208,9 @@ pub async fn run(
             }
             Err(e) => {
                 let wait = backoff.after(&e, asked);
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(wait) => continue,
+                match alive_while(&health, &shutdown, tokio::time::sleep(wait)).await {
+                    Some(()) => continue,
+                    None => break,
                 }
             }
         };
@@ -274,5 +293,43 @@ where
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::health::{HealthConfig, Mode};
+
+    #[tokio::test(start_paused = true)]
+    async fn the_loop_is_live_while_it_waits_on_a_bounded_call_and_not_after() {
+        let cfg = HealthConfig {
+            mode: Mode::Polling,
+            max_poll_age: Duration::from_secs(4),
+            max_loop_age: Duration::from_secs(4),
+        };
+        let health = Arc::new(Health::new(cfg, || 1));
+        let shutdown = CancellationToken::new();
+        health.loop_beat();
+        // A getUpdates that takes 10 s (teloxide-core's sleep after a 5xx): live throughout.
+        let h = health.clone();
+        let watch = tokio::spawn(async move {
+            let mut always = true;
+            for _ in 0..20 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                always &= h.liveness().ok;
+            }
+            always
+        });
+        let slow = tokio::time::sleep(Duration::from_secs(10));
+        assert_eq!(alive_while(&health, &shutdown, slow).await, Some(()));
+        assert!(watch.await.unwrap(), "not live while waiting on a bounded call");
+        // Nothing beats afterwards: a loop held elsewhere (a slot) goes stale.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(!health.liveness().ok);
+        // Shutdown ends the wait.
+        shutdown.cancel();
+        assert_eq!(alive_while(&health, &shutdown, std::future::pending::<()>()).await, None);
     }
 }

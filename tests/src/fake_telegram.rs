@@ -435,16 +435,24 @@ async fn params(req: Request) -> (Map<String, Value>, Option<PhotoArg>) {
     let mut photo = None;
     if ctype.starts_with("multipart/form-data") {
         if let Ok(mut mp) = Multipart::from_request(req, &()).await {
+            // File parts by their part name. A file is either the part named after the
+            // parameter (`photo`) or, as teloxide-core sends it, a part with any name that the
+            // parameter points to as `attach://<name>` (the Bot API's "Sending files").
+            let mut files: HashMap<String, Vec<u8>> = HashMap::new();
             while let Ok(Some(field)) = mp.next_field().await {
                 let name = field.name().unwrap_or_default().to_owned();
                 let is_file = field.file_name().is_some();
                 let data = field.bytes().await.unwrap_or_default();
-                if is_file && name == "photo" {
-                    photo = Some(PhotoArg::Upload(data.to_vec()));
+                if is_file {
+                    files.insert(name, data.to_vec());
                 } else {
-                    map.insert(name, Value::String(String::from_utf8_lossy(&data).into_owned()));
+                    map.insert(name, form_value(&String::from_utf8_lossy(&data)));
                 }
             }
+            photo = match map.get("photo").and_then(Value::as_str).and_then(|v| v.strip_prefix("attach://")) {
+                Some(part) => files.remove(part).map(PhotoArg::Upload),
+                None => files.remove("photo").map(PhotoArg::Upload),
+            };
         }
     } else {
         let body = axum::body::to_bytes(req.into_body(), 64 * 1024 * 1024).await.unwrap_or_default();
@@ -454,7 +462,7 @@ async fn params(req: Request) -> (Map<String, Value>, Option<PhotoArg>) {
             }
         } else if let Ok(pairs) = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body) {
             for (k, v) in pairs {
-                map.insert(k, Value::String(v));
+                map.insert(k, form_value(&v));
             }
         }
     }
@@ -464,6 +472,16 @@ async fn params(req: Request) -> (Map<String, Value>, Option<PhotoArg>) {
         }
     }
     (map, photo)
+}
+
+/// A form field's value. Parameters of array or object type ("A JSON-serialized list of the
+/// update types", `allowed_updates`; `reply_markup`; ...) arrive in a form as JSON text, and
+/// the Bot API reads them as JSON; everything else stays the string it was sent as.
+fn form_value(text: &str) -> Value {
+    match serde_json::from_str::<Value>(text) {
+        Ok(v @ (Value::Array(_) | Value::Object(_))) => v,
+        _ => Value::String(text.to_owned()),
+    }
 }
 
 fn int(map: &Map<String, Value>, key: &str) -> Option<i64> {
@@ -576,8 +594,13 @@ fn chat_json(id: i64) -> Value {
 
 async fn answer(s: &Shared, method: &str, p: &Map<String, Value>, photo: Option<&PhotoArg>) -> (StatusCode, Value) {
     match method {
+        // getMe returns a User with the fields "returned only in getMe" (can_join_groups,
+        // can_read_all_group_messages, supports_inline_queries, can_connect_to_business,
+        // has_main_web_app): the real server sends every one of them.
         "getMe" => ok(json!({"id": BOT_ID, "is_bot": true, "first_name": "Lookalike",
-                             "username": BOT_USERNAME})),
+                             "username": BOT_USERNAME, "can_join_groups": true,
+                             "can_read_all_group_messages": false, "supports_inline_queries": false,
+                             "can_connect_to_business": false, "has_main_web_app": false})),
         "getUpdates" => get_updates(s, p).await,
         "getFile" => {
             let id = p.get("file_id").and_then(Value::as_str).unwrap_or_default();
