@@ -78,7 +78,7 @@ impl From<pb::MatchResponse> for PhotoMatch {
                         similarity_percent: c.similarity_percent,
                     })
                     .collect(),
-                chip_jpeg: Bytes::from(f.chip_jpeg),
+                chip_jpeg: f.chip_jpeg,
             })
             .collect();
         Self { gallery_version: r.gallery_version, faces }
@@ -89,7 +89,7 @@ impl From<pb::Identity> for IdentityInfo {
     fn from(i: pb::Identity) -> Self {
         Self {
             gallery_version: i.gallery_version,
-            thumbnail_jpeg: Bytes::from(i.thumbnail_jpeg),
+            thumbnail_jpeg: i.thumbnail_jpeg,
             credit: i.photo_credit.map(|c| crate::reply::PhotoCredit {
                 author: c.author,
                 license: c.license,
@@ -227,7 +227,7 @@ impl Matcher {
         trace: &TraceContext,
     ) -> Result<PhotoMatch, MatcherError> {
         let req = MatchRequest {
-            query: Some(match_request::Query::Image(image.into())),
+            query: Some(match_request::Query::Image(image)),
             top_k: 1,
             faces: FaceSelection::All as i32,
             max_faces,
