@@ -86,6 +86,22 @@ pub fn worst_inputs(max_megapixels: u32) -> Result<Vec<WorstInput>> {
     Ok(v)
 }
 
+/// Photos with and without a face at the common sizes (a 250-px thumbnail, a 1280-px
+/// Telegram photo), for comparing what a photo without a face costs against one with a face
+/// of the same size. Baseline JPEGs of the same quality; the sizes in pixels match.
+pub fn size_pairs() -> Result<Vec<WorstInput>> {
+    let input = |name: &str, bytes, min_faces| WorstInput { name: name.to_owned(), bytes, all_faces: false, min_faces };
+    let small = image::open(crate::fixtures::face("lfw-dev/Aaron_Peirsol/0001.jpg"))?.to_rgb8();
+    let selfie = image::open(crate::fixtures::face(SELFIE))?.to_rgb8();
+    let mp = |img: &RgbImage| f64::from(img.width()) * f64::from(img.height()) / 0.995e6;
+    Ok(vec![
+        input("face, 250 px", jpeg(&small, false)?, 1),
+        input("no face, 250 px", jpeg(&upscaled("scenes/rocket.jpg", mp(&small))?, false)?, 0),
+        input("face, 1280 px (re-encoded)", jpeg(&selfie, false)?, 1),
+        input("no face, 1280 px", jpeg(&upscaled("scenes/rocket.jpg", mp(&selfie))?, false)?, 0),
+    ])
+}
+
 /// A photo from `../shared/faces` re-encoded as a 4-component (CMYK) JPEG, as print
 /// workflows save them: libjpeg-turbo cannot scale these to RGB, so they take the full-size
 /// path.

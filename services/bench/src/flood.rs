@@ -9,7 +9,7 @@
 use crate::common::*;
 use crate::grpc::Server;
 use anyhow::{bail, Context, Result};
-use lookalike_e2e::worst::{worst_inputs, WorstInput};
+use lookalike_e2e::worst::{size_pairs, worst_inputs, WorstInput};
 use lookalike_proto::v1 as pb;
 use lookalike_proto::v1::matcher_client::MatcherClient;
 use serde_json::json;
@@ -20,7 +20,9 @@ use tonic::transport::Channel;
 
 #[derive(Debug, clap::Args)]
 pub struct FloodArgs {
-    /// `LABEL=PATH` of a `matcher` binary; repeat to compare builds in one run.
+    /// `LABEL=PATH [ARGS...]`: a `matcher` binary and any extra `serve` flags (split at
+    /// spaces), e.g. `nocnn=target/release/matcher --cnn-max-side 0`; repeat to compare
+    /// builds or settings in one run.
     #[arg(long, required = true)]
     pub matcher: Vec<String>,
     #[arg(long)]
@@ -40,6 +42,9 @@ pub struct FloodArgs {
     /// Only inputs up to this many megapixels (16 or 40).
     #[arg(long, default_value_t = 40)]
     pub max_megapixels: u32,
+    /// Also photos with and without a face at 250 and 1280 px (`worst::size_pairs`).
+    #[arg(long)]
+    pub sizes: bool,
     #[arg(long)]
     pub json: Option<PathBuf>,
 }
@@ -59,7 +64,22 @@ fn mb(pid: u32, field: &str) -> f64 {
     proc_status_kb(&pid.to_string(), field).unwrap_or(0) as f64 / 1024.0
 }
 
-fn start(bin: &Path, args: &FloodArgs, models: &Path, port: u16) -> Result<Server> {
+/// One `--matcher` spec: its label, binary and extra `serve` flags.
+struct Build<'a> {
+    label: &'a str,
+    bin: &'a Path,
+    extra: Vec<&'a str>,
+}
+
+fn parse_build(spec: &str) -> Result<Build<'_>> {
+    let (label, rest) = spec.split_once('=').context("--matcher wants LABEL=PATH [ARGS...]")?;
+    let mut words = rest.split_whitespace();
+    let bin = Path::new(words.next().context("--matcher wants a path after LABEL=")?);
+    Ok(Build { label, bin, extra: words.collect() })
+}
+
+fn start(build: &Build<'_>, args: &FloodArgs, models: &Path, port: u16) -> Result<Server> {
+    let bin = build.bin;
     let child = Command::new(bin)
         .env("LOOKALIKE_MODELS", models)
         .env("LOOKALIKE_MEMORY_BUDGET_MB", args.budget_mb.to_string())
@@ -69,6 +89,7 @@ fn start(bin: &Path, args: &FloodArgs, models: &Path, port: u16) -> Result<Serve
         .arg(&args.gallery)
         .args(["--workers", &args.workers.to_string(), "--max-image-pixels", &args.max_pixels.to_string()])
         .args(["--queue", &(args.callers * 2).to_string(), "--log-format", "text"])
+        .args(&build.extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -104,14 +125,14 @@ fn request(input: &WorstInput) -> pb::MatchRequest {
 }
 
 async fn one_kind(
-    bin: &Path,
+    build: &Build<'_>,
     args: &FloodArgs,
     models: &Path,
     input: &WorstInput,
     selfie: &WorstInput,
 ) -> Result<serde_json::Value> {
     let port = lookalike_e2e::ports::free_port();
-    let server = start(bin, args, models, port)?;
+    let server = start(build, args, models, port)?;
     let pid = server.child.id();
     let client = connect(port).await?;
     client.clone().r#match(request(selfie)).await.context("warm-up selfie")?;
@@ -154,16 +175,20 @@ async fn one_kind(
 }
 
 pub fn flood(args: FloodArgs, models_dir: &Path) -> Result<()> {
-    let inputs = worst_inputs(args.max_megapixels)?;
+    let mut inputs = worst_inputs(args.max_megapixels)?;
+    if args.sizes {
+        inputs.extend(size_pairs()?);
+    }
     let selfie = inputs.iter().find(|i| i.name.contains("1280")).cloned().context("the selfie input")?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let mut builds = Vec::new();
     let mut table = String::from("| input | build | peak over resting MB | RSS 3 s after MB | CPU ms per photo | answers |\n|---|---|---|---|---|---|\n");
     for spec in &args.matcher {
-        let (label, path) = spec.split_once('=').context("--matcher wants LABEL=PATH")?;
+        let build = parse_build(spec)?;
+        let label = build.label;
         let mut rows = Vec::new();
         for input in &inputs {
-            let row = rt.block_on(one_kind(Path::new(path), &args, models_dir, input, &selfie))?;
+            let row = rt.block_on(one_kind(&build, &args, models_dir, input, &selfie))?;
             eprintln!("  flood: {label}: {row}");
             table += &format!(
                 "| {} | {label} | {:.0} | {:.0} | {:.0} | {} |\n",
@@ -175,7 +200,7 @@ pub fn flood(args: FloodArgs, models_dir: &Path) -> Result<()> {
             );
             rows.push(row);
         }
-        builds.push(json!({"label": label, "matcher": path, "rows": rows}));
+        builds.push(json!({"label": label, "matcher": build.bin, "args": build.extra, "rows": rows}));
     }
     println!("{table}");
     let v = json!({
