@@ -39,6 +39,9 @@ pub struct EmbedArgs {
     /// DetectConfig::cnn_max_side (0 = no CNN fallback).
     #[arg(long)]
     pub cnn_max_side: Option<u32>,
+    /// DetectConfig::retry_max_pixels.
+    #[arg(long)]
+    pub retry_max_pixels: Option<u64>,
     #[arg(long)]
     pub json: Option<PathBuf>,
 }
@@ -78,6 +81,9 @@ pub fn embed(args: EmbedArgs, models_dir: &Path) -> Result<()> {
     let mut detect = DetectConfig::default();
     if let Some(c) = args.cnn_max_side {
         detect.cnn_max_side = c;
+    }
+    if let Some(p) = args.retry_max_pixels {
+        detect.retry_max_pixels = p;
     }
     let todo: Vec<&Photo> = photos.iter().filter(|p| !args.first_only || p.index == 0).collect();
     let t0 = Instant::now();

@@ -57,6 +57,11 @@ pub struct EngineArgs {
     /// (0 disables it; it costs ~0.2-0.5 s per photo without a face).
     #[arg(long, env = "LOOKALIKE_CNN_MAX_SIDE", default_value_t = 256, global = true)]
     pub cnn_max_side: u32,
+    /// Most pixels of the retry pass (HOG on an upsampled copy with a grey border, when the
+    /// first pass finds nothing): bounds what a photo without a face costs at large sizes.
+    /// 250-px photos use ~0.56 MP whatever the bound (docs/BENCHMARKS.md 8b).
+    #[arg(long, env = "LOOKALIKE_RETRY_MAX_PIXELS", default_value_t = DetectConfig::default().retry_max_pixels, global = true)]
+    pub retry_max_pixels: u64,
     /// Average each query embedding with its mirror image's: +0.6 point of rank-1 on lfw-dev
     /// for about a third more CPU per photo (docs/BENCHMARKS.md).
     #[arg(long, env = "LOOKALIKE_MIRROR", default_value_t = false, global = true)]
@@ -76,7 +81,12 @@ impl EngineArgs {
     }
 
     pub fn detect(&self) -> DetectConfig {
-        DetectConfig { max_side: self.detect_max_side, cnn_max_side: self.cnn_max_side, ..DetectConfig::default() }
+        DetectConfig {
+            max_side: self.detect_max_side,
+            cnn_max_side: self.cnn_max_side,
+            retry_max_pixels: self.retry_max_pixels,
+            ..DetectConfig::default()
+        }
     }
 
     pub fn search_mode(&self) -> SearchMode {
