@@ -79,8 +79,7 @@ fn parse_build(spec: &str) -> Result<Build<'_>> {
 }
 
 fn start(build: &Build<'_>, args: &FloodArgs, models: &Path, port: u16) -> Result<Server> {
-    let bin = build.bin;
-    let child = Command::new(bin)
+    let child = Command::new(build.bin)
         .env("LOOKALIKE_MODELS", models)
         .env("LOOKALIKE_MEMORY_BUDGET_MB", args.budget_mb.to_string())
         .env("OPENBLAS_NUM_THREADS", "1")
@@ -94,7 +93,7 @@ fn start(build: &Build<'_>, args: &FloodArgs, models: &Path, port: u16) -> Resul
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
+        .with_context(|| format!("starting {}", build.bin.display()))?;
     Ok(Server { child })
 }
 

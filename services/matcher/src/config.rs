@@ -54,7 +54,8 @@ pub struct EngineArgs {
     #[arg(long, env = "LOOKALIKE_DETECT_MAX_SIDE", default_value_t = 640, global = true)]
     pub detect_max_side: u32,
     /// Longest side for dlib's CNN detector, the last resort when HOG finds no face
-    /// (0 disables it; it costs ~0.2-0.5 s per photo without a face).
+    /// (0 disables it; at 256 it costs ~0.25-0.35 s per photo without a face, whatever its size:
+    /// docs/BENCHMARKS.md 8b).
     #[arg(long, env = "LOOKALIKE_CNN_MAX_SIDE", default_value_t = 256, global = true)]
     pub cnn_max_side: u32,
     /// Most pixels of the retry pass (HOG on an upsampled copy with a grey border, when the
