@@ -188,26 +188,10 @@ pub fn loadavg() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-#[repr(C)]
-struct Timespec {
-    tv_sec: i64,
-    tv_nsec: i64,
-}
-
-extern "C" {
-    fn clock_gettime(clock: i32, tp: *mut Timespec) -> i32;
-}
-
 /// CPU time of the calling thread in milliseconds (CLOCK_THREAD_CPUTIME_ID): what a stage
 /// costs without the time the thread waited for a core on a busy machine.
 pub fn thread_cpu_ms() -> f64 {
-    let mut t = Timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes one timespec; 3 is CLOCK_THREAD_CPUTIME_ID on Linux.
-    let rc = unsafe { clock_gettime(3, &mut t) };
-    if rc != 0 {
-        return f64::NAN;
-    }
-    t.tv_sec as f64 * 1e3 + t.tv_nsec as f64 / 1e6
+    lookalike_engine::cost::thread_cpu_time().map_or(f64::NAN, |t| t.as_secs_f64() * 1e3)
 }
 
 /// A gallery over `rows`/`owners` (identities 0..`identities`, unnamed) with the exact index a

@@ -1,13 +1,15 @@
 //! The per-photo pipeline on one worker's models: decode → detect → landmarks → embedding.
 
 use crate::decode::{decode, DecodeLimits};
-use crate::detect::{detect_faces, to_matrix, DetectConfig};
+use crate::detect::{detect_faces, to_matrix, DetectConfig, DetectReport};
 use crate::dlib::face_chip;
 use crate::error::{AnalyzeError, NativeError};
 use crate::face::{eye_geometry, Face, FaceBox, CHIP_PADDING};
+use crate::fallback::FallbackBudget;
 use crate::models::WorkerModels;
 use dlib_face_recognition::{LandmarkPredictorTrait, Rectangle};
 use image::RgbImage;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy)]
@@ -51,6 +53,8 @@ pub struct Analysis {
     pub faces: Vec<Face>,
     /// Every face the detector found (before selection), strongest first.
     pub detections: Vec<FaceBox>,
+    /// Which detection pass found them (or was skipped by the fallback budget).
+    pub detection: DetectReport,
     pub timings: StageTimings,
 }
 
@@ -93,11 +97,18 @@ pub struct FaceAnalyzer {
     models: WorkerModels,
     pub limits: DecodeLimits,
     pub detect: DetectConfig,
+    /// Shared with the process's other workers; none = every pass for every photo.
+    fallback: Option<Arc<FallbackBudget>>,
 }
 
 impl FaceAnalyzer {
     pub fn new(models: WorkerModels, limits: DecodeLimits, detect: DetectConfig) -> Self {
-        Self { models, limits, detect }
+        Self { models, limits, detect, fallback: None }
+    }
+
+    /// Runs the retry and CNN detection passes only while `budget` allows (none: always).
+    pub fn set_fallback_budget(&mut self, budget: Option<Arc<FallbackBudget>>) {
+        self.fallback = budget;
     }
 
     pub fn analyze_bytes(&mut self, bytes: &[u8], opts: &AnalyzeOptions) -> Result<Analysis, AnalyzeError> {
@@ -121,13 +132,14 @@ impl FaceAnalyzer {
         let span = tracing::info_span!("detect").entered();
         let t = Instant::now();
         let full = to_matrix(image);
-        let mut dets = detect_faces(
+        let (mut dets, detection) = detect_faces(
             &mut self.models.detector,
             self.models.cnn.as_ref(),
             image,
             &full,
             &self.detect,
             opts.all_faces,
+            self.fallback.as_deref(),
         )?;
         let area = |d: &crate::dlib::RawDetection| (d.right - d.left) * (d.bottom - d.top);
         let clamp = |v: f64, max: u32| (v.round() as i64).clamp(0, i64::from(max)) as i32;
@@ -202,6 +214,6 @@ impl FaceAnalyzer {
         if opts.all_faces {
             faces.sort_by_key(|f| (f.bbox.left, f.bbox.top));
         }
-        Ok(Analysis { width, height, faces, detections, timings })
+        Ok(Analysis { width, height, faces, detections, detection, timings })
     }
 }

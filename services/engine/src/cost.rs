@@ -63,6 +63,17 @@ pub fn trim() {
     unsafe { libc::malloc_trim(0) };
 }
 
+/// CPU time this thread has used (`CLOCK_THREAD_CPUTIME_ID`): what a pass costs whatever the
+/// machine's other load. `None` if the clock cannot be read.
+pub fn thread_cpu_time() -> Option<std::time::Duration> {
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec into the valid, exclusively borrowed `t`.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    let secs = u64::try_from(t.tv_sec).ok()?;
+    let nanos = u32::try_from(t.tv_nsec).ok()?;
+    (rc == 0).then(|| std::time::Duration::new(secs, nanos))
+}
+
 /// Peak bytes that analysing a photo with this header will hold on top of the process's
 /// resting memory.
 pub fn estimate_peak_bytes(h: &Header, limits: &DecodeLimits, detect: &DetectConfig, opts: &AnalyzeOptions) -> u64 {

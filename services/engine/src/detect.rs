@@ -1,17 +1,31 @@
-//! Face detection strategy around dlib's HOG detector: detect on a downscaled copy (HOG cost
-//! grows with pixels: ~400 ms at 2000 px vs ~35 ms at 640 px) and map boxes back; when
-//! nothing is found, retry on an upsampled copy with a grey border, which finds faces that
-//! are small (group photos) or that fill the frame (tight crops, where the detector's window
-//! needs context around the face).
+//! Face detection strategy around dlib's HOG detector, cheapest pass first, each one only
+//! when the ones before found nothing:
+//!
+//! 1. quick (main-face mode): a copy of at most 320 px, which finds the faces that take at
+//!    least a quarter of the photo's longest side (selfies, portraits) at a quarter of the
+//!    next pass's cost;
+//! 2. first: a copy of at most 640 px (1600 px for all faces), faces down to ~1/8 of the side
+//!    (HOG cost grows with pixels: ~400 ms at 2000 px vs ~20 ms at 640 px);
+//! 3. retry: an upsampled copy with a grey border, which finds faces that are small (group
+//!    photos) or that fill the frame (tight crops, where the detector's window needs context
+//!    around the face);
+//! 4. CNN: dlib's MMOD detector on a small copy, for blurred, occluded and turned faces.
+//!
+//! Boxes are mapped back to the photo's coordinates. The retry and the CNN only run while the
+//! [`FallbackBudget`] (if any) allows: they are what a photo without a face costs.
 
 use crate::decode;
 use crate::dlib::{HogDetector, RawDetection};
 use crate::error::NativeError;
+use crate::fallback::{FallbackBudget, FallbackPass};
 use dlib_face_recognition::{FaceDetectorCnn, FaceDetectorTrait, ImageMatrix};
 use image::{imageops, Rgb, RgbImage};
 
 #[derive(Debug, Clone, Copy)]
 pub struct DetectConfig {
+    /// Longest side of the quick pass in main-face mode (0 = none): it runs when the photo
+    /// (or the first pass's copy) is larger, and the first pass only if it finds nothing.
+    pub quick_side: u32,
     /// Longest side of the first pass (main-face mode).
     pub max_side: u32,
     /// Longest side of the first pass when all faces are wanted (small faces in groups).
@@ -35,6 +49,7 @@ pub struct DetectConfig {
 impl Default for DetectConfig {
     fn default() -> Self {
         Self {
+            quick_side: 320,
             max_side: 640,
             all_faces_max_side: 1600,
             retry_max_side: 1280,
@@ -49,7 +64,36 @@ impl Default for DetectConfig {
 /// A detection in full-resolution coordinates (may extend past the image edge).
 pub type Detection = RawDetection;
 
-/// Finds faces in `image` (whose dlib copy is `full`), strongest first.
+/// The detection passes, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DetectPass {
+    Quick,
+    First,
+    Retry,
+    Cnn,
+}
+
+impl DetectPass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Quick => "quick",
+            Self::First => "first",
+            Self::Retry => "retry",
+            Self::Cnn => "cnn",
+        }
+    }
+}
+
+/// Which pass found the faces, and which pass the fallback budget skipped (after which no
+/// other pass ran).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DetectReport {
+    pub found_by: Option<DetectPass>,
+    pub skipped: Option<DetectPass>,
+}
+
+/// Finds faces in `image` (whose dlib copy is `full`), strongest first. The retry and CNN
+/// passes run only while `budget` (if any) allows.
 pub fn detect_faces(
     detector: &mut HogDetector,
     cnn: Option<&FaceDetectorCnn>,
@@ -57,34 +101,77 @@ pub fn detect_faces(
     full: &ImageMatrix,
     cfg: &DetectConfig,
     all_faces: bool,
-) -> Result<Vec<Detection>, NativeError> {
+    budget: Option<&FallbackBudget>,
+) -> Result<(Vec<Detection>, DetectReport), NativeError> {
     let (w, h) = image.dimensions();
     let long = w.max(h) as f64;
-    let first_side = if all_faces { cfg.all_faces_max_side } else { cfg.max_side } as f64;
-    let scale = (first_side / long).min(1.0);
-    let found = if scale < 1.0 {
+    let found = |pass, dets: Vec<Detection>| (dets, DetectReport { found_by: Some(pass), skipped: None });
+    let first_side = if all_faces { cfg.all_faces_max_side } else { cfg.max_side };
+    let first_scale = (f64::from(first_side) / long).min(1.0);
+    let quick_scale = f64::from(cfg.quick_side) / long;
+    if !all_faces && cfg.quick_side > 0 && quick_scale < first_scale {
+        let dets = hog_scaled(detector, full, w, h, quick_scale, cfg)?;
+        if !dets.is_empty() {
+            return Ok(found(DetectPass::Quick, dets));
+        }
+    }
+    let dets = hog_scaled(detector, full, w, h, first_scale, cfg)?;
+    if !dets.is_empty() {
+        return Ok(found(DetectPass::First, dets));
+    }
+
+    // Retry: upsample (at most 2x, up to retry_max_side and retry_max_pixels with the
+    // border) and add a grey border.
+    let mut retry = || -> Result<Vec<Detection>, NativeError> {
+        let retry_scale = retry_scale(w, h, cfg).max(first_scale);
+        let (matrix, border) = padded_copy(image, retry_scale, cfg.retry_border)?;
+        let dets = detector.detect(&matrix, cfg.max_detections).map_err(NativeError)?;
+        Ok(dets.into_iter().map(|d| map_back(d, retry_scale, border)).collect())
+    };
+    let skipped = |pass| Ok((Vec::new(), DetectReport { found_by: None, skipped: Some(pass) }));
+    let dets = match budget {
+        Some(b) => match b.run(FallbackPass::Retry, retry) {
+            Some(dets) => dets?,
+            None => return skipped(DetectPass::Retry),
+        },
+        None => retry()?,
+    };
+    if !dets.is_empty() {
+        return Ok(found(DetectPass::Retry, dets));
+    }
+    let Some(cnn) = cnn.filter(|_| cfg.cnn_max_side > 0) else {
+        return Ok((Vec::new(), DetectReport::default()));
+    };
+    let dets = match budget {
+        Some(b) => match b.run(FallbackPass::Cnn, || detect_cnn(cnn, image, cfg)) {
+            Some(dets) => dets?,
+            None => return skipped(DetectPass::Cnn),
+        },
+        None => detect_cnn(cnn, image, cfg)?,
+    };
+    if dets.is_empty() {
+        return Ok((dets, DetectReport::default()));
+    }
+    Ok(found(DetectPass::Cnn, dets))
+}
+
+/// HOG on `full` scaled by `scale` (at most 1), boxes mapped back.
+fn hog_scaled(
+    detector: &mut HogDetector,
+    full: &ImageMatrix,
+    w: u32,
+    h: u32,
+    scale: f64,
+    cfg: &DetectConfig,
+) -> Result<Vec<Detection>, NativeError> {
+    let dets = if scale < 1.0 {
         let (sw, sh) = scaled(w, h, scale);
         let small = full.resize(sw as usize, sh as usize);
         detector.detect(&small, cfg.max_detections).map_err(NativeError)?
     } else {
         detector.detect(full, cfg.max_detections).map_err(NativeError)?
     };
-    if !found.is_empty() {
-        return Ok(found.into_iter().map(|d| map_back(d, scale, 0.0)).collect());
-    }
-
-    // Retry: upsample (at most 2x, up to retry_max_side and retry_max_pixels with the
-    // border) and add a grey border.
-    let retry_scale = retry_scale(w, h, cfg).max(scale);
-    let (matrix, border) = padded_copy(image, retry_scale, cfg.retry_border)?;
-    let found = detector.detect(&matrix, cfg.max_detections).map_err(NativeError)?;
-    if !found.is_empty() {
-        return Ok(found.into_iter().map(|d| map_back(d, retry_scale, border)).collect());
-    }
-    match cnn {
-        Some(cnn) if cfg.cnn_max_side > 0 => detect_cnn(cnn, image, cfg),
-        _ => Ok(Vec::new()),
-    }
+    Ok(dets.into_iter().map(|d| map_back(d, scale.min(1.0), 0.0)).collect())
 }
 
 /// Scale of the retry pass's copy of a `w` x `h` image (before the first pass's floor).

@@ -50,6 +50,11 @@ pub struct EngineArgs {
     /// 1M faces in ~0.6 ms, docs/BENCHMARKS.md).
     #[arg(long, env = "LOOKALIKE_HNSW_EF", default_value_t = 200, global = true)]
     pub hnsw_ef: usize,
+    /// Longest side of the quick face-detection pass that runs first on larger photos in
+    /// main-face mode: it finds faces of at least a quarter of the photo's side (selfies) at a
+    /// quarter of the next pass's cost; 0 = none (docs/BENCHMARKS.md 8c).
+    #[arg(long, env = "LOOKALIKE_DETECT_QUICK_SIDE", default_value_t = DetectConfig::default().quick_side, global = true)]
+    pub detect_quick_side: u32,
     /// Longest side of the first face-detection pass (smaller is faster, misses small faces).
     #[arg(long, env = "LOOKALIKE_DETECT_MAX_SIDE", default_value_t = 640, global = true)]
     pub detect_max_side: u32,
@@ -83,6 +88,7 @@ impl EngineArgs {
 
     pub fn detect(&self) -> DetectConfig {
         DetectConfig {
+            quick_side: self.detect_quick_side,
             max_side: self.detect_max_side,
             cnn_max_side: self.cnn_max_side,
             retry_max_pixels: self.retry_max_pixels,

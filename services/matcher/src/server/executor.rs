@@ -13,7 +13,7 @@
 //!   held in a budget of their own from admission on (a full one refuses, like a full queue).
 
 use super::memory::MemoryBudget;
-use lookalike_engine::{DecodeLimits, DetectConfig, FaceAnalyzer, Models};
+use lookalike_engine::{DecodeLimits, DetectConfig, FaceAnalyzer, FallbackBudget, Models};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -57,6 +57,16 @@ fn warm_up(analyzer: &mut FaceAnalyzer) {
     }
 }
 
+/// How each worker's analyzer is set up.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerSettings {
+    pub limits: DecodeLimits,
+    pub detect: DetectConfig,
+    /// The CPU share of the retry and CNN detection passes, shared by the workers (none:
+    /// every pass for every photo). Attached after the warm-up, which runs every pass.
+    pub fallback: Option<Arc<FallbackBudget>>,
+}
+
 type Task = Box<dyn FnOnce(&mut FaceAnalyzer) + Send>;
 type FailFn = Box<dyn FnOnce(ExecError) + Send>;
 
@@ -96,6 +106,8 @@ pub struct Executor {
     pub budget: Arc<MemoryBudget>,
     /// Memory for the photos' bytes, from admission to answer.
     pub messages: Arc<MemoryBudget>,
+    /// The workers' fallback-pass budget, if any.
+    pub fallback: Option<Arc<FallbackBudget>>,
 }
 
 /// Frees the queue place if the caller leaves before a worker starts the job.
@@ -117,8 +129,7 @@ impl Executor {
         models: &Models,
         workers: usize,
         queue_capacity: usize,
-        limits: DecodeLimits,
-        detect: DetectConfig,
+        settings: WorkerSettings,
         budget: Arc<MemoryBudget>,
         messages: Arc<MemoryBudget>,
     ) -> Self {
@@ -130,11 +141,13 @@ impl Executor {
             let rx = rx.clone();
             let gauges = gauges.clone();
             let budget = budget.clone();
-            let mut analyzer = FaceAnalyzer::new(models.worker_set(), limits, detect);
+            let mut analyzer = FaceAnalyzer::new(models.worker_set(), settings.limits, settings.detect);
+            let fallback = settings.fallback.clone();
             let (warmed, one_at_a_time) = (warmed_tx.clone(), warming.clone());
             let spawned = std::thread::Builder::new().name(format!("face-worker-{i}")).spawn(move || {
                 // One at a time: each warm-up briefly needs a photo's worth of memory.
                 drop(one_at_a_time.lock().map(|_| warm_up(&mut analyzer)));
+                analyzer.set_fallback_budget(fallback);
                 drop(warmed);
                 for slot in rx.iter() {
                     let Some(task) = slot.take() else { continue }; // caller left
@@ -165,7 +178,7 @@ impl Executor {
         // Every worker has warmed up (or failed to start) once all senders are gone.
         drop(warmed_tx);
         let _ = warmed_rx.recv();
-        Self { tx, gauges, workers: workers.max(1), queue_capacity, budget, messages }
+        Self { tx, gauges, workers: workers.max(1), queue_capacity, budget, messages, fallback: settings.fallback }
     }
 
     /// Runs `f` on a worker. `memory.held` (the request's own bytes) is reserved from the
@@ -251,7 +264,7 @@ mod tests {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/models");
         let models = Models::load(&dir).expect("the models (scripts/fetch-models.sh)");
         let (budget, messages) = (Arc::new(MemoryBudget::new(photos)), Arc::new(MemoryBudget::new(messages)));
-        Executor::start(&models, 1, queue, DecodeLimits::default(), DetectConfig::default(), budget, messages)
+        Executor::start(&models, 1, queue, WorkerSettings::default(), budget, messages)
     }
 
     /// A job that holds the worker until `release` is set.

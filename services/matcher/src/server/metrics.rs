@@ -1,8 +1,40 @@
 //! Prometheus metrics, served as text on their own port (what Kubernetes clusters scrape).
 
+use lookalike_engine::fallback::{FallbackBudget, FallbackPass};
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
+use std::sync::Arc;
+
+/// The fallback budget's own counters, copied into Prometheus counters when scraped.
+struct FallbackCollector {
+    budget: Arc<FallbackBudget>,
+    passes: IntCounterVec,
+    cpu: CounterVec,
+}
+
+impl Collector for FallbackCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.passes.desc().into_iter().chain(self.cpu.desc()).collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        for pass in [FallbackPass::Retry, FallbackPass::Cnn] {
+            let n = self.budget.counts(pass);
+            for (result, value) in [("ran", n.ran), ("skipped", n.skipped)] {
+                let c = self.passes.with_label_values(&[pass.as_str(), result]);
+                c.reset();
+                c.inc_by(value);
+            }
+            let c = self.cpu.with_label_values(&[pass.as_str()]);
+            c.reset();
+            c.inc_by(n.cpu.as_secs_f64());
+        }
+        self.passes.collect().into_iter().chain(self.cpu.collect()).collect()
+    }
+}
 
 pub struct Metrics {
     registry: Registry,
@@ -98,6 +130,24 @@ impl Metrics {
         let attrs = [opentelemetry::KeyValue::new("method", method), opentelemetry::KeyValue::new("code", code)];
         self.otel_requests.add(1, &attrs);
         self.otel_latency.record(seconds, &attrs[..1]);
+    }
+
+    /// Exports the fallback budget's counters (read at each scrape) as
+    /// `lookalike_detect_fallback_passes_total{pass, result}` and
+    /// `lookalike_detect_fallback_cpu_seconds_total{pass}`.
+    pub fn watch_fallback(&self, budget: Arc<FallbackBudget>) -> Result<(), prometheus::Error> {
+        let passes = IntCounterVec::new(
+            Opts::new(
+                "lookalike_detect_fallback_passes_total",
+                "Retry and CNN detection passes run or skipped by the fallback CPU budget",
+            ),
+            &["pass", "result"],
+        )?;
+        let cpu = CounterVec::new(
+            Opts::new("lookalike_detect_fallback_cpu_seconds_total", "CPU time of the retry and CNN passes run"),
+            &["pass"],
+        )?;
+        self.registry.register(Box::new(FallbackCollector { budget, passes, cpu }))
     }
 
     pub fn render(&self) -> String {

@@ -15,7 +15,7 @@ use crate::config::EngineArgs;
 use crate::matching::QueryLimits;
 use anyhow::Context;
 use clap::Args;
-use executor::Executor;
+use executor::{Executor, WorkerSettings};
 use lookalike_proto::v1::matcher_server::MatcherServer;
 use lookalike_telemetry::LogFormat;
 use service::{CallLimits, Inner, MatcherService};
@@ -76,6 +76,16 @@ pub struct ServeArgs {
     /// container's cgroup memory limit, none without one; 0 = none.
     #[arg(long, env = "LOOKALIKE_MEMORY_BUDGET_MB")]
     pub memory_budget_mb: Option<u64>,
+    /// Share of the workers' CPU time that the detection passes reached only by photos without
+    /// a face the first passes can see (the retry and the CNN: 5-17x a selfie's cost) may
+    /// use, over time; past it (and the burst), such photos are answered from the cheaper
+    /// passes alone. 1 = no limit; 0 = only the burst, then never (docs/OPERATIONS.md).
+    #[arg(long, env = "LOOKALIKE_FALLBACK_SHARE", default_value_t = 0.25)]
+    pub fallback_share: f64,
+    /// CPU seconds of retry and CNN passes available at once (and after an idle stretch),
+    /// for the whole process.
+    #[arg(long, env = "LOOKALIKE_FALLBACK_BURST_SECONDS", default_value_t = 2.0)]
+    pub fallback_burst_seconds: f64,
     /// Log format: json (one object per line) or text.
     #[arg(long, env = "LOOKALIKE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
@@ -99,6 +109,8 @@ struct Capacity {
     /// The whole process's memory ceiling, if any.
     ceiling: Option<u64>,
     max_message_bytes: usize,
+    fallback_share: f64,
+    fallback_burst: Duration,
 }
 
 impl Capacity {
@@ -109,7 +121,21 @@ impl Capacity {
             Some(mb) => Some(mb << 20),
             None => memory::default_ceiling(),
         };
-        Self { workers, queue: args.queue.unwrap_or(2 * workers), ceiling, max_message_bytes: args.max_message_bytes }
+        Self {
+            workers,
+            queue: args.queue.unwrap_or(2 * workers),
+            ceiling,
+            max_message_bytes: args.max_message_bytes,
+            fallback_share: args.fallback_share,
+            fallback_burst: Duration::try_from_secs_f64(args.fallback_burst_seconds.max(0.0)).unwrap_or(Duration::ZERO),
+        }
+    }
+
+    /// The workers' budget for the retry and CNN passes; none at a share of 1 or more.
+    fn fallback_budget(&self) -> Option<Arc<lookalike_engine::FallbackBudget>> {
+        (self.fallback_share < 1.0).then(|| {
+            Arc::new(lookalike_engine::FallbackBudget::new(self.fallback_share, self.workers, self.fallback_burst))
+        })
     }
 }
 
@@ -235,6 +261,11 @@ fn spawn_loader(
         match loaded {
             Ok(Ok(executor)) => {
                 inner.metrics.workers.set(executor.workers as i64);
+                if let Some(fallback) = &executor.fallback {
+                    if let Err(e) = inner.metrics.watch_fallback(fallback.clone()) {
+                        tracing::warn!(error = %e, "cannot export the fallback-pass counters");
+                    }
+                }
                 let _ = inner.executor.set(executor);
                 ready.store(true, Ordering::Release);
                 set_serving(&health, ServingStatus::Serving).await;
@@ -260,19 +291,15 @@ fn load_and_start(inner: &Inner, engine: &EngineArgs, capacity: Capacity) -> any
     inner.metrics.gallery_embeddings.set(g.len() as i64);
     let budget = Arc::new(memory::MemoryBudget::new(Some(0)));
     let messages = Arc::new(memory::MemoryBudget::new(Some(0)));
-    let executor = Executor::start(
-        &models,
-        capacity.workers,
-        capacity.queue,
-        engine.limits(),
-        engine.detect(),
-        budget.clone(),
-        messages.clone(),
-    );
+    let settings =
+        WorkerSettings { limits: engine.limits(), detect: engine.detect(), fallback: capacity.fallback_budget() };
+    let executor =
+        Executor::start(&models, capacity.workers, capacity.queue, settings, budget.clone(), messages.clone());
     set_memory_budget(inner, capacity, &budget, &messages);
     tracing::info!(
         gallery_version = %g.version, identities = g.identities.len(), embeddings = g.len(),
         index = g.index_kind(), crowding_figures = g.crowding().is_some(),
+        fallback_share = capacity.fallback_share, fallback_burst_s = capacity.fallback_burst.as_secs_f64(),
         ms = t.elapsed().as_millis() as u64, "models and gallery loaded"
     );
     Ok(executor)
