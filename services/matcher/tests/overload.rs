@@ -61,3 +61,58 @@ async fn excess_is_shed_quickly_and_accepted_calls_are_answered() {
     let r = c.r#match(match_image(bytes, 1)).await.expect("after the burst");
     assert_eq!(r.into_inner().faces.len(), 1);
 }
+
+/// The value of the Prometheus sample `name{labels}` in `text` (0 if absent).
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+/// Photos without a face cost many selfies when the retry and CNN passes run on them. With
+/// a small CPU share and burst for those passes, a face only the CNN finds is found while
+/// the burst lasts; a stream of photos without a face then spends it, after which they are
+/// answered (no face) without those passes, selfies are answered as before, and the metrics
+/// say how many passes ran and were skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn photos_without_a_face_stop_getting_the_costly_passes_once_their_share_is_spent() {
+    let server = Server::start(
+        &common::people_gallery(),
+        &["--workers", "1", "--fallback-share", "0", "--fallback-burst-seconds", "1"],
+    );
+    server.wait_serving().await;
+    let mut c = server.client().await;
+    let faces = |r: Result<tonic::Response<lookalike_proto::v1::MatchResponse>, tonic::Status>| {
+        r.expect("answered").into_inner().faces.len()
+    };
+    // docs/BENCHMARKS.md 8b: only the CNN finds this face.
+    let cnn_only = photo("named/celeb5/elton_john/15.jpg");
+    assert_eq!(faces(c.r#match(match_image(cnn_only.clone(), 1)).await), 1, "found by the CNN");
+    let rocket = photo("scenes/rocket.jpg");
+    let mut sent = 0;
+    let skipped = "lookalike_detect_fallback_passes_total{pass=\"retry\",result=\"skipped\"}";
+    while sample(&server.metrics(), skipped) < 1.0 {
+        assert_eq!(faces(c.r#match(match_image(rocket.clone(), 1)).await), 0);
+        sent += 1;
+        assert!(sent <= 20, "a share of 0 and a 1-s burst are spent within 20 photos without a face");
+    }
+    assert_eq!(faces(c.r#match(match_image(cnn_only, 1)).await), 0, "no CNN pass once the budget is spent");
+    assert_eq!(faces(c.r#match(match_image(photo("tg1280/Barack_Obama/2.jpg"), 1)).await), 1);
+
+    let m = server.metrics();
+    let series = |pass: &str, result: &str| {
+        sample(&m, &format!("lookalike_detect_fallback_passes_total{{pass=\"{pass}\",result=\"{result}\"}}"))
+    };
+    let cpu = sample(&m, "lookalike_detect_fallback_cpu_seconds_total{pass=\"retry\"}")
+        + sample(&m, "lookalike_detect_fallback_cpu_seconds_total{pass=\"cnn\"}");
+    eprintln!(
+        "{sent} photos without a face; retry ran {} skipped {}, cnn ran {} skipped {}; {cpu:.2} CPU s",
+        series("retry", "ran"),
+        series("retry", "skipped"),
+        series("cnn", "ran"),
+        series("cnn", "skipped")
+    );
+    assert!(series("cnn", "ran") >= 1.0 && series("retry", "skipped") >= 2.0, "{m}");
+    // What ran fits the burst, plus the one pass that may overdraw it.
+    assert!(cpu > 0.0 && cpu < 1.0 + 1.5, "{cpu} CPU s of fallback passes");
+}
