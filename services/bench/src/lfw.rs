@@ -42,6 +42,9 @@ pub struct EmbedArgs {
     /// DetectConfig::retry_max_pixels.
     #[arg(long)]
     pub retry_max_pixels: Option<u64>,
+    /// DetectConfig::quick_side (0 = no quick pass, as before it existed).
+    #[arg(long)]
+    pub detect_quick_side: Option<u32>,
     #[arg(long)]
     pub json: Option<PathBuf>,
 }
@@ -84,6 +87,9 @@ pub fn embed(args: EmbedArgs, models_dir: &Path) -> Result<()> {
     }
     if let Some(p) = args.retry_max_pixels {
         detect.retry_max_pixels = p;
+    }
+    if let Some(q) = args.detect_quick_side {
+        detect.quick_side = q;
     }
     let todo: Vec<&Photo> = photos.iter().filter(|p| !args.first_only || p.index == 0).collect();
     let t0 = Instant::now();

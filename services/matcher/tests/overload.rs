@@ -64,9 +64,7 @@ async fn excess_is_shed_quickly_and_accepted_calls_are_answered() {
 
 /// The value of the Prometheus sample `name{labels}` in `text` (0 if absent).
 fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0)
+    text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0)
 }
 
 /// Photos without a face cost many selfies when the retry and CNN passes run on them. With
