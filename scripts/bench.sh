@@ -25,7 +25,7 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-all_sections="embed,accuracy,throughput,grpc,stages,search,gbuild,cards"
+all_sections="embed,accuracy,throughput,grpc,stages,search,gbuild,cards,flood"
 quick=0 fresh=0 docs=1 extra=0 splice=0 sections=$all_sections
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -238,6 +238,18 @@ if want cards; then
 fi
 
 # --- report -------------------------------------------------------------------------------
+# --- 10. a flood of the worst photos: memory and CPU per photo, with and without the fallback share
+if want flood; then
+  log "flood: the worst photos and same-size pairs with and without a face, default vs no fallback share"
+  [ -s "$out/demo.lkg" ] || "$matcher" gallery build --quiet --photos "$repo/assets/demo/photos" \
+    --catalog "$repo/assets/demo/catalog.json" --out "$out/demo.lkg" >/dev/null
+  rounds=$([ $quick = 1 ] && echo 1 || echo 4)
+  # "burst spent": the same build with a 0.1-s burst, the steady state of a long flood.
+  "$bench" flood --matcher "default=$matcher" --matcher "burst-spent=$matcher --fallback-burst-seconds 0.1" \
+    --matcher "every-pass=$matcher --fallback-share 1" --gallery "$out/demo.lkg" --workers 2 --callers 6 \
+    --rounds "$rounds" --budget-mb 691 --max-megapixels 16 --sizes --json "$out/flood.json" >/dev/null
+fi
+
 log "report"
 rargs=(--results "$out" --mode "$mode" --repo "$repo" --peer-python "$peer_py" --seconds $(( $(date +%s) - started )))
 if [ $docs = 1 ] && [ $splice = 1 ]; then

@@ -467,6 +467,41 @@ class Report:
         self.table(["photo", "faces", "matched", "match ms", "of which chips ms", "compose ms", "compose / match",
                     "card KB", "card px"], rows)
 
+    def flood(self):
+        fl = self.j("flood.json")
+        if not fl:
+            return
+        self.out("## 10. A flood of the worst photos", "",
+                 f"`lookalike-bench flood`: each input kind (`tests/src/worst.rs`, made from `shared/faces`) on a "
+                 f"fresh `matcher serve` ({fl.get('workers')} workers, memory budget {fl.get('budget_mb')} MB), "
+                 f"a warm-up selfie, then {fl.get('callers')} callers x {fl.get('rounds')} round(s) of the same photo "
+                 "at once. *default*: the matcher's defaults (retry and CNN passes within a 25 % CPU share and a 2-s "
+                 "burst, full at the start of each kind); *burst-spent*: a 0.1-s burst, what a long flood costs per "
+                 "photo; *every-pass*: `--fallback-share 1`. CPU: the process's user + system time per photo "
+                 "answered; peak: VmHWM over the resting memory; resident: VmRSS 3 s after the flood.", "")
+        builds = fl.get("builds", [])
+        rows, ratio = [], []
+        pairs = [("250 px", "face, 250 px", "no face, 250 px"),
+                 ("1280 px", "face, 1280 px (re-encoded)", "no face, 1280 px"),
+                 ("16 MP", "face, 16 MP", "no face, 16 MP")]
+        for b in builds:
+            by = {x["input"]: x for x in b["rows"]}
+            for x in b["rows"]:
+                answers = ", ".join(f"{k} {v}" for k, v in sorted(x.get("answers", {}).items()))
+                rows.append([x["input"], b["label"], f(x["peak_over_resting_mb"], 0), f(x["rss_3s_after_mb"], 0),
+                             f(x["cpu_ms_per_photo"], 0), answers])
+            cells = []
+            for _, face, none in pairs:
+                if face in by and none in by and by[face]["cpu_ms_per_photo"]:
+                    cells.append(f(by[none]["cpu_ms_per_photo"] / by[face]["cpu_ms_per_photo"], 1, "x"))
+                else:
+                    cells.append("n/a")
+            ratio.append([b["label"]] + cells)
+        self.table(["input", "settings", "peak over resting MB", "resident 3 s after MB", "CPU ms per photo",
+                    "answers"], rows)
+        self.out("CPU of a photo without a face / one with a face, same size and format (baseline JPEG):", "")
+        self.table(["settings"] + [p[0] for p in pairs], ratio)
+
     # ---- output --------------------------------------------------------------------------------
     def header(self):
         cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip()
@@ -629,7 +664,7 @@ def main():
     a = ap.parse_args()
     r = Report(a)
     r.header()
-    sections = (r.throughput, r.grpc, r.stages, r.search, r.accuracy, r.gbuild, r.cards)
+    sections = (r.throughput, r.grpc, r.stages, r.search, r.accuracy, r.gbuild, r.cards, r.flood)
     if a.splice:
         splice(a, r, [s for s in sections if s.__name__ in a.only.split(",")])
         return
@@ -640,7 +675,8 @@ def main():
             r.out(f"(section {section.__name__} failed: {e!r})", "")
     cmds = ["## Commands", "", "```", "scripts/bench.sh" + (" --quick" if a.mode == "quick" else ""),
             "# which runs, per section (see the script for the exact arguments):",
-            "lookalike-bench embed | accuracy | make-gallery | throughput | grpc | stages | search | gallery-build",
+            "lookalike-bench embed | accuracy | make-gallery | throughput | grpc | stages | search | gallery-build"
+            " | cards | flood",
             "seed_pipeline.py match --upsample {1,0} --workers {1,2} tg1280/*/*.jpg",
             "seed_pipeline.py build --jitters {10,0}",
             "scripts/bench/peer.py embed | search | npz   # the peer's own functions on the same inputs", "```", ""]
