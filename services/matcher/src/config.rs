@@ -29,6 +29,22 @@ impl std::str::FromStr for OptionalAddr {
     }
 }
 
+/// A fraction from 0 to 1 (flags such as `--fallback-share`).
+pub fn fraction(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a number from 0 to 1")),
+    }
+}
+
+/// A number of seconds, 0 or more (fractions allowed).
+pub fn seconds(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a number of seconds (0 or more)")),
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct EngineArgs {
     /// Directory with dlib's model files (scripts/fetch-models.sh puts them in assets/models).
@@ -141,5 +157,18 @@ mod tests {
         assert_eq!("off".parse::<OptionalAddr>().unwrap(), OptionalAddr(None));
         assert_eq!("127.0.0.1:9090".parse::<OptionalAddr>().unwrap().0, Some("127.0.0.1:9090".parse().unwrap()));
         assert!("nine".parse::<OptionalAddr>().is_err());
+    }
+
+    #[test]
+    fn fractions_and_seconds_refuse_what_they_cannot_mean() {
+        assert_eq!(fraction("0.25"), Ok(0.25));
+        assert_eq!(fraction("1"), Ok(1.0));
+        for bad in ["-0.1", "1.5", "NaN", "inf", "a quarter"] {
+            assert!(fraction(bad).is_err(), "{bad}");
+        }
+        assert_eq!(seconds("0.1"), Ok(0.1));
+        for bad in ["-1", "NaN", "inf", "soon"] {
+            assert!(seconds(bad).is_err(), "{bad}");
+        }
     }
 }

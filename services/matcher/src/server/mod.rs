@@ -80,11 +80,11 @@ pub struct ServeArgs {
     /// a face the first passes can see (the retry and the CNN: 5-17x a selfie's cost) may
     /// use, over time; past it (and the burst), such photos are answered from the cheaper
     /// passes alone. 1 = no limit; 0 = only the burst, then never (docs/OPERATIONS.md).
-    #[arg(long, env = "LOOKALIKE_FALLBACK_SHARE", default_value_t = 0.25)]
+    #[arg(long, env = "LOOKALIKE_FALLBACK_SHARE", default_value_t = 0.25, value_parser = crate::config::fraction)]
     pub fallback_share: f64,
     /// CPU seconds of retry and CNN passes available at once (and after an idle stretch),
     /// for the whole process.
-    #[arg(long, env = "LOOKALIKE_FALLBACK_BURST_SECONDS", default_value_t = 2.0)]
+    #[arg(long, env = "LOOKALIKE_FALLBACK_BURST_SECONDS", default_value_t = 2.0, value_parser = crate::config::seconds)]
     pub fallback_burst_seconds: f64,
     /// Log format: json (one object per line) or text.
     #[arg(long, env = "LOOKALIKE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
@@ -127,7 +127,7 @@ impl Capacity {
             ceiling,
             max_message_bytes: args.max_message_bytes,
             fallback_share: args.fallback_share,
-            fallback_burst: Duration::try_from_secs_f64(args.fallback_burst_seconds.max(0.0)).unwrap_or(Duration::ZERO),
+            fallback_burst: Duration::try_from_secs_f64(args.fallback_burst_seconds).unwrap_or(Duration::ZERO),
         }
     }
 
