@@ -10,6 +10,7 @@
 //!   about itself.
 
 use bytes::Bytes;
+use lookalike_engine::detect::DetectReport;
 use lookalike_engine::error::AnalyzeError;
 use lookalike_engine::{
     chip_jpeg, AnalyzeOptions, Candidate, Embedding, Face, FaceAnalyzer, Gallery, PhotoCredit, StageTimings, CHIP_SIZE,
@@ -144,6 +145,8 @@ pub struct MatchOutcome {
     pub timings: StageTimings,
     pub search_time: Duration,
     pub gallery_version: String,
+    /// How the faces were found (none for an embedding query).
+    pub detection: Option<DetectReport>,
 }
 
 /// Analyses the query's photo (or takes its embedding), searches the gallery for each face
@@ -158,11 +161,12 @@ pub fn match_photo(
         let found = gallery.search(e, query.top_k, query.max_distance);
         identities(gallery, &found)
     };
-    let (faces, image_size, timings, search_time) = match &query.photo {
+    let (faces, image_size, timings, search_time, detection) = match &query.photo {
         Photo::Embedding(e) => {
             let t = Instant::now();
             let candidates = tracing::info_span!("search").in_scope(|| search(e));
-            (vec![FaceMatch { face: None, candidates, chip_jpeg: None }], None, StageTimings::default(), t.elapsed())
+            let faces = vec![FaceMatch { face: None, candidates, chip_jpeg: None }];
+            (faces, None, StageTimings::default(), t.elapsed(), None)
         }
         Photo::Image(bytes) => {
             let analysis = analyzer.analyze_bytes(bytes, opts)?;
@@ -181,10 +185,11 @@ pub fn match_photo(
                     FaceMatch { face: Some(face), candidates, chip_jpeg }
                 })
                 .collect();
-            (faces, Some((analysis.width, analysis.height)), analysis.timings, search_time)
+            (faces, Some((analysis.width, analysis.height)), analysis.timings, search_time, Some(analysis.detection))
         }
     };
-    Ok(MatchOutcome { faces, image_size, timings, search_time, gallery_version: gallery.version.clone() })
+    let gallery_version = gallery.version.clone();
+    Ok(MatchOutcome { faces, image_size, timings, search_time, gallery_version, detection })
 }
 
 /// Candidates with their identities resolved (a candidate whose identity the gallery

@@ -8,6 +8,7 @@ use crate::matching::{
     Photo, QueryError, UnknownIdentity,
 };
 use bytes::Bytes;
+use lookalike_engine::detect::DetectReport;
 use lookalike_engine::error::AnalyzeError;
 use lookalike_engine::{Analysis, Face, PhotoCredit, StageTimings};
 use lookalike_proto::v1 as pb;
@@ -129,8 +130,14 @@ impl From<MatchOutcome> for pb::MatchResponse {
             image_width,
             image_height,
             gallery_version: o.gallery_version,
+            detection: o.detection.map(detection),
         }
     }
+}
+
+fn detection(d: DetectReport) -> pb::Detection {
+    let name = |p: Option<lookalike_engine::DetectPass>| p.map(|p| p.as_str().to_owned()).unwrap_or_default();
+    pb::Detection { found_by: name(d.found_by), skipped: name(d.skipped) }
 }
 
 /// Adds the time spent waiting for a worker and the whole call's to a response's timings.
@@ -155,6 +162,7 @@ pub fn embed_response(a: Analysis) -> pb::EmbedResponse {
             image_width: a.width,
             image_height: a.height,
             timings: Some(timings(&a.timings, Duration::ZERO, Duration::ZERO, Duration::ZERO)),
+            detection: Some(detection(a.detection)),
         }
     }
 }
@@ -335,6 +343,7 @@ mod tests {
             timings: StageTimings { decode: Duration::from_millis(2), ..Default::default() },
             search_time: Duration::from_millis(1),
             gallery_version: "v9".into(),
+            detection: Some(DetectReport { found_by: None, skipped: Some(lookalike_engine::DetectPass::Cnn) }),
         };
         let mut r = pb::MatchResponse::from(o);
         with_server_times(&mut r.timings, Duration::from_millis(3), Duration::from_millis(10));
@@ -348,6 +357,7 @@ mod tests {
             ("n2", "a2", 0.3, 99.7, 0.15)
         );
         assert_eq!(r.faces[0].chip_jpeg.as_ref(), b"c");
+        assert_eq!(r.detection, Some(pb::Detection { found_by: String::new(), skipped: "cnn".into() }));
         assert!(r.faces[1].chip_jpeg.is_empty() && r.faces[1].candidates.is_empty());
         let t = r.timings.unwrap();
         assert_eq!((t.decode_ms, t.search_ms, t.queue_ms, t.total_ms), (2.0, 1.0, 3.0, 10.0));
