@@ -1,7 +1,7 @@
 //! The per-photo pipeline on one worker's models: decode → detect → landmarks → embedding.
 
-use crate::decode::{decode, DecodeLimits};
-use crate::detect::{detect_faces, to_matrix, DetectConfig, DetectReport};
+use crate::decode::{decode, probe, DecodeLimits, Decoded};
+use crate::detect::{detect_faces, quick_pass, to_matrix, DetectConfig, DetectPass, DetectReport};
 use crate::dlib::face_chip;
 use crate::error::{AnalyzeError, NativeError};
 use crate::face::{eye_geometry, Face, FaceBox, CHIP_PADDING};
@@ -55,6 +55,9 @@ pub struct Analysis {
     pub detections: Vec<FaceBox>,
     /// Which detection pass found them (or was skipped by the fallback budget).
     pub detection: DetectReport,
+    /// Size of the decoded working image the faces were found and embedded on (a selfie's
+    /// reduced-scale copy, or the photo brought within `DecodeLimits::max_side`).
+    pub working_size: (u32, u32),
     pub timings: StageTimings,
 }
 
@@ -89,6 +92,27 @@ fn points_of(shape: &dlib_face_recognition::FaceLandmarks) -> [[f32; 2]; 5] {
     points
 }
 
+/// Which detection passes `FaceAnalyzer::analyze_with` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Passes {
+    All,
+    /// The quick pass alone (an empty analysis when it finds nothing).
+    QuickOnly,
+    /// Every pass but the quick one, which already found nothing on a smaller copy.
+    AfterQuick,
+}
+
+/// An analysis of `decoded`'s working image in the photo's own coordinates and size.
+fn on_photo(mut analysis: Analysis, decoded: &Decoded) -> Analysis {
+    if (decoded.width, decoded.height) != decoded.image.dimensions() {
+        let (sx, sy) = decoded.scale();
+        analysis.map_to_photo(sx, sy);
+        analysis.width = decoded.width;
+        analysis.height = decoded.height;
+    }
+    analysis
+}
+
 /// Largest detections considered for the main face.
 const MAIN_FACE_CANDIDATES: usize = 6;
 
@@ -111,36 +135,95 @@ impl FaceAnalyzer {
         self.fallback = budget;
     }
 
+    /// Analyses an encoded photo. In main-face mode, a baseline JPEG larger than the first
+    /// detection pass is first decoded at a reduced scale (libjpeg-turbo's DCT scaling: 1/2
+    /// for a 1280-px photo) to at most that pass's side, and the quick pass runs on that: a
+    /// face it finds there is at least ~160 px, which fills the encoder's chip, so a selfie is
+    /// analysed from the small copy alone. Otherwise the photo is decoded again at its
+    /// working size and the other passes run on it.
     pub fn analyze_bytes(&mut self, bytes: &[u8], opts: &AnalyzeOptions) -> Result<Analysis, AnalyzeError> {
+        let mut passes = Passes::All;
+        let mut spent = StageTimings::default();
+        if let Some(small) = self.selfie_limits(bytes, opts) {
+            let t = Instant::now();
+            let decoded = tracing::info_span!("decode", bytes = bytes.len(), reduced = true)
+                .in_scope(|| decode(bytes, &small))?;
+            spent.decode = t.elapsed();
+            let t = Instant::now();
+            let mut analysis = self.analyze_with(&decoded.image, opts, Passes::QuickOnly)?;
+            if analysis.detection.found_by.is_some() {
+                analysis.timings.decode = spent.decode;
+                return Ok(on_photo(analysis, &decoded));
+            }
+            spent.detect = t.elapsed();
+            passes = Passes::AfterQuick;
+        }
         let t = Instant::now();
         let decoded = tracing::info_span!("decode", bytes = bytes.len()).in_scope(|| decode(bytes, &self.limits))?;
         let decode_time = t.elapsed();
-        let mut analysis = self.analyze_image(&decoded.image, opts)?;
-        analysis.timings.decode = decode_time;
-        let (sx, sy) = decoded.scale();
-        if (decoded.width, decoded.height) != decoded.image.dimensions() {
-            analysis.map_to_photo(sx, sy);
-            analysis.width = decoded.width;
-            analysis.height = decoded.height;
+        let mut analysis = self.analyze_with(&decoded.image, opts, passes)?;
+        analysis.timings.decode = spent.decode + decode_time;
+        analysis.timings.detect += spent.detect;
+        Ok(on_photo(analysis, &decoded))
+    }
+
+    /// The decode limits of the reduced-scale first try (see `analyze_bytes`), when it
+    /// applies: main-face mode with a quick pass, a baseline JPEG that libjpeg-turbo scales,
+    /// larger than the first pass's side. Progressive JPEGs are left out: decoding one twice
+    /// would read every scan twice.
+    fn selfie_limits(&self, bytes: &[u8], opts: &AnalyzeOptions) -> Option<DecodeLimits> {
+        if opts.all_faces || self.detect.quick_side == 0 {
+            return None;
         }
-        Ok(analysis)
+        let h = probe(bytes, &self.limits).ok()?;
+        let side = self.detect.max_side.min(self.limits.max_side);
+        let suits = h.scaled_decode && !h.progressive && h.width.max(h.height) > side && side > self.detect.quick_side;
+        suits.then_some(DecodeLimits { max_side: side, ..self.limits })
     }
 
     pub fn analyze_image(&mut self, image: &RgbImage, opts: &AnalyzeOptions) -> Result<Analysis, NativeError> {
+        self.analyze_with(image, opts, Passes::All)
+    }
+
+    fn analyze_with(
+        &mut self,
+        image: &RgbImage,
+        opts: &AnalyzeOptions,
+        passes: Passes,
+    ) -> Result<Analysis, NativeError> {
         let mut timings = StageTimings::default();
         let (width, height) = image.dimensions();
         let span = tracing::info_span!("detect").entered();
         let t = Instant::now();
         let full = to_matrix(image);
-        let (mut dets, detection) = detect_faces(
-            &mut self.models.detector,
-            self.models.cnn.as_ref(),
-            image,
-            &full,
-            &self.detect,
-            opts.all_faces,
-            self.fallback.as_deref(),
-        )?;
+        let (mut dets, detection) = match passes {
+            Passes::QuickOnly => {
+                let dets = quick_pass(&mut self.models.detector, &full, width, height, &self.detect)?;
+                if dets.is_empty() {
+                    timings.detect = t.elapsed();
+                    let detection = DetectReport::default();
+                    let (faces, detections) = (Vec::new(), Vec::new());
+                    let working_size = (width, height);
+                    return Ok(Analysis { width, height, faces, detections, detection, working_size, timings });
+                }
+                (dets, DetectReport { found_by: Some(DetectPass::Quick), skipped: None })
+            }
+            Passes::All | Passes::AfterQuick => {
+                let cfg = match passes {
+                    Passes::AfterQuick => DetectConfig { quick_side: 0, ..self.detect },
+                    _ => self.detect,
+                };
+                detect_faces(
+                    &mut self.models.detector,
+                    self.models.cnn.as_ref(),
+                    image,
+                    &full,
+                    &cfg,
+                    opts.all_faces,
+                    self.fallback.as_deref(),
+                )?
+            }
+        };
         let area = |d: &crate::dlib::RawDetection| (d.right - d.left) * (d.bottom - d.top);
         let clamp = |v: f64, max: u32| (v.round() as i64).clamp(0, i64::from(max)) as i32;
         let to_box = |d: &crate::dlib::RawDetection| FaceBox {
@@ -214,6 +297,6 @@ impl FaceAnalyzer {
         if opts.all_faces {
             faces.sort_by_key(|f| (f.bbox.left, f.bbox.top));
         }
-        Ok(Analysis { width, height, faces, detections, detection, timings })
+        Ok(Analysis { width, height, faces, detections, detection, working_size: (width, height), timings })
     }
 }

@@ -108,9 +108,8 @@ pub fn detect_faces(
     let found = |pass, dets: Vec<Detection>| (dets, DetectReport { found_by: Some(pass), skipped: None });
     let first_side = if all_faces { cfg.all_faces_max_side } else { cfg.max_side };
     let first_scale = (f64::from(first_side) / long).min(1.0);
-    let quick_scale = f64::from(cfg.quick_side) / long;
-    if !all_faces && cfg.quick_side > 0 && quick_scale < first_scale {
-        let dets = hog_scaled(detector, full, w, h, quick_scale, cfg)?;
+    if !all_faces {
+        let dets = quick_pass(detector, full, w, h, cfg)?;
         if !dets.is_empty() {
             return Ok(found(DetectPass::Quick, dets));
         }
@@ -153,6 +152,26 @@ pub fn detect_faces(
         return Ok((dets, DetectReport::default()));
     }
     Ok(found(DetectPass::Cnn, dets))
+}
+
+/// The quick pass alone (main-face mode) on the `w` x `h` image `full`: nothing when the
+/// image is not larger than the first pass would make it, or when `quick_side` is 0. A face
+/// it finds is at least ~80 px on a copy of `quick_side` px, so at least a quarter of the
+/// image's longest side.
+pub fn quick_pass(
+    detector: &mut HogDetector,
+    full: &ImageMatrix,
+    w: u32,
+    h: u32,
+    cfg: &DetectConfig,
+) -> Result<Vec<Detection>, NativeError> {
+    let long = f64::from(w.max(h));
+    let first_scale = (f64::from(cfg.max_side) / long).min(1.0);
+    let quick_scale = f64::from(cfg.quick_side) / long;
+    if cfg.quick_side == 0 || quick_scale >= first_scale {
+        return Ok(Vec::new());
+    }
+    hog_scaled(detector, full, w, h, quick_scale, cfg)
 }
 
 /// HOG on `full` scaled by `scale` (at most 1), boxes mapped back.
