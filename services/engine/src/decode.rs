@@ -5,7 +5,9 @@
 //! image* whose longest side is at most [`DecodeLimits::max_side`] (2048 by default). The
 //! largest first detection pass runs at 1600 px, and a face HOG can find there is at least
 //! ~80 px wide, so at 2048 px it still fills the encoder's 150-px chip: a larger copy would
-//! cost memory and time and change nothing downstream.
+//! cost memory and time and change nothing downstream. (`FaceAnalyzer::analyze_bytes` first
+//! tries a smaller working image for selfies: a face its quick pass finds there is large
+//! enough for the chip.)
 //!
 //! - **JPEG** (what Telegram sends) is decoded by libjpeg-turbo straight to the working size:
 //!   its IDCT scales by n/8 in the frequency domain, so a 40-MP photo never exists at full
