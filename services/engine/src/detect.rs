@@ -17,7 +17,7 @@
 use crate::decode;
 use crate::dlib::{HogDetector, RawDetection};
 use crate::error::NativeError;
-use crate::fallback::{FallbackBudget, FallbackPass};
+use crate::fallback::FallbackBudget;
 use dlib_face_recognition::{FaceDetectorCnn, FaceDetectorTrait, ImageMatrix};
 use image::{imageops, Rgb, RgbImage};
 
@@ -67,13 +67,16 @@ pub type Detection = RawDetection;
 /// The detection passes, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DetectPass {
-    Quick,
-    First,
-    Retry,
-    Cnn,
+    Quick = 0,
+    First = 1,
+    Retry = 2,
+    Cnn = 3,
 }
 
 impl DetectPass {
+    /// The passes a [`FallbackBudget`] governs.
+    pub const FALLBACK: [DetectPass; 2] = [DetectPass::Retry, DetectPass::Cnn];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Quick => "quick",
@@ -129,7 +132,7 @@ pub fn detect_faces(
     };
     let skipped = |pass| Ok((Vec::new(), DetectReport { found_by: None, skipped: Some(pass) }));
     let dets = match budget {
-        Some(b) => match b.run(FallbackPass::Retry, retry) {
+        Some(b) => match b.run(DetectPass::Retry, retry) {
             Some(dets) => dets?,
             None => return skipped(DetectPass::Retry),
         },
@@ -142,7 +145,7 @@ pub fn detect_faces(
         return Ok((Vec::new(), DetectReport::default()));
     };
     let dets = match budget {
-        Some(b) => match b.run(FallbackPass::Cnn, || detect_cnn(cnn, image, cfg)) {
+        Some(b) => match b.run(DetectPass::Cnn, || detect_cnn(cnn, image, cfg)) {
             Some(dets) => dets?,
             None => return skipped(DetectPass::Cnn),
         },

@@ -17,32 +17,10 @@
 //! events admitted in advance): the cost of a pass is known only after it ran, and it is
 //! charged in CPU time, not in calls.
 
+use crate::detect::DetectPass;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-/// The passes the budget governs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FallbackPass {
-    Retry,
-    Cnn,
-}
-
-impl FallbackPass {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Retry => "retry",
-            Self::Cnn => "cnn",
-        }
-    }
-
-    fn index(self) -> usize {
-        match self {
-            Self::Retry => 0,
-            Self::Cnn => 1,
-        }
-    }
-}
 
 /// Passes run and skipped since start, and the CPU time they used.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -73,7 +51,8 @@ pub struct FallbackBudget {
     /// Most CPU seconds held.
     burst: f64,
     bucket: Mutex<Bucket>,
-    counters: [Counters; 2],
+    /// Per pass, indexed by `DetectPass as usize` (only the fallback passes are counted).
+    counters: [Counters; 4],
 }
 
 impl FallbackBudget {
@@ -91,8 +70,8 @@ impl FallbackBudget {
 
     /// Runs `pass` if the budget holds any time, charging it the CPU time `pass` took on
     /// this thread; `None` when it is skipped.
-    pub fn run<T>(&self, which: FallbackPass, pass: impl FnOnce() -> T) -> Option<T> {
-        let counters = &self.counters[which.index()];
+    pub fn run<T>(&self, which: DetectPass, pass: impl FnOnce() -> T) -> Option<T> {
+        let counters = &self.counters[which as usize];
         if !self.admit(Instant::now()) {
             counters.skipped.fetch_add(1, Ordering::Relaxed);
             return None;
@@ -111,8 +90,8 @@ impl FallbackBudget {
         Some(out)
     }
 
-    pub fn counts(&self, which: FallbackPass) -> PassCounts {
-        let c = &self.counters[which.index()];
+    pub fn counts(&self, which: DetectPass) -> PassCounts {
+        let c = &self.counters[which as usize];
         PassCounts {
             ran: c.ran.load(Ordering::Relaxed),
             skipped: c.skipped.load(Ordering::Relaxed),
@@ -169,12 +148,12 @@ mod tests {
             }
             1
         };
-        assert_eq!(b.run(FallbackPass::Retry, spin), Some(1));
-        assert_eq!(b.run(FallbackPass::Retry, spin), None, "the first pass spent the budget");
-        assert_eq!(b.run(FallbackPass::Cnn, || 2), None, "one budget for both passes");
-        let retry = b.counts(FallbackPass::Retry);
+        assert_eq!(b.run(DetectPass::Retry, spin), Some(1));
+        assert_eq!(b.run(DetectPass::Retry, spin), None, "the first pass spent the budget");
+        assert_eq!(b.run(DetectPass::Cnn, || 2), None, "one budget for both passes");
+        let retry = b.counts(DetectPass::Retry);
         assert_eq!((retry.ran, retry.skipped), (1, 1));
         assert!(retry.cpu >= Duration::from_millis(3), "{:?}", retry.cpu);
-        assert_eq!(b.counts(FallbackPass::Cnn).skipped, 1);
+        assert_eq!(b.counts(DetectPass::Cnn).skipped, 1);
     }
 }

@@ -105,8 +105,8 @@ fn a_spent_fallback_budget_skips_the_retry_and_cnn_passes() {
     let selfie = a.analyze_bytes(&read("tg1280/Barack_Obama/1.jpg"), &opts).expect("analyze");
     assert_eq!(selfie.faces.len(), 1, "the cheap passes are not budgeted");
 
-    let retry = budget.counts(lookalike_engine::fallback::FallbackPass::Retry);
-    let cnn = budget.counts(lookalike_engine::fallback::FallbackPass::Cnn);
+    let retry = budget.counts(DetectPass::Retry);
+    let cnn = budget.counts(DetectPass::Cnn);
     assert_eq!((retry.ran, retry.skipped, cnn.ran, cnn.skipped), (1, 1, 0, 1));
     assert!(retry.cpu > Duration::from_millis(1), "the retry's CPU time is charged: {:?}", retry.cpu);
 
@@ -117,7 +117,7 @@ fn a_spent_fallback_budget_skips_the_retry_and_cnn_passes() {
     fresh.set_fallback_budget(Some(ample.clone()));
     let found = fresh.analyze_bytes(&elton, &opts).expect("analyze");
     assert_eq!((found.faces.len(), found.detection.found_by), (1, Some(DetectPass::Cnn)));
-    let cnn = ample.counts(lookalike_engine::fallback::FallbackPass::Cnn);
+    let cnn = ample.counts(DetectPass::Cnn);
     assert!(cnn.ran == 1 && cnn.cpu > Duration::from_millis(20), "the CNN's CPU time is charged: {cnn:?}");
     let missed = a.analyze_bytes(&elton, &opts).expect("analyze");
     assert!(missed.faces.is_empty() && missed.detection.skipped == Some(DetectPass::Retry));

@@ -1,6 +1,6 @@
 //! Prometheus metrics, served as text on their own port (what Kubernetes clusters scrape).
 
-use lookalike_engine::fallback::{FallbackBudget, FallbackPass};
+use lookalike_engine::{DetectPass, FallbackBudget};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
@@ -21,7 +21,7 @@ impl Collector for FallbackCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        for pass in [FallbackPass::Retry, FallbackPass::Cnn] {
+        for pass in DetectPass::FALLBACK {
             let n = self.budget.counts(pass);
             for (result, value) in [("ran", n.ran), ("skipped", n.skipped)] {
                 let c = self.passes.with_label_values(&[pass.as_str(), result]);
