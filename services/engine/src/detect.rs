@@ -124,37 +124,40 @@ pub fn detect_faces(
 
     // Retry: upsample (at most 2x, up to retry_max_side and retry_max_pixels with the
     // border) and add a grey border.
-    let mut retry = || -> Result<Vec<Detection>, NativeError> {
+    let retry = || -> Result<Vec<Detection>, NativeError> {
         let retry_scale = retry_scale(w, h, cfg).max(first_scale);
         let (matrix, border) = padded_copy(image, retry_scale, cfg.retry_border)?;
         let dets = detector.detect(&matrix, cfg.max_detections).map_err(NativeError)?;
         Ok(dets.into_iter().map(|d| map_back(d, retry_scale, border)).collect())
     };
     let skipped = |pass| Ok((Vec::new(), DetectReport { found_by: None, skipped: Some(pass) }));
-    let dets = match budget {
-        Some(b) => match b.run(DetectPass::Retry, retry) {
-            Some(dets) => dets?,
-            None => return skipped(DetectPass::Retry),
-        },
-        None => retry()?,
+    let Some(dets) = within(budget, DetectPass::Retry, retry) else {
+        return skipped(DetectPass::Retry);
     };
+    let dets = dets?;
     if !dets.is_empty() {
         return Ok(found(DetectPass::Retry, dets));
     }
     let Some(cnn) = cnn.filter(|_| cfg.cnn_max_side > 0) else {
         return Ok((Vec::new(), DetectReport::default()));
     };
-    let dets = match budget {
-        Some(b) => match b.run(DetectPass::Cnn, || detect_cnn(cnn, image, cfg)) {
-            Some(dets) => dets?,
-            None => return skipped(DetectPass::Cnn),
-        },
-        None => detect_cnn(cnn, image, cfg)?,
+    let Some(dets) = within(budget, DetectPass::Cnn, || detect_cnn(cnn, image, cfg)) else {
+        return skipped(DetectPass::Cnn);
     };
+    let dets = dets?;
     if dets.is_empty() {
         return Ok((dets, DetectReport::default()));
     }
     Ok(found(DetectPass::Cnn, dets))
+}
+
+/// Runs a fallback `pass` within `budget` (`None` when the budget skips it); without a
+/// budget it always runs.
+fn within<T>(budget: Option<&FallbackBudget>, pass: DetectPass, run: impl FnOnce() -> T) -> Option<T> {
+    match budget {
+        Some(b) => b.run(pass, run),
+        None => Some(run()),
+    }
 }
 
 /// The quick pass alone (main-face mode) on the `w` x `h` image `full`: nothing when the

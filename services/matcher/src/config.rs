@@ -4,6 +4,7 @@ use clap::{Args, ValueEnum};
 use lookalike_engine::{DecodeLimits, DetectConfig, Gallery, GalleryError, HnswParams, SearchMode};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// How the gallery is searched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -37,12 +38,13 @@ pub fn fraction(s: &str) -> Result<f64, String> {
     }
 }
 
-/// A number of seconds, 0 or more (fractions allowed).
-pub fn seconds(s: &str) -> Result<f64, String> {
-    match s.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
-        _ => Err(format!("{s:?} is not a number of seconds (0 or more)")),
-    }
+/// A number of seconds, 0 or more (fractions allowed), as a duration.
+pub fn seconds(s: &str) -> Result<Duration, String> {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .and_then(|v| Duration::try_from_secs_f64(v).ok())
+        .ok_or_else(|| format!("{s:?} is not a number of seconds (0 or more)"))
 }
 
 #[derive(Debug, Clone, Args)]
@@ -166,8 +168,8 @@ mod tests {
         for bad in ["-0.1", "1.5", "NaN", "inf", "a quarter"] {
             assert!(fraction(bad).is_err(), "{bad}");
         }
-        assert_eq!(seconds("0.1"), Ok(0.1));
-        for bad in ["-1", "NaN", "inf", "soon"] {
+        assert_eq!(seconds("0.1"), Ok(Duration::from_millis(100)));
+        for bad in ["-1", "NaN", "inf", "1e30", "soon"] {
             assert!(seconds(bad).is_err(), "{bad}");
         }
     }

@@ -84,8 +84,8 @@ pub struct ServeArgs {
     pub fallback_share: f64,
     /// CPU seconds of retry and CNN passes available at once (and after an idle stretch),
     /// for the whole process.
-    #[arg(long, env = "LOOKALIKE_FALLBACK_BURST_SECONDS", default_value_t = 2.0, value_parser = crate::config::seconds)]
-    pub fallback_burst_seconds: f64,
+    #[arg(long, env = "LOOKALIKE_FALLBACK_BURST_SECONDS", default_value = "2", value_parser = crate::config::seconds)]
+    pub fallback_burst_seconds: Duration,
     /// Log format: json (one object per line) or text.
     #[arg(long, env = "LOOKALIKE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
@@ -127,7 +127,7 @@ impl Capacity {
             ceiling,
             max_message_bytes: args.max_message_bytes,
             fallback_share: args.fallback_share,
-            fallback_burst: Duration::try_from_secs_f64(args.fallback_burst_seconds).unwrap_or(Duration::ZERO),
+            fallback_burst: args.fallback_burst_seconds,
         }
     }
 
